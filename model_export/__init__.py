@@ -1,0 +1,1 @@
+"""Offline tools that turn model checkpoints into voiced bundles (needs the `export` extra)."""

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine: system packages, then one virtual environment (.venv).
+# Usage: scripts/setup.sh run|test      (a second call is a no-op check taking well under a second)
+set -euo pipefail
+mode=${1:-run}
+cd "$(dirname "$0")/.."
+
+apt_pkgs=(espeak-ng libespeak-ng1 libportaudio2 sox pulseaudio pulseaudio-utils ca-certificates)
+[[ $mode == test ]] && apt_pkgs+=(systemd)
+
+py=""
+for cand in python3.11 python3; do
+  if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    py=$(command -v "$cand"); break
+  fi
+done
+if [[ -z $py ]]; then
+  apt_pkgs+=(python3 python3-venv python3-dev)
+elif [[ $py == /usr/bin/* ]] && ! "$py" -c 'import ensurepip' 2>/dev/null; then
+  apt_pkgs+=(python3-venv python3-dev)
+fi
+
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "voiced set-up needs these Debian packages: ${missing[*]}" >&2
+    echo "Fix: sudo apt-get update && sudo apt-get install -y ${missing[*]}   (then run this again)" >&2
+    exit 1
+  fi
+  echo "==> installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [[ -z $py ]]; then py=/usr/bin/python3; fi
+
+extras="export"
+[[ $mode == test ]] && extras="export,dev"
+stamp=".venv/.voiced-setup-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras/,/-}"
+if [[ ! -f $stamp ]]; then
+  echo "==> creating .venv with $py and installing voiced[$extras] (first time: a few minutes)"
+  [[ -x .venv/bin/python ]] || "$py" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip wheel 2>&1 | grep -v "^WARNING: Location" || true
+  # torch is pinned in pyproject to the CPU wheel; pip must not resolve an unpinned CUDA build first.
+  .venv/bin/python -m pip install --progress-bar off -q -e ".[${extras}]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import voiced, webrtcvad, onnxruntime" || { echo "set-up failed: the venv cannot import voiced; remove .venv and run again" >&2; exit 1; }
+  rm -f .venv/.voiced-setup-*
+  touch "$stamp"
+fi

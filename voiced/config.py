@@ -1,0 +1,206 @@
+"""Typed settings: defaults < config.toml < VOICED_<SECTION>__<KEY> env < CLI flags.
+
+One model for the whole daemon so that a bad value is refused at start, naming the key, instead of surfacing
+as a strange failure minutes later in a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
+
+
+def config_home() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "voiced"
+
+
+def cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "voiced"
+
+
+def default_config_path() -> Path:
+    return config_home() / "config.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AudioSettings(_Section):
+    input_device: str | int | None = Field(None, description="PortAudio input device name (substring) or index; none = system default; 'none' = no local microphone")
+    output_device: str | int | None = Field(None, description="PortAudio output device; none = system default; 'none' = no local speaker")
+    sample_rate: Literal[16000] = Field(16000, description="internal rate of the whole front end (VAD and models)")
+    frame_ms: Literal[10, 20, 30] = Field(30, description="webrtcvad frame length")
+    vad_aggressiveness: int = Field(2, ge=0, le=3)
+    pre_roll_ms: int = Field(300, ge=0, le=2000, description="audio kept before speech start so it is not clipped")
+    start_window_ms: int = Field(150, ge=10, le=2000, description="window in which voiced frames must dominate to start speech")
+    start_ratio: float = Field(0.7, gt=0.0, le=1.0)
+    hangover_ms: int = Field(600, ge=60, le=5000, description="silence after speech that ends a turn")
+    min_speech_ms: int = Field(250, ge=0, le=5000, description="shorter segments are clicks, not turns")
+    max_segment_s: float = Field(30.0, gt=1.0, le=300.0, description="longer speech is split")
+    half_duplex: bool = Field(True, description="mute the local mic from VAD while the speaker plays (no echo canceller)")
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="bind address; anything but loopback exposes the microphone to the network")
+    port: int = Field(8765, ge=0, le=65535)
+    allowed_origins: list[str] = Field(default_factory=list, description="extra browser origins allowed besides the daemon's own page")
+    token_file: Path | None = Field(None, description="default: $XDG_CONFIG_HOME/voiced/token")
+    max_clients: int = Field(64, ge=1, le=10000)
+    max_message_bytes: int = Field(1 << 20, ge=1024)
+    client_queue: int = Field(256, ge=4, description="messages queued per client before a stalled client is dropped")
+    wyoming: str | None = Field(None, description="e.g. tcp://127.0.0.1:10700 to serve the Wyoming protocol")
+
+    @field_validator("host")
+    @classmethod
+    def _host_nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be an address such as 127.0.0.1")
+        return v
+
+
+class ModelSettings(_Section):
+    bundle: str = Field("default", description="bundle name in the cache (voiced model list) or a bundle directory")
+    threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0 = all cores")
+    max_new_tokens: int = Field(96, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    system_prompt: str = Field(
+        "You are voiced, a voice assistant running on the user's computer. Answer in one or two short spoken "
+        "sentences. No markdown, no lists, no emoji.",
+    )
+    history_turns: int = Field(8, ge=0, le=1000)
+    history_tokens: int = Field(1536, ge=0)
+    drafter: Literal["auto", "on", "off"] = "auto"
+    draft_tokens: int = Field(0, ge=0, le=16, description="0 = adapt k to the measured acceptance")
+
+
+class TTSSettings(_Section):
+    engine: Literal["espeak", "piper"] = "espeak"
+    voice: str = Field("en-us", description="espeak-ng voice name, or piper voice")
+    rate_wpm: int = Field(175, ge=80, le=450)
+
+
+class PrivacySettings(_Section):
+    save_audio: bool = False
+    save_transcripts: bool = False
+    data_dir: Path | None = Field(None, description="where saved audio/transcripts go when enabled")
+
+
+class ActivationSettings(_Section):
+    mode: Literal["always", "wake", "push"] = "always"
+    wake_phrases: list[str] = Field(default_factory=lambda: ["hey voiced"])
+    wake_threshold: float = Field(0.75, gt=0.0, le=1.0)
+    follow_up_s: float = Field(8.0, ge=0.0, le=600.0)
+    stop_words: list[str] = Field(default_factory=lambda: ["stop", "cancel"])
+    barge_in_min_ms: int = Field(300, ge=0, le=5000)
+
+
+_SECTIONS = ("audio", "server", "model", "tts", "privacy", "activation")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VOICED_", env_nested_delimiter="__", extra="forbid", validate_default=True, nested_model_default_partial_update=True
+    )
+
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    tts: TTSSettings = Field(default_factory=TTSSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    activation: ActivationSettings = Field(default_factory=ActivationSettings)
+
+    @model_validator(mode="after")
+    def _privacy_dir(self) -> "Settings":
+        if (self.privacy.save_audio or self.privacy.save_transcripts) and self.privacy.data_dir is None:
+            raise ValueError("privacy.save_audio/save_transcripts need privacy.data_dir (a directory to write to)")
+        return self
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        # init (CLI flags) > env > the TOML file named by model_config (load_settings sets it per call).
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def token_path(self) -> Path:
+        return self.server.token_file or config_home() / "token"
+
+
+class ConfigError(Exception):
+    """A configuration the daemon refuses; the message names key, value and what is allowed."""
+
+
+def _read_toml(path: Path, explicit: bool) -> dict[str, Any]:
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist; create it or drop --config")
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML ({e}); fix the line it names") from e
+    unknown = [k for k in data if k not in _SECTIONS]
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown section(s) {unknown}; allowed: {list(_SECTIONS)}")
+    return data
+
+
+def _env_layer() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in os.environ.items():
+        if not key.startswith("VOICED_") or "__" not in key:
+            continue
+        section, _, name = key[len("VOICED_"):].lower().partition("__")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def _format_error(e: ValidationError, origin: dict[tuple[str, str], str]) -> str:
+    lines = ["invalid configuration:"]
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        where = origin.get(tuple(str(p) for p in err["loc"][:2]), "default")
+        value = err.get("input")
+        lines.append(f"  {loc} = {value!r} (from {where}): {err['msg']}")
+    lines.append("Fix the value(s) above; `voiced config` shows every key, its value and where it came from.")
+    return "\n".join(lines)
+
+
+def load_settings(config_path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> tuple[Settings, dict[tuple[str, str], str]]:
+    """Build Settings and a map (section, key) -> the source that set it ('default', a file, 'env', 'flag')."""
+    path = config_path or default_config_path()
+    toml_data = _read_toml(path, explicit=config_path is not None)
+    overrides = {k: v for k, v in (overrides or {}).items() if v}
+    origin: dict[tuple[str, str], str] = {}
+    for section, values in toml_data.items():
+        for key in values if isinstance(values, dict) else ():
+            origin[(section, key)] = str(path)
+    for section, values in _env_layer().items():
+        for key in values:
+            origin[(section, key)] = f"env VOICED_{section.upper()}__{key.upper()}"
+    for section, values in overrides.items():
+        for key in values:
+            origin[(section, key)] = "flag"
+    reader = type("_FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path if toml_data else None}})
+    try:
+        settings = reader(**overrides)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, origin)) from None
+    return settings, origin
+
+
+def describe(settings: Settings, origin: dict[tuple[str, str], str]) -> list[dict[str, Any]]:
+    """Every key with its effective value (secrets redacted) and where it came from."""
+    rows = []
+    for section in _SECTIONS:
+        sec = getattr(settings, section)
+        for key, value in sec.model_dump(mode="json").items():
+            if isinstance(getattr(sec, key), SecretStr) or "token" in key and key != "token_file":
+                value = "***"
+            rows.append({"key": f"{section}.{key}", "value": value, "source": origin.get((section, key), "default")})
+    return rows
