@@ -1,0 +1,382 @@
+"""The turn: speech segment (or text query) -> model -> clauses -> speech -> every sink. One owner of state.
+
+Sources push audio in (`feed`); each source has its own VAD segmenter. Work that would block runs on three
+single-thread executors so they overlap on two cores: ASR, the model (one KV cache, one thread), and TTS.
+Text flows model -> chunker -> TTS clause by clause, so speech starts at the first clause, not the last token.
+
+Latency tricks, in the order the audio meets them:
+- at the first pause (SpeechPaused) the segment so far is transcribed and its prompt prefilled speculatively,
+  during the hangover; if the speaker resumes, the result is dropped (sync() keeps whatever prefix still holds);
+- the system prompt and history stay in the KV cache between turns (Assistant.prepare / Conversation.sync).
+
+Barge-in: speech from the turn's own source that lasts `activation.barge_in_min_ms` cancels generation and TTS
+(a threading.Event both threads poll between steps) and interrupts local playback; the partial reply is kept in
+memory marked interrupted. Half duplex: the local microphone is muted from the VAD while we speak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from protocol import messages as m
+from voiced.assistant import Assistant
+from voiced.audio import vad
+from voiced.config import Settings
+from voiced.speech.chunker import ClauseChunker
+from voiced.speech.tts import TTSEngine
+
+log = logging.getLogger(__name__)
+
+LOCAL = "local"
+ECHO_TAIL_S = 0.25  # room reverb and output latency after our last sample still reach the mic
+
+
+class Publisher(Protocol):
+    """A sink of turn events: the WebSocket server, the Wyoming adapter, a collector in `voiced ask`."""
+
+    def broadcast(self, msg: Any) -> None: ...
+
+    def broadcast_audio(self, reply_id: str, pcm: np.ndarray, rate: int) -> None: ...
+
+    def end_audio(self, reply_id: str) -> None: ...
+
+
+@dataclass
+class Turn:
+    source: str
+    audio: np.ndarray | None = None
+    query: str | None = None
+    request_id: str | None = None
+    speculative: asyncio.Future | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    t0: float = field(default_factory=time.monotonic)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    marks: dict[str, float] = field(default_factory=dict)
+    reply: str = ""
+    interrupted: bool = False
+
+    def mark(self, name: str) -> None:
+        self.marks.setdefault(name, (time.monotonic() - self.t0) * 1e3)
+
+
+@dataclass
+class _Source:
+    segmenter: vad.Segmenter
+    audio: list[np.ndarray] = field(default_factory=list)
+    speculative: asyncio.Future | None = None
+    barge_samples: int | None = None  # counting speech during a reply to this source; None = not armed
+    ptt: bool = False
+
+
+class Pipeline:
+    """Implements the server's TurnHandler; `feed` takes the local microphone."""
+
+    def __init__(self, settings: Settings, assistant: Assistant, tts: TTSEngine, playback: Any | None = None):
+        self.settings = settings
+        self.assistant = assistant
+        self.tts = tts
+        self.playback = playback
+        self.publishers: list[Publisher] = []
+        self.state = "idle"
+        self.turn: Turn | None = None
+        self.turns_done: list[m.ReplyDone] = []
+        self._sources: dict[str, _Source] = {}
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+        self._echo_until = 0.0
+        self._model = ThreadPoolExecutor(1, thread_name_prefix="voiced-model")
+        self._asr = ThreadPoolExecutor(1, thread_name_prefix="voiced-asr")
+        self._tts = ThreadPoolExecutor(1, thread_name_prefix="voiced-tts")
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    async def warm_up(self) -> None:
+        await self._run(self._model, self.assistant.warm_up)
+
+    async def aclose(self) -> None:
+        if self.turn is not None:
+            self._interrupt(self.turn)
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for ex in (self._model, self._asr, self._tts):
+            ex.shutdown(wait=False, cancel_futures=True)
+
+    def add_publisher(self, p: Publisher) -> None:
+        self.publishers.append(p)
+
+    # -- audio in -------------------------------------------------------------------------------------------
+    async def feed(self, source: str, pcm: np.ndarray) -> None:
+        """16 kHz mono int16 from a source, in order."""
+        st = self._source(source)
+        if source == LOCAL and self.settings.audio.half_duplex:
+            st.segmenter.muted = self._speaking()
+        for ev in st.segmenter.feed(pcm):
+            await self._on_vad(source, st, ev)
+
+    async def end_of_stream(self, source: str) -> None:
+        st = self._sources.get(source)
+        if st is not None:
+            for ev in st.segmenter.flush():
+                await self._on_vad(source, st, ev)
+
+    def _source(self, source: str) -> _Source:
+        st = self._sources.get(source)
+        if st is None:
+            st = self._sources[source] = _Source(vad.Segmenter(self.settings.audio, source=source))
+        return st
+
+    def _speaking(self) -> bool:
+        now = time.monotonic()
+        if self.state == "speaking" or (self.playback is not None and self.playback.playing):
+            self._echo_until = now + ECHO_TAIL_S
+        return now < self._echo_until
+
+    async def _on_vad(self, source: str, st: _Source, ev: vad.Event) -> None:
+        turn = self.turn
+        if isinstance(ev, vad.SpeechStarted):
+            st.audio = [ev.pre_roll]
+            st.speculative = None
+            self._publish(m.SpeechStarted(t=ev.t, source=source))
+            if turn is not None and turn.source == source:
+                st.barge_samples = 0
+            elif self.state == "idle":
+                self._set_state("listening", source)
+        elif isinstance(ev, vad.SpeechFrames):
+            st.audio.append(ev.pcm)
+            if st.barge_samples is not None and turn is not None:
+                st.barge_samples += len(ev.pcm)
+                if st.barge_samples * 1000 >= self.settings.activation.barge_in_min_ms * vad.RATE:
+                    log.info("barge-in on %s: interrupting reply %s", source, turn.id)
+                    st.barge_samples = None
+                    self._interrupt(turn)
+        elif isinstance(ev, vad.SpeechPaused):
+            if self.assistant.hears_audio and st.audio:
+                st.speculative = self._speculate(np.concatenate(st.audio))
+        elif isinstance(ev, vad.SpeechResumed):
+            st.speculative = None
+        elif isinstance(ev, vad.SpeechDiscarded):
+            st.audio, st.speculative, st.barge_samples = [], None, None
+            if self.state == "listening" and self.turn is None:
+                self._set_state("idle", None)
+        elif isinstance(ev, vad.SpeechEnded):
+            self._publish(m.SpeechEnded(t_start=ev.t_start, t_end=ev.t_end, source=source))
+            spec, st.audio, st.speculative, st.barge_samples = st.speculative, [], None, None
+            if self.settings.activation.mode == "push" and not st.ptt:
+                log.info("speech on %s outside push-to-talk: not answered", source)
+                if self.turn is None:
+                    self._set_state("idle", None)
+                return
+            if not self.assistant.hears_audio:
+                self._publish(m.Error(code="unavailable", message="this bundle takes no audio; send a text_query"))
+                return
+            self._start(Turn(source=source, audio=ev.audio, speculative=spec))
+
+    def _speculate(self, audio: np.ndarray) -> asyncio.Future:
+        """Transcribe the segment so far during the hangover, then prefill its prompt if the model is free."""
+
+        async def run() -> str:
+            text = await self._run(self._asr, self.assistant.transcribe, audio)
+            if text and self.turn is None:
+                await self._run(self._model, self.assistant.prepare, text)
+            return text
+
+        return self._spawn(run())
+
+    # -- TurnHandler (the server calls these) ---------------------------------------------------------------
+    async def on_client_audio(self, client_id: str, pcm16k: np.ndarray) -> None:
+        await self.feed(client_id, pcm16k)
+
+    async def on_client_audio_end(self, client_id: str) -> None:
+        await self.end_of_stream(client_id)
+
+    async def on_text_query(self, client_id: str, text: str, request_id: str | None) -> None:
+        self._start(Turn(source=client_id, query=text.strip(), request_id=request_id))
+
+    async def on_cancel(self, client_id: str, request_id: str | None) -> None:
+        turn = self.turn
+        if turn is not None and (request_id is None or request_id == turn.request_id):
+            self._interrupt(turn)
+
+    async def on_push_to_talk(self, client_id: str, pressed: bool) -> None:
+        st = self._source(client_id)
+        st.ptt = pressed
+        if pressed:
+            if self.turn is not None:
+                self._interrupt(self.turn)
+            self._set_state("listening", client_id)
+        else:  # release ends the utterance now, without waiting for the hangover
+            st.ptt = True
+            await self.end_of_stream(client_id)
+            st.ptt = False
+
+    async def on_forget(self, client_id: str) -> None:
+        await self._run(self._model, self.assistant.forget)
+
+    async def on_client_disconnect(self, client_id: str) -> None:
+        self._sources.pop(client_id, None)
+
+    # -- the turn -------------------------------------------------------------------------------------------
+    def _start(self, turn: Turn) -> asyncio.Task:
+        return self._spawn(self._run_turn(turn))
+
+    async def _run_turn(self, turn: Turn) -> None:
+        async with self._lock:  # one model, one turn at a time; later turns wait their go
+            if turn.cancel.is_set():
+                return
+            self.turn = turn
+            try:
+                await self._turn_body(turn)
+            except Exception as e:
+                log.exception("turn %s failed", turn.id)
+                self._publish(m.Error(code="internal", message=f"turn failed: {e}", request_id=turn.request_id))
+            finally:
+                self.turn = None
+                self._set_state("idle", None)
+
+    async def _turn_body(self, turn: Turn) -> None:
+        self._set_state("thinking", turn.source)
+        if turn.audio is not None:
+            text = None
+            if turn.speculative is not None:
+                try:
+                    text = await turn.speculative
+                except Exception as e:  # the full pass below decides; a failed guess costs only time
+                    log.warning("speculative transcription failed: %s", e)
+            if not text:  # no pause seen, or the speculative pass heard nothing: transcribe the whole segment
+                text = await self._run(self._asr, self.assistant.transcribe, turn.audio)
+            turn.mark("transcribed")
+            self._publish(m.Transcript(text=text, final=True, source=turn.source))
+            if not text:
+                log.info("turn %s: no words recognised; not answered", turn.id)
+                return
+            turn.query = text
+        query = turn.query or ""
+        self._publish(m.ReplyStarted(reply_id=turn.id, request_id=turn.request_id, source=turn.source))
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[str | None] = asyncio.Queue()
+        clauses: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def generate() -> dict:
+            try:
+                for d in self.assistant.reply(query, turn.cancel):
+                    loop.call_soon_threadsafe(deltas.put_nowait, d.text)
+            finally:
+                loop.call_soon_threadsafe(deltas.put_nowait, None)
+            return dict(self.assistant.conversation.last_stats)
+
+        gen = loop.run_in_executor(self._model, generate)
+        speaker = asyncio.ensure_future(self._speak(turn, clauses))
+        chunker = ClauseChunker()
+        while (delta := await deltas.get()) is not None:
+            turn.mark("first_token")
+            turn.reply += delta
+            self._publish(m.ReplyDelta(reply_id=turn.id, text=delta))
+            for clause in chunker.push(delta):
+                turn.mark("first_clause")
+                clauses.put_nowait(clause)
+        if not turn.cancel.is_set():
+            for clause in chunker.flush():
+                turn.mark("first_clause")
+                clauses.put_nowait(clause)
+        clauses.put_nowait(None)
+        stats = await gen
+        await speaker
+        turn.mark("done")
+        turn.interrupted = turn.interrupted or turn.cancel.is_set()
+        self.assistant.remember(query, turn.reply, turn.interrupted)
+        timings = self._timings(turn, stats)
+        done = m.ReplyDone(reply_id=turn.id, text=turn.reply.strip(), interrupted=turn.interrupted, timings_ms=timings)
+        self.turns_done.append(done)
+        self._publish(done)
+        log.info(
+            "turn %s (%s)%s: %r -> %r | %s", turn.id, turn.source, " interrupted" if turn.interrupted else "",
+            query[:80], turn.reply.strip()[:80], " ".join(f"{k}={v:.0f}" for k, v in timings.items()),
+        )
+
+    async def _speak(self, turn: Turn, clauses: asyncio.Queue[str | None]) -> None:
+        loop = asyncio.get_running_loop()
+        rate = self.tts.sample_rate
+        try:
+            while (clause := await clauses.get()) is not None:
+                if turn.cancel.is_set():
+                    break
+                chunks: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
+
+                def synth(text: str = clause) -> None:
+                    try:
+                        for chunk in self.tts.synthesize(text, turn.cancel):
+                            loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+                    finally:
+                        loop.call_soon_threadsafe(chunks.put_nowait, None)
+
+                job = loop.run_in_executor(self._tts, synth)
+                while (chunk := await chunks.get()) is not None:
+                    if turn.cancel.is_set():
+                        continue
+                    if "first_audio" not in turn.marks:
+                        turn.mark("first_audio")
+                        self._set_state("speaking", turn.source)
+                    for p in self.publishers:
+                        p.broadcast_audio(turn.id, chunk, rate)
+                    if self.playback is not None:
+                        await self.playback.play(chunk, rate)
+                await job
+        finally:
+            for p in self.publishers:
+                p.end_audio(turn.id)
+        if self.playback is not None and not turn.cancel.is_set():
+            await self.playback.drain()
+
+    def _interrupt(self, turn: Turn) -> None:
+        turn.interrupted = True
+        turn.cancel.set()
+        if self.playback is not None:
+            self.playback.interrupt()
+
+    def _timings(self, turn: Turn, stats: dict) -> dict[str, float]:
+        t = {k: round(v, 1) for k, v in turn.marks.items()}
+        out: dict[str, float] = {}
+        if "transcribed" in t:
+            out["asr"] = t["transcribed"]
+        for name in ("first_token", "first_clause", "first_audio", "done"):
+            if name in t:
+                out[name] = t[name]
+        if "first_audio" in t:
+            out["end_of_speech_to_first_audio"] = t["first_audio"]
+            if turn.audio is not None:
+                # the user stopped talking one hangover before we could know it
+                out["last_word_to_first_audio"] = round(t["first_audio"] + self.settings.audio.hangover_ms, 1)
+        for key in ("prefill_tokens", "prefill_ms", "decode_tokens", "decode_ms"):
+            if isinstance(stats.get(key), (int, float)):
+                out[key] = round(float(stats[key]), 1)
+        return out
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+    def _set_state(self, state: str, source: str | None) -> None:
+        if state != self.state:
+            self.state = state
+            self._publish(m.State(state=state, source=source))
+
+    def _publish(self, msg: Any) -> None:
+        for p in self.publishers:
+            p.broadcast(msg)
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    async def _run(executor: ThreadPoolExecutor, fn: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)

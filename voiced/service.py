@@ -1,0 +1,110 @@
+"""`voiced serve`: wires source -> pipeline -> sinks, runs until SIGINT/SIGTERM, tells systemd how it is."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from voiced import __version__
+from voiced.config import Settings
+from voiced.notify import Notifier
+
+log = logging.getLogger("voiced")
+
+
+def serve(settings: Settings) -> int:
+    try:
+        return asyncio.run(_serve(settings))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(settings: Settings) -> int:
+    from voiced.assistant import Assistant
+    from voiced.model import store
+    from voiced.model.bundle import BundleError, load_bundle
+    from voiced.pipeline import LOCAL, Pipeline
+    from voiced.server.auth import load_or_create_token
+    from voiced.server.ws import VoicedServer
+    from voiced.speech.playback import Playback
+    from voiced.speech.tts import make_tts
+
+    notify = Notifier()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    t0 = time.monotonic()
+    notify.send("STATUS=loading model")
+    try:
+        bundle_dir = await asyncio.to_thread(store.ensure_prepared, settings.model.bundle)
+        bundle = await asyncio.to_thread(load_bundle, bundle_dir)
+    except (BundleError, store.PrepareError, store.BundleIntegrityError) as e:
+        log.error("%s", e)
+        return 1
+    assistant = await asyncio.to_thread(Assistant, bundle, settings.model)
+    tts = make_tts(settings.tts)
+    playback = None if settings.audio.output_device == "none" else Playback(settings.audio, on_state=_device_state("speaker"))
+    pipeline = Pipeline(settings, assistant, tts, playback)
+    await pipeline.warm_up()
+    log.info("model %s loaded in %.1f s", bundle_dir.name, time.monotonic() - t0)
+
+    token = load_or_create_token(settings.token_path())
+    server = VoicedServer(settings.server, pipeline, token)
+    pipeline.add_publisher(server)
+    tasks: list[asyncio.Task] = []
+    async with server:
+        log.info("serving %s (token in %s); Ctrl-C stops", server.url, settings.token_path())
+        if settings.audio.input_device != "none":
+            tasks.append(asyncio.create_task(_microphone(settings, pipeline, LOCAL)))
+        interval = notify.watchdog_interval()
+        if interval:
+            tasks.append(asyncio.create_task(_watchdog(notify, interval)))
+        notify.send("READY=1", f"STATUS=serving {server.url}")
+        await stop.wait()
+        log.info("stopping")
+        notify.send("STOPPING=1")
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pipeline.aclose(), 1.0)
+        if playback is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(playback.aclose(), 0.5)
+    return 0
+
+
+def _device_state(kind: str):
+    def report(state: str, detail: str) -> None:
+        log.warning("%s %s: %s", kind, state, detail) if state != "ok" else log.info("%s ok: %s", kind, detail)
+
+    return report
+
+
+async def _microphone(settings: Settings, pipeline, source: str) -> None:
+    from voiced.audio.capture import MicSource
+
+    mic = MicSource(settings.audio, on_state=_device_state("microphone"))
+    try:
+        async for chunk in mic:
+            await pipeline.feed(source, chunk.pcm)
+    finally:
+        await mic.aclose()
+
+
+async def _watchdog(notify: Notifier, interval: float) -> None:
+    # Sent from the event loop itself: a hung loop stops the pings and systemd restarts us.
+    while True:
+        notify.send("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+def service_command(action: str, settings: Settings) -> int:
+    from voiced.unit import install, uninstall
+
+    return install(settings) if action == "install" else uninstall()

@@ -1,0 +1,118 @@
+"""`voiced ask` without --url: one turn in-process on the same pipeline as the daemon, no server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protocol import messages as m
+from voiced.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Collector:
+    """A Publisher that keeps what one turn produced, for printing and tests."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self.audio: list[np.ndarray] = []
+        self.rate = 0
+        self.finished = asyncio.Event()
+
+    def broadcast(self, msg: Any) -> None:
+        self.messages.append(msg)
+        if isinstance(msg, m.ReplyDone | m.Error) or (isinstance(msg, m.Transcript) and not msg.text):
+            self.finished.set()
+
+    def broadcast_audio(self, reply_id: str, pcm: np.ndarray, rate: int) -> None:
+        self.audio.append(np.asarray(pcm, np.int16))
+        self.rate = rate
+
+    def end_audio(self, reply_id: str) -> None:
+        pass
+
+    def result(self) -> dict[str, Any]:
+        transcript = next((x.text for x in self.messages if isinstance(x, m.Transcript)), None)
+        done = next((x for x in self.messages if isinstance(x, m.ReplyDone)), None)
+        errors = [x.message for x in self.messages if isinstance(x, m.Error)]
+        return {
+            "transcript": transcript,
+            "reply_text": done.text if done else "",
+            "interrupted": done.interrupted if done else False,
+            "timings_ms": done.timings_ms if done else {},
+            "audio_seconds": round(sum(len(a) for a in self.audio) / self.rate, 3) if self.rate else 0.0,
+            "errors": errors,
+        }
+
+
+async def run_turn(pipeline, wav: Path | None, text: str | None, timeout_s: float = 600.0) -> Collector:
+    from voiced.audio.capture import load_wav_16k
+
+    collector = Collector()
+    pipeline.add_publisher(collector)
+    if text is not None:
+        await pipeline.on_text_query("cli", text, None)
+    else:
+        pcm = load_wav_16k(wav)
+        step = 16000 * 30 // 1000
+        for i in range(0, len(pcm), step):
+            await pipeline.feed("cli", pcm[i : i + step])
+        await pipeline.feed("cli", np.zeros(16000 * 2, np.int16))  # trailing silence lets the hangover end the turn
+        await pipeline.end_of_stream("cli")
+    await asyncio.wait_for(collector.finished.wait(), timeout_s)
+    return collector
+
+
+def ask_local(args: argparse.Namespace, settings: Settings) -> int:
+    if args.bundle:
+        settings.model.bundle = args.bundle
+    settings.audio.output_device = "none" if args.json or args.out else settings.audio.output_device
+    try:
+        result, audio, rate = asyncio.run(_ask(settings, args.wav, args.text))
+    except Exception as e:  # every failure names its fix in its message
+        print(f"voiced: {e}", file=sys.stderr)
+        return 1
+    if args.out and audio.size:
+        with wave.open(str(args.out), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes(audio.astype("<i2").tobytes())
+    if args.json:
+        print(json.dumps(result))
+    else:
+        if result["transcript"] is not None:
+            print(f"you:     {result['transcript']}")
+        print(f"voiced:  {result['reply_text']}")
+        print("timings: " + " ".join(f"{k}={v:.0f}ms" for k, v in result["timings_ms"].items()))
+    return 0 if not result["errors"] else 1
+
+
+async def _ask(settings: Settings, wav: Path | None, text: str | None):
+    from voiced.assistant import Assistant
+    from voiced.model import store
+    from voiced.model.bundle import load_bundle
+    from voiced.pipeline import Pipeline
+    from voiced.speech.tts import make_tts
+
+    if wav is not None and not Path(wav).exists():
+        raise FileNotFoundError(f"{wav} does not exist; pass a WAV file recorded at any rate")
+    bundle = load_bundle(await asyncio.to_thread(store.ensure_prepared, settings.model.bundle))
+    assistant = await asyncio.to_thread(Assistant, bundle, settings.model)
+    pipeline = Pipeline(settings, assistant, make_tts(settings.tts), None)
+    await pipeline.warm_up()
+    try:
+        collector = await run_turn(pipeline, wav, text)
+    finally:
+        await pipeline.aclose()
+    audio = np.concatenate(collector.audio) if collector.audio else np.zeros(0, np.int16)
+    return collector.result(), audio, collector.rate or 16000
