@@ -54,6 +54,10 @@ class ServerSettings(_Section):
     max_clients: int = Field(64, ge=1, le=10000)
     max_message_bytes: int = Field(1 << 20, ge=1024)
     client_queue: int = Field(256, ge=4, description="messages queued per client before a stalled client is dropped")
+    hello_timeout_s: float = Field(5.0, gt=0.0, le=120.0, description="a connection that has not sent a valid hello (with its token) by then is closed")
+    max_audio_speed: float = Field(4.0, ge=1.0, le=1000.0, description="how many times faster than real time a client may push microphone audio")
+    audio_burst_s: float = Field(30.0, ge=1.0, le=3600.0, description="seconds of microphone audio a client may send at once before max_audio_speed applies")
+    audio_frame_ms: int = Field(100, ge=10, le=2000, description="longest reply-audio binary frame sent to clients")
     wyoming: str | None = Field(None, description="e.g. tcp://127.0.0.1:10700 to serve the Wyoming protocol")
 
     @field_validator("host")
@@ -70,12 +74,9 @@ class ModelSettings(_Section):
     max_new_tokens: int = Field(96, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    system_prompt: str = Field(
-        "You are voiced, a voice assistant running on the user's computer. Answer in one or two short spoken "
-        "sentences. No markdown, no lists, no emoji.",
-    )
-    history_turns: int = Field(8, ge=0, le=1000)
-    history_tokens: int = Field(1536, ge=0)
+    system_prompt: str | None = Field(None, description="none = the bundle's own prompt suited to its model")
+    history_turns: int = Field(8, ge=0, le=1000, description="exchanges remembered; oldest dropped first")
+    history_tokens: int = Field(1536, ge=64, description="token budget of the whole prompt; oldest turns dropped first")
     drafter: Literal["auto", "on", "off"] = "auto"
     draft_tokens: int = Field(0, ge=0, le=16, description="0 = adapt k to the measured acceptance")
 
@@ -97,6 +98,10 @@ class ActivationSettings(_Section):
     wake_phrases: list[str] = Field(default_factory=lambda: ["hey voiced"])
     wake_threshold: float = Field(0.75, gt=0.0, le=1.0)
     follow_up_s: float = Field(8.0, ge=0.0, le=600.0)
+    query_window_s: float = Field(8.0, ge=0.0, le=600.0, description="after the wake phrase said alone, how long the next turn counts as the query")
+    end_of_turn: Literal["fixed", "adaptive"] = Field("adaptive", description="fixed: audio.hangover_ms always; adaptive: shorter when the words so far sound finished, longer mid-sentence")
+    hangover_complete_ms: int = Field(300, ge=60, le=5000, description="adaptive end of turn: silence that ends a turn that sounds finished")
+    hangover_incomplete_ms: int = Field(1500, ge=60, le=10000, description="adaptive end of turn: silence allowed mid-sentence ('... and', 'um', a trailing comma)")
     stop_words: list[str] = Field(default_factory=lambda: ["stop", "cancel"])
     barge_in_min_ms: int = Field(300, ge=0, le=5000)
 
