@@ -50,6 +50,12 @@ class DecoderSpec(_M):
     hidden_output: str | None = Field(None, description="graph output name of the last hidden state, if exported")
     quantization: Literal["int4", "int8", "fp16", "fp32"] = "int4"
     logit_softcap: float | None = Field(None, description="applied inside the graph; recorded for drafters")
+    past_present_share_buffer: bool = Field(
+        False,
+        description="full-attention layers update their KV in place when past and present are bound to one "
+        "max_context buffer (GroupQueryAttention graphs of onnxruntime-genai's builder); False = present is "
+        "concat(past, new)",
+    )
 
 
 class EmbeddingSpec(_M):

@@ -1,0 +1,171 @@
+"""Decode benchmark: our engine (both KV modes) and onnxruntime-genai's generator on the same bundle, one run.
+
+Prints one JSON object: prefill ms for 64 and 512 tokens, decode tok/s, peak RSS per engine, bundle bytes per
+parameter. Each engine runs in its own subprocess so that peak RSS is its own. Without --bundle it uses the tiny
+int4 test bundle (built once and cached), which measures overheads, not a real model.
+
+    .venv/bin/python benchmarks/decode.py --bundle DIR [--threads 2] [--decode 64] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PREFILL = (64, 512)
+
+
+def prompt(vocab: int, n: int, seed: int) -> list[int]:
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(10, vocab - 10, size=n).tolist()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_ours(bundle_dir: Path, threads: int, decode: int, repeat: int, share: bool) -> dict:
+    from voiced.model.bundle import load_bundle
+    from voiced.model.engine import Engine, GenerationConfig
+
+    b = load_bundle(bundle_dir)
+    eng = Engine(b, threads=threads, share_buffer=share)
+    vocab = b.manifest.decoder.vocab_size
+    out: dict = {"engine": f"voiced ({'shared' if share else 'concat'} KV)", "share_buffer": share}
+    for n in PREFILL:
+        times = []
+        for r in range(repeat + 1):
+            conv = eng.conversation()
+            t = time.perf_counter()
+            conv.sync(prompt(vocab, n, r))
+            times.append((time.perf_counter() - t) * 1e3)
+        out[f"prefill_{n}_ms"] = round(statistics.median(times[1:]), 2)  # the first run warms the arena
+    rates = []
+    for r in range(repeat + 1):
+        conv = eng.conversation()
+        conv.sync(prompt(vocab, 64, r))
+        for _ in conv.generate(GenerationConfig(max_new_tokens=decode + 1, stop_ids=[])):
+            pass
+        s = conv.last_stats
+        rates.append((s["decode_tokens"] - 1) / (s["decode_ms"] / 1e3))
+    out["decode_tok_s"] = round(statistics.median(rates[1:]), 1)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return out
+
+
+def run_genai(bundle_dir: Path, threads: int, decode: int, repeat: int) -> dict:
+    import onnxruntime_genai as og
+
+    cfg = og.Config(str(bundle_dir))
+    cfg.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+    model = og.Model(cfg)
+    vocab = json.loads((bundle_dir / "manifest.json").read_text())["decoder"]["vocab_size"]
+    out: dict = {"engine": "onnxruntime-genai"}
+
+    def generator(max_length: int):
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=max_length, do_sample=False)
+        return og.Generator(model, params)
+
+    for n in PREFILL:
+        times = []
+        for r in range(repeat + 1):
+            g = generator(n + 8)
+            t = time.perf_counter()
+            g.append_tokens(prompt(vocab, n, r))
+            times.append((time.perf_counter() - t) * 1e3)
+        out[f"prefill_{n}_ms"] = round(statistics.median(times[1:]), 2)
+    rates = []
+    for r in range(repeat + 1):
+        g = generator(64 + decode + 8)
+        g.append_tokens(prompt(vocab, 64, r))
+        t = time.perf_counter()
+        for _ in range(decode):
+            g.generate_next_token()
+        rates.append(decode / (time.perf_counter() - t))
+    out["decode_tok_s"] = round(statistics.median(rates[1:]), 1)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return out
+
+
+def bundle_figures(bundle_dir: Path) -> dict:
+    """Parameters counted from the graph (MatMulNBits weights by their K x N), bytes from the files on disk."""
+    import onnx
+
+    m = json.loads((bundle_dir / "manifest.json").read_text())
+    model = onnx.load(str(bundle_dir / m["decoder"]["file"]), load_external_data=False)
+    packed: set[str] = set()
+    params = 0
+    for node in model.graph.node:
+        if node.op_type in ("MatMulNBits", "GatherBlockQuantized"):
+            a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+            if node.op_type == "MatMulNBits":
+                params += int(a["K"]) * int(a["N"])
+            packed.update(node.input[1:])
+    for init in model.graph.initializer:
+        if init.name not in packed and init.name not in ("cos_cache", "sin_cache"):
+            n = 1
+            for d in init.dims:
+                n *= d
+            params += n
+    files = [m["decoder"]["file"], m["decoder"]["file"] + ".data"]
+    if m.get("embeddings"):
+        files.append(m["embeddings"]["file"])
+    size = sum((bundle_dir / f).stat().st_size for f in files if (bundle_dir / f).is_file())
+    return {"parameters": params, "weight_bytes": size, "bytes_per_parameter": round(size / params, 3),
+            "quantization": m["decoder"]["quantization"], "name": m["name"]}  # fmt: skip
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--bundle", type=Path, help="bundle directory (default: the tiny int4 test bundle)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--decode", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", choices=["concat", "shared", "genai"], help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.bundle is None:
+        from tests.support.bundles import tiny_bundle
+
+        a.bundle = tiny_bundle("int4")
+    if a.only:
+        fig = (run_genai(a.bundle, a.threads, a.decode, a.repeat) if a.only == "genai"
+               else run_ours(a.bundle, a.threads, a.decode, a.repeat, a.only == "shared"))  # fmt: skip
+        print(json.dumps(fig))
+        return 0
+    results = []
+    for only in ("concat", "shared", "genai"):
+        cmd = [sys.executable, __file__, "--bundle", str(a.bundle), "--threads", str(a.threads),
+               "--decode", str(a.decode), "--repeat", str(a.repeat), "--only", only]  # fmt: skip
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            results.append({"engine": only, "error": r.stderr.strip().splitlines()[-1:]})
+        else:
+            results.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    ok = {r["engine"]: r for r in results if "error" not in r}
+    best = max((r for r in ok.values() if r["engine"].startswith("voiced")), key=lambda r: r["decode_tok_s"], default=None)
+    genai = ok.get("onnxruntime-genai")
+    out = {"bundle": str(a.bundle), "threads": a.threads, **bundle_figures(a.bundle), "engines": results}
+    if best and genai:
+        out["ours_vs_genai"] = {
+            "best_kv_mode": best["engine"],
+            "decode_ratio": round(best["decode_tok_s"] / genai["decode_tok_s"], 3),
+            "prefill_64_ratio": round(genai["prefill_64_ms"] / best["prefill_64_ms"], 3),
+            "prefill_512_ratio": round(genai["prefill_512_ms"] / best["prefill_512_ms"], 3),
+        }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

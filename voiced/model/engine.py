@@ -1,0 +1,344 @@
+"""The ONNX Runtime engine: one decoder session, and conversations that each own a KV cache across turns.
+
+Why a conversation rather than `generate(prompt)`: on two cores prefill is the latency, so the system prompt and
+history stay in the cache between turns and the user's words are fed while they still speak (`sync`); only what
+changed is prefilled. Everything about the model comes from the manifest: a tiny test bundle and the 12B take the
+same code path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from voiced.model.bundle import Bundle, BundleError
+from voiced.model.detok import StreamDetokenizer
+from voiced.model.kv import ConcatLayer, KVCache, KVNames, SharedLayer, SlidingLayer
+from voiced.model.sampling import GenerationConfig, Sampler
+
+__all__ = ["ContextOverflow", "Conversation", "Delta", "Engine", "GenerationConfig"]
+
+log = logging.getLogger(__name__)
+
+_ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class ContextOverflow(ValueError):
+    """More tokens than the decoder's context; the pipeline answers by dropping old turns (ChatPrompt.fit)."""
+
+    def __init__(self, tokens: int, max_context: int):
+        self.tokens, self.max_context = tokens, max_context
+        super().__init__(
+            f"{tokens} tokens do not fit the model's context of {max_context}. Fix: drop old turns first "
+            f"(ChatPrompt.fit with a budget below {max_context} minus the reply length), or lower "
+            "model.history_tokens"
+        )
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+    token_ids: list[int]
+
+
+@dataclass
+class _Stats:
+    prefill_tokens: int = 0
+    prefill_ms: float = 0.0
+    first_token_ms: float = 0.0
+    decode_tokens: int = 0
+    decode_ms: float = 0.0
+    finish: str = ""
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Engine:
+    """Loads the decoder of a bundle into one InferenceSession; `conversation()` makes independent KV caches."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        threads: int = 0,
+        prefill_chunk: int = 128,
+        share_buffer: bool | None = None,
+        rollback_slack: int = 64,
+    ):
+        """`share_buffer`: None follows the manifest (`decoder.past_present_share_buffer`); False forces the
+        concat path (kept for measuring both). `rollback_slack`: rows sliding layers hold beyond their window so
+        that a rollback of up to that many tokens needs no replay."""
+        self.bundle = bundle
+        m = bundle.manifest
+        self.spec = m.decoder
+        self.prefill_chunk = max(1, prefill_chunk)
+        self.stop_ids = list(m.tokenizer.stop_ids)
+        self.max_context = self.spec.max_context
+        self.rollback_slack = rollback_slack
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(bundle.path(self.spec.file)), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
+            raise BundleError(bundle.dir, f"{self.spec.file} does not load ({str(e).splitlines()[0][:300]})") from None
+
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        problems = [f"input {n}" for n in (self.spec.input, "attention_mask") if n not in inputs]
+        if "logits" not in outputs:
+            problems.append("output logits")
+        self.has_position_ids = "position_ids" in inputs
+        self._embed_dtype = _ORT_FLOAT.get(inputs[self.spec.input].type, np.float32) if self.spec.input in inputs else None
+        self._kv_dtype = np.dtype(self.spec.kv_dtype)
+
+        self.kv_names: list[KVNames | None] = []
+        for i, layer in enumerate(self.spec.layers):
+            if layer.shares_kv_with is not None:
+                self.kv_names.append(None)
+                continue
+            past = tuple(n for n in (f"past_key_values.{i}.key", f"past_key_values.{i}.value") if n in inputs)
+            present = tuple(n.replace("past_key_values.", "present.") for n in past)
+            if not past:
+                problems.append(f"input past_key_values.{i}.key")
+            problems += [f"output {n}" for n in present if n not in outputs]
+            self.kv_names.append(KVNames(i, past, present))
+        if problems:
+            raise BundleError(bundle.dir, f"{self.spec.file} does not match manifest.json (missing {', '.join(problems)})")
+
+        wanted = self.spec.past_present_share_buffer if share_buffer is None else share_buffer
+        self.share_buffer = bool(wanted)
+        self._embeddings = self._load_embeddings() if self.spec.input == "inputs_embeds" else None
+
+    def _load_embeddings(self) -> tuple[np.ndarray, np.ndarray | None, float]:
+        spec = self.bundle.manifest.embeddings
+        if spec is None:
+            raise BundleError(self.bundle.dir, "manifest.json has no `embeddings` but the decoder takes inputs_embeds")
+        try:
+            table = np.load(self.bundle.path(spec.file), mmap_mode="r")  # pages in only the rows used
+            scales = np.load(self.bundle.path(spec.scale_file)) if spec.scale_file else None
+        except (OSError, ValueError) as e:
+            raise BundleError(self.bundle.dir, f"{spec.file} does not load ({e})") from None
+        if table.ndim != 2 or table.shape[1] != self.spec.hidden_size:
+            raise BundleError(self.bundle.dir, f"{spec.file} has shape {table.shape}, expected (vocab, {self.spec.hidden_size})")
+        return table, scales, spec.multiplier
+
+    def embed(self, ids: list[int]) -> np.ndarray:
+        """Token embeddings [len(ids), hidden] as the decoder wants them (table row x scale x multiplier)."""
+        assert self._embeddings is not None, "embed() is for inputs_embeds bundles"
+        table, scales, mult = self._embeddings
+        idx = np.asarray(ids, dtype=np.int64)
+        rows = table[idx].astype(np.float32)
+        if scales is not None:
+            rows *= scales[idx].reshape(-1, 1).astype(np.float32)
+        if mult != 1.0:
+            rows *= np.float32(mult)
+        return rows.astype(self._embed_dtype, copy=False)
+
+    def new_cache(self) -> KVCache:
+        layers: list[SharedLayer | ConcatLayer | SlidingLayer] = []
+        for names, spec in zip(self.kv_names, self.spec.layers):
+            if names is None:
+                continue
+            if spec.window is not None:
+                layers.append(SlidingLayer(names, spec, self._kv_dtype, self.rollback_slack))
+            elif self.share_buffer:
+                layers.append(SharedLayer(names, spec, self.max_context, self._kv_dtype))
+            else:
+                layers.append(ConcatLayer(names, spec, self._kv_dtype))
+        return KVCache(layers, self.max_context)
+
+    def conversation(self) -> Conversation:
+        return Conversation(self)
+
+
+class Conversation:
+    """One KV cache and the tokens it holds. Not thread-safe: one owner (the pipeline's turn) at a time."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._kv = engine.new_cache()
+        self._ids: list[int] = []  # tokens whose KV is in the cache
+        self._pending: list[int] = []  # tokens that are ours but not yet run through the graph
+        self._embeds: dict[int, np.ndarray] = {}  # position -> embedding row fed instead of the table's
+        self._logits: np.ndarray | None = None  # logits after the last cached token
+        self._ones = np.ones((1, engine.max_context), np.int64)
+        self.last_stats: dict = _Stats().as_dict()
+        self._prefill_acc = [0, 0.0]  # tokens and ms prefilled since the last generate(): that turn's prefill
+
+    # ----- state -----
+    @property
+    def tokens(self) -> list[int]:
+        return self._ids + self._pending
+
+    @property
+    def logits(self) -> np.ndarray | None:
+        """Logits for the next token after everything in the cache (None until computed)."""
+        return None if self._pending else self._logits
+
+    def truncate(self, n: int) -> None:
+        """Forget every token from position n on (revised partial transcript, rejected drafts)."""
+        n = max(0, min(n, len(self.tokens)))
+        if n >= len(self._ids):
+            self._pending = self._pending[: n - len(self._ids)]
+        else:
+            self._pending = []
+            if not self._kv.truncate(n):  # a sliding layer lost rows it would need: replay from the start
+                self._pending = self._ids[:n]
+                self._ids = []
+            else:
+                self._ids = self._ids[:n]
+            self._logits = None
+        for p in [p for p in self._embeds if p >= n]:
+            del self._embeds[p]
+
+    def reset(self) -> None:
+        self.truncate(0)
+
+    # ----- feeding -----
+    def sync(self, ids: list[int], cancel: threading.Event | None = None) -> int:
+        """Make the cache hold exactly `ids`: keep the common prefix, drop the rest, prefill what is new."""
+        ids = [int(t) for t in ids]
+        if len(ids) > self.engine.max_context:
+            raise ContextOverflow(len(ids), self.engine.max_context)
+        cur = self.tokens
+        common = 0
+        for a, b in zip(cur, ids):
+            if a != b:
+                break
+            common += 1
+        if common == len(ids) and common == len(cur) and self.logits is not None:
+            return 0
+        if common == len(ids) and common > 0:
+            common -= 1  # re-run the last token so its logits are ready for generate()
+        self.truncate(common)
+        self._pending = self._pending + ids[common:]
+        return self._flush(cancel)
+
+    def append_embeds(self, embeds: np.ndarray, ids: list[int], cancel: threading.Event | None = None) -> int:
+        """Append positions whose embeddings are given (projected audio frames), `ids` being their placeholders."""
+        if self.engine._embeddings is None:
+            raise ValueError(f"{self.engine.spec.file} takes input_ids, not inputs_embeds: this bundle has no audio projector path")
+        embeds = np.asarray(embeds).reshape(len(ids), self.engine.spec.hidden_size)
+        if len(self.tokens) + len(ids) > self.engine.max_context:
+            raise ContextOverflow(len(self.tokens) + len(ids), self.engine.max_context)
+        start = len(self.tokens)
+        for k, row in enumerate(embeds):
+            self._embeds[start + k] = row
+        self._pending = self._pending + [int(t) for t in ids]
+        return self._flush(cancel)
+
+    def _flush(self, cancel: threading.Event | None = None) -> int:
+        """Prefill the pending tokens in chunks; returns how many were run."""
+        t0 = time.perf_counter()
+        done = 0
+        chunk = self.engine.prefill_chunk
+        while self._pending:
+            if cancel is not None and cancel.is_set():
+                break
+            part = self._pending[:chunk]
+            self._logits = self._forward(part)
+            self._ids += part
+            self._pending = self._pending[len(part) :]
+            done += len(part)
+        ms = (time.perf_counter() - t0) * 1e3
+        self._prefill_acc[0] += done
+        self._prefill_acc[1] += ms
+        self.last_stats = _Stats(prefill_tokens=done, prefill_ms=ms).as_dict()
+        return done
+
+    def _forward(self, ids: list[int]) -> np.ndarray:
+        """Run the decoder over `ids` at the cache's end; returns the last position's logits (float32)."""
+        eng = self.engine
+        start, s = self._kv.length, len(ids)
+        total = start + s
+        binding = eng.session.io_binding()
+        if eng.spec.input == "input_ids":
+            binding.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
+        else:
+            x = eng.embed(ids)
+            for p in range(start, total):
+                if p in self._embeds:
+                    x[p - start] = self._embeds[p]
+            binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(x[None]))
+        binding.bind_cpu_input("attention_mask", self._ones[:, :total])
+        if eng.has_position_ids:
+            binding.bind_cpu_input("position_ids", np.arange(start, total, dtype=np.int64)[None])
+        binding.bind_output("logits", "cpu")
+        self._kv.bind(binding, first_output=1)
+        eng.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        self._kv.update(outputs, s)
+        return np.array(outputs[0].numpy()[0, -1], dtype=np.float32)
+
+    # ----- generation -----
+    def generate(self, cfg: GenerationConfig, cancel: threading.Event | None = None) -> Iterator[Delta]:
+        """Stream the reply to what the cache holds. The sampled tokens (and the stop token) join `tokens`, so the
+        next turn's sync keeps them; the last one is run through the graph only when the next sync needs it."""
+        eng = self.engine
+        stop = set(eng.stop_ids if cfg.stop_ids is None else cfg.stop_ids)
+        t0 = time.perf_counter()
+        stats = _Stats()
+        if self.logits is None:
+            if not self._pending and not self._ids:
+                raise ValueError("generate() needs a prompt: sync() the conversation first")
+            if not self._pending:  # after a truncate the last logits are gone: run the last token again
+                last = self._ids[-1]
+                self.truncate(len(self._ids) - 1)
+                self._pending = [last]
+            self._flush(cancel)
+        stats.prefill_tokens, stats.prefill_ms = self._prefill_acc[0], round(self._prefill_acc[1], 3)
+        self._prefill_acc = [0, 0.0]
+        sampler = Sampler(cfg)
+        detok = StreamDetokenizer(eng.bundle.tokenizer, context=self._ids[-4:])
+        held: list[int] = []
+        decode_t = 0.0
+        finish = "length"
+        for step in range(cfg.max_new_tokens):
+            if cancel is not None and cancel.is_set():
+                finish = "cancelled"
+                break
+            if self._logits is None or self._pending:
+                finish = "cancelled"  # cancelled during the prefill above
+                break
+            tok = sampler(self._logits)
+            if step == 0:
+                stats.first_token_ms = (time.perf_counter() - t0) * 1e3
+            self._pending.append(tok)
+            stats.decode_tokens += 1
+            if tok in stop:
+                finish = "stop"
+                break
+            held.append(tok)
+            text = detok.push(tok)
+            if text:
+                yield Delta(text, held)
+                held = []
+            if len(self.tokens) >= eng.max_context:
+                finish = "context"
+                break
+            if step + 1 < cfg.max_new_tokens:
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
+                    break
+                ts = time.perf_counter()
+                self._logits = self._forward(self._pending)
+                self._ids += self._pending
+                self._pending = []
+                decode_t += time.perf_counter() - ts
+        tail = detok.flush()
+        if tail or held:
+            yield Delta(tail, held)
+        stats.decode_ms = decode_t * 1e3
+        stats.finish = finish
+        self.last_stats = stats.as_dict()
