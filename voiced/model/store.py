@@ -1,0 +1,237 @@
+"""The bundle cache: `voiced model prepare|list|verify|remove`, and finding a bundle by name or path.
+
+Why a child process for preparation: exporting needs torch and transformers (the `export` extra); the daemon
+must never import them, and a crash or OOM in the exporter must not take the daemon down. Why write-then-
+rename: an interrupted preparation leaves only a hidden temp folder (cleaned up next time), never a half
+bundle under the real name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from voiced.config import Settings, cache_home
+from voiced.model.integrity import MANIFEST, BundleIntegrityError, check_bundle, load_manifest, verify_bundle
+
+EXPORT_MODULES = ("torch", "transformers", "onnxruntime_genai", "onnx", "gguf", "accelerate")
+
+
+class PrepareError(RuntimeError):
+    pass
+
+
+def models_dir() -> Path:
+    return cache_home() / "models"
+
+
+def _is_path(name_or_path: str | Path) -> bool:
+    s = str(name_or_path)
+    return isinstance(name_or_path, Path) or "/" in s or s.startswith(".") or s.startswith("~")
+
+
+def canonical(name: str) -> str:
+    """Alias -> candidate name ("default" -> the chosen model); unknown names are returned unchanged."""
+    from model_export.sources import ALIASES  # stdlib-only module: no export tools imported
+
+    return ALIASES.get(name, name)
+
+
+def bundle_dir(name_or_path: str | Path) -> Path:
+    """Where a bundle lives: a directory path as given, or the cache folder of a (possibly aliased) name."""
+    if _is_path(name_or_path):
+        return Path(name_or_path).expanduser().resolve()
+    return models_dir() / canonical(str(name_or_path))
+
+
+def expected_key(name: str, precision: str = "int4") -> str | None:
+    """The cache key a fresh preparation of `name` would record; None for names that are not preparable."""
+    from model_export.builder import EXPORTER_VERSION
+    from model_export.sources import CANDIDATES
+
+    cand = CANDIDATES.get(canonical(name))
+    return cand.key(EXPORTER_VERSION, precision) if cand else None
+
+
+def is_current(path: Path, name: str) -> bool:
+    """A prepared bundle is current when it passes the quick check and was built from today's pinned inputs."""
+    if verify_bundle(path, full=False):
+        return False
+    key = expected_key(name)
+    return key is None or load_manifest(path).source.get("key") == key
+
+
+def missing_export_tools() -> list[str]:
+    def absent(mod: str) -> bool:
+        try:
+            return importlib.util.find_spec(mod) is None
+        except (ImportError, ValueError):
+            return True
+
+    return [m for m in EXPORT_MODULES if absent(m)]
+
+
+@contextmanager
+def _lock(name: str):
+    """One preparation per name at a time, across processes (tests in parallel, `serve` and `prepare`)."""
+    models_dir().mkdir(parents=True, exist_ok=True)
+    with open(models_dir() / f".{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def prepare(name: str, force: bool = False, progress: bool = True) -> Path:
+    """Build `name` into the cache unless a current copy is there; returns its folder."""
+    real = canonical(name)
+    final = bundle_dir(real)
+    with _lock(real):
+        if not force and final.is_dir() and is_current(final, real):
+            return final
+        if expected_key(real) is None:
+            from model_export.sources import ALIASES, CANDIDATES
+
+            known = ", ".join(sorted([*CANDIDATES, *ALIASES]))
+            raise PrepareError(f"no bundle named {name!r} can be prepared; preparable names: {known}")
+        missing = missing_export_tools()
+        if missing:
+            raise PrepareError(
+                f"preparing {name!r} needs the export tools, missing here: {', '.join(missing)}. "
+                "Fix: `pip install 'voiced[export]'` (or `make prepare`)."
+            )
+        for stale in models_dir().glob(f".{real}.tmp-*"):  # left by an interrupted run
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{real}.tmp-", dir=models_dir()))
+        t0 = time.monotonic()
+        try:
+            cmd = [sys.executable, "-m", "model_export", "default", real, "-o", str(tmp / real)]
+            out = None if progress else subprocess.DEVNULL
+            rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=out, env=_child_env()).returncode
+            if rc != 0 or not (tmp / real / MANIFEST).is_file():
+                raise PrepareError(
+                    f"preparing {name!r} failed (exit {rc}); see the messages above. "
+                    f"Fix the cause, then run `voiced model prepare {name} --force`."
+                )
+            if final.exists():
+                shutil.rmtree(final)
+            (tmp / real).rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        seconds = time.monotonic() - t0
+        _stats_path(real).write_text(json.dumps({"seconds": round(seconds, 1), "key": expected_key(real)}))
+        if progress:
+            print(f"voiced: bundle {real} prepared in {seconds:.0f} s -> {final}", file=sys.stderr)
+        return final
+
+
+def _stats_path(name: str) -> Path:
+    return models_dir() / f".{canonical(name)}.stats.json"
+
+
+def stats(name: str) -> dict | None:
+    """What the last preparation of `name` recorded (its wall time), for the benchmark's cold figure."""
+    try:
+        return json.loads(_stats_path(name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _child_env() -> dict[str, str]:
+    """The child must import model_export from the same tree as this voiced (an uninstalled checkout too)."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def ensure_prepared(name: str, progress: bool = True) -> Path:
+    """The bundle folder for `name` (a cache name, an alias or a path), prepared if needed and quick-checked.
+
+    A path is never rebuilt: a damaged one raises BundleIntegrityError naming the file and the fix."""
+    if _is_path(name):
+        path = bundle_dir(name)
+        check_bundle(path, full=False, name=str(path))
+        return path
+    path = prepare(name, progress=progress)
+    check_bundle(path, full=False, name=name)
+    return path
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def list_bundles() -> list[dict]:
+    rows = []
+    if models_dir().is_dir():
+        for d in sorted(models_dir().iterdir()):
+            if d.name.startswith(".") or not d.is_dir():
+                continue
+            row: dict = {"name": d.name, "path": str(d), "bytes": _size(d)}
+            try:
+                m = load_manifest(d)
+                row.update(quantization=m.decoder.quantization, description=m.description)
+                row["status"] = "ok" if is_current(d, d.name) else "stale or damaged (voiced model verify)"
+            except Exception:
+                row["status"] = "no valid manifest (remove it, or prepare again with --force)"
+            rows.append(row)
+    return rows
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    action = args.model_command
+    if action == "prepare":
+        try:
+            path = prepare(args.name, force=args.force)
+            check_bundle(path, full=False, name=args.name)
+        except (PrepareError, BundleIntegrityError) as e:
+            print(f"voiced: {e}", file=sys.stderr)
+            return 1
+        print(path)
+        return 0
+    if action == "list":
+        from model_export.sources import ALIASES, CANDIDATES
+
+        rows = list_bundles()
+        for r in rows:
+            print(f"{r['name']:<20} {r['bytes'] / 1e6:>8.0f} MB  {r.get('quantization', '?'):<5} {r['status']}")
+        prepared = {r["name"] for r in rows}
+        for n in sorted(CANDIDATES):
+            if n not in prepared:
+                print(f"{n:<20} {'-':>8}     {'':<5} not prepared (voiced model prepare {n})")
+        for alias, target in sorted(ALIASES.items()):
+            print(f"{alias:<20} -> {target}")
+        return 0
+    if action == "verify":
+        path = bundle_dir(args.name)
+        t0 = time.monotonic()
+        problems = verify_bundle(path, full=True)
+        if problems:
+            print(f"voiced: {BundleIntegrityError(path, problems, args.name)}", file=sys.stderr)
+            return 1
+        print(f"{path}: every file matches its sha256 ({time.monotonic() - t0:.1f} s)")
+        return 0
+    if action == "remove":
+        if _is_path(args.name):
+            print("voiced: `remove` takes a bundle name from `voiced model list`, not a path", file=sys.stderr)
+            return 2
+        path = bundle_dir(args.name)
+        if not path.is_dir():
+            print(f"voiced: no bundle named {args.name!r} in {models_dir()} (see `voiced model list`)", file=sys.stderr)
+            return 1
+        shutil.rmtree(path)
+        print(f"removed {path}")
+        return 0
+    raise AssertionError(action)
