@@ -1,0 +1,1 @@
+"""Speech out: streaming reply text -> speakable clauses -> TTS PCM chunks -> local speaker."""

@@ -1,0 +1,163 @@
+"""Streaming reply text -> clauses ready for TTS, the first one as early as it can be spoken well.
+
+Latency is the point: the first clause goes to TTS while the model is still writing. A sentence end ends a
+clause; before the first clause has been spoken, a comma, semicolon, colon or dash also does once at least
+`first_min_words` words are pending (speech has started; what follows is generated faster than it is spoken).
+Later clauses split on those marks only after `min_words`, so the prosody of ordinary sentences stays whole.
+A model that rambles without punctuation is cut at `max_words` (`first_max_words` for the first clause).
+
+A boundary is only decided once the character after it has arrived, so "3." + "14" and "e.g" + ". " never
+split: a full stop needs whitespace after it and must not end a known abbreviation, a dotted acronym ("U.S."),
+an initial ("J.") or an ordered-list number at the start of a line. Code fences are dropped whole, and each
+clause leaves through `speakable` (markdown, emoji, URLs, numbers), empty ones not at all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from voiced.speech.normalize import speakable
+
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st mt vs etc eg ie approx no fig inc ltd co corp dept est ca cf al gen gov sen rep "
+    "lt col capt sgt ave blvd rd jan feb mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun "
+    "vol ch pp op min max".split()
+)
+_DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]$")  # e.g / i.e / U.S / a.m (the final dot is the candidate)
+_SENTENCE_END = ".!?\u2026"
+_CLAUSE_MARKS = ",;:"
+_CLOSERS = "\"')]}\u201d\u2019*_"
+_WORD = re.compile(r"\S+")
+_FENCE = "```"
+
+
+@dataclass
+class ClauseChunker:
+    first_min_words: int = 4
+    min_words: int = 10
+    first_max_words: int = 12
+    max_words: int = 30
+    _buf: str = field(default="", init=False, repr=False)
+    _in_fence: bool = field(default=False, init=False, repr=False)
+    _emitted: int = field(default=0, init=False, repr=False)
+
+    def push(self, delta: str) -> list[str]:
+        """The speakable clauses that `delta` completed (often none)."""
+        self._buf += delta
+        return self._drain(final=False)
+
+    def flush(self) -> list[str]:
+        """Everything still pending, at the end of the reply; the chunker is ready for the next reply after."""
+        out = self._drain(final=True)
+        self._buf, self._in_fence, self._emitted = "", False, 0
+        return out
+
+    # -- internals ----------------------------------------------------------------------------------------------
+
+    def _drain(self, final: bool) -> list[str]:
+        out: list[str] = []
+        while True:
+            if self._in_fence:
+                end = self._buf.find(_FENCE)
+                if end < 0:
+                    # Keep a possible partial closing fence; the code itself is never spoken.
+                    self._buf = "" if final else self._buf[-2:]
+                    return out
+                self._buf = self._buf[end + len(_FENCE):]
+                self._in_fence = False
+                continue
+            fence = self._buf.find(_FENCE)
+            text = self._buf if fence < 0 else self._buf[:fence]
+            cut = self._boundary(text, final=final or fence >= 0)
+            if cut is not None:
+                self._emit(text[:cut], out)
+                self._buf = self._buf[cut:]
+                continue
+            if fence >= 0:
+                self._emit(text, out)
+                self._buf = self._buf[fence + len(_FENCE):]
+                self._in_fence = True
+                continue
+            if final:
+                self._emit(self._buf, out)
+                self._buf = ""
+            return out
+
+    def _emit(self, raw: str, out: list[str]) -> None:
+        clause = speakable(raw)
+        if clause:
+            out.append(clause)
+            self._emitted += 1
+
+    def _boundary(self, text: str, final: bool) -> int | None:
+        """End index (exclusive) of the first complete clause in `text`, or None while it is still open."""
+        first = self._emitted == 0
+        min_words = self.first_min_words if first else self.min_words
+        max_words = self.first_max_words if first else self.max_words
+        depth = 0
+        words = 0
+        in_word = False
+        n = len(text)
+        for i, ch in enumerate(text):
+            if ch.isspace():
+                in_word = False
+            elif not in_word:
+                in_word = True
+                words += 1
+                if words > max_words:
+                    return i  # the word budget: cut before the word that overflows it
+            if ch in "([":
+                depth += 1
+            elif ch in ")]" and depth:
+                depth -= 1
+            if i + 1 >= n:
+                break  # the next character decides; it has not arrived
+            nxt = text[i + 1]
+            if ch == "\n" and words and (nxt == "\n" or _is_line_item(text, i + 1) or _is_heading(text, i)):
+                return i + 1
+            if depth:
+                continue
+            if ch in _SENTENCE_END:
+                end = _after_closers(text, i + 1)
+                if end < n and text[end].isspace() and not (ch == "." and self._not_an_end(text, i)):
+                    return end
+                if end >= n and not final:
+                    return None
+            elif ch in _CLAUSE_MARKS or ch in "\u2014\u2013" or ch == "-" and i and text[i - 1] == " ":
+                if words >= min_words and (nxt.isspace() or ch == "\u2014"):
+                    return _after_closers(text, i + 1)
+        return None
+
+    @staticmethod
+    def _not_an_end(text: str, dot: int) -> bool:
+        start = dot
+        while start > 0 and not text[start - 1].isspace():
+            start -= 1
+        token = text[start:dot].lstrip("\"'([{*_")
+        if not token:
+            return False
+        if token.lower() in _ABBREVIATIONS or _DOTTED.search(token):
+            return True
+        if len(token) == 1 and token.isupper():
+            return True  # an initial: "J. R. R. Tolkien"
+        if token.isdigit() and len(token) <= 3:
+            line_start = text.rfind("\n", 0, start) + 1
+            return not text[line_start:start].strip()  # "1. " opening a list item
+        return False
+
+
+def _after_closers(text: str, i: int) -> int:
+    while i < len(text) and text[i] in _CLOSERS:
+        i += 1
+    return i
+
+
+def _is_heading(text: str, newline: int) -> bool:
+    line_start = text.rfind("\n", 0, newline) + 1
+    return text[line_start:newline].lstrip().startswith("#")
+
+
+def _is_line_item(text: str, i: int) -> bool:
+    """A new line that starts a list item or heading ends the previous line's clause."""
+    return re.match(r"[ \t]*(?:[-*+\u2022][ \t]|\d{1,3}[.)][ \t]|#{1,6}[ \t])", text[i : i + 8]) is not None
