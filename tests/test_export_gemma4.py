@@ -1,0 +1,216 @@
+"""model_export.gemma4: a tiny random gemma4_unified exported to a bundle, checked against transformers itself.
+
+The decoder is fed with plain onnxruntime the way the engine feeds it (chunked prefill, then one token at a
+time, sliding layers trimmed to window - 1), over prompts several sliding windows long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from model_export.gemma4 import UnsupportedCheckpoint, export_bundle, inspect_checkpoint, main
+from tests.support.gemma4 import OrtGemma4, cache_dir, hf_audio_inputs, hf_model, tiny_bundle, tiny_checkpoint
+from tests.support.speech import espeak
+from voiced.model.audio_in import AudioProjector, frame_audio, pcm_to_float
+from voiced.model.manifest import Manifest
+
+# prefill chunks longer than the window (16) after a non-empty past, and single decode steps across window edges
+CHUNKS = [20] + [1] * 5 + [18] + [1] * 7
+
+
+@pytest.fixture(scope="module")
+def ckpt() -> Path:
+    return tiny_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def model(ckpt):
+    return hf_model(ckpt)
+
+
+@pytest.fixture(scope="module")
+def fp32(ckpt) -> Path:
+    return tiny_bundle("fp32")
+
+
+@pytest.fixture(scope="module")
+def int4(ckpt) -> Path:
+    return tiny_bundle("int4")
+
+
+@pytest.fixture(scope="module")
+def speech_pcm() -> np.ndarray:
+    return espeak("turn on the kitchen lights")
+
+
+def _text_ids(model, n: int, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(20, model.config.text_config.vocab_size, size=n)
+
+
+def test_fp32_logits_match_transformers_past_the_sliding_window(model, fp32):
+    ids = _text_ids(model, sum(CHUNKS))
+    with torch.no_grad():
+        ref = model(input_ids=torch.from_numpy(ids)[None])
+        ref_hidden = model.model(input_ids=torch.from_numpy(ids)[None]).last_hidden_state.numpy()
+    ort_model = OrtGemma4(fp32)
+    assert len(ids) > 3 * ort_model.manifest.decoder.layers[0].window
+    logits, hidden = ort_model.run(ort_model.embed(ids), CHUNKS)
+    np.testing.assert_allclose(logits, ref.logits.numpy(), atol=1e-3, rtol=0)
+    np.testing.assert_allclose(hidden, ref_hidden, atol=1e-3, rtol=0)
+    # the comparison is not vacuous: logits vary and the softcap (30) is in the graph
+    assert np.abs(logits).max() > 1.0 and np.abs(logits).max() < 30.0
+
+
+def test_audio_path_matches_transformers_processor_and_model(ckpt, model, fp32, speech_pcm):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "What did I say?"}]}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    wav = speech_pcm.astype(np.float32) / 32768.0
+    inputs = hf_audio_inputs(ckpt, text, wav)
+    with torch.no_grad():
+        ref_logits = model(**inputs).logits.numpy()
+        ref_embeds = model.model.get_audio_features(inputs["input_features"], inputs["input_features_mask"]).pooler_output[0].numpy()
+
+    ort_model = OrtGemma4(fp32)
+    spec = ort_model.manifest.audio
+    projector = AudioProjector(fp32, spec, threads=1)
+    frames = projector.frames(speech_pcm)
+    np.testing.assert_array_equal(frames, inputs["input_features"][0].numpy())  # same padding, framing, scaling
+    embeds, n = projector.project(speech_pcm)
+    assert n == len(speech_pcm) // 640 + 1 == embeds.shape[0]
+    np.testing.assert_allclose(embeds, ref_embeds, atol=1e-4, rtol=0)
+
+    ids = inputs["input_ids"][0].numpy()
+    placeholders = ids == spec.audio_token_id
+    assert placeholders.sum() == n
+    first = int(np.argmax(placeholders))
+    assert ids[first - 1] == spec.boa_id and ids[first + n] == spec.eoa_id
+    x = ort_model.embed(ids)
+    x[0, placeholders] = embeds
+    s = len(ids)
+    logits, _ = ort_model.run(x, [s - 12, 4] + [1] * 8)
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-3, rtol=0)
+
+
+def test_kv_shared_layers_have_no_cache_and_match_transformers():
+    """num_kv_shared_layers > 0: the sharing layers get no past/present of their own (LayerKV.shares_kv_with)."""
+    ckpt = tiny_checkpoint("kvshared")
+    bundle = tiny_bundle("fp32", "kvshared")
+    m = Manifest.model_validate_json((bundle / "manifest.json").read_text())
+    assert [layer.shares_kv_with for layer in m.decoder.layers] == [None] * 10 + [9, 5]
+    names = {i.name for i in onnx.load(str(bundle / "decoder.onnx"), load_external_data=False).graph.input}
+    assert "past_key_values.9.key" in names and not any(n.startswith(("past_key_values.10.", "past_key_values.11.")) for n in names)
+    model = hf_model(ckpt)
+    ids = _text_ids(model, sum(CHUNKS), seed=7)
+    with torch.no_grad():
+        ref = model(input_ids=torch.from_numpy(ids)[None]).logits.numpy()
+    ort_model = OrtGemma4(bundle)
+    logits, _ = ort_model.run(ort_model.embed(ids), CHUNKS)
+    np.testing.assert_allclose(logits, ref, atol=1e-3, rtol=0)
+
+
+def test_int4_top1_agreement_is_reported(model, int4, capsys):
+    ids = _text_ids(model, sum(CHUNKS), seed=5)
+    with torch.no_grad():
+        ref = model(input_ids=torch.from_numpy(ids)[None]).logits.numpy()
+    ort_model = OrtGemma4(int4)
+    logits, _ = ort_model.run(ort_model.embed(ids), CHUNKS)
+    agreement = float((logits.argmax(-1) == ref.argmax(-1)).mean())
+    graph = onnx.load(str(int4 / "decoder.onnx"), load_external_data=False)
+    nbits = [n for n in graph.graph.node if n.op_type == "MatMulNBits"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nbits[0].attribute}
+    record = {"int4_top1_agreement": agreement, "positions": len(ids), "matmulnbits": len(nbits), "max_abs_logit_diff": float(np.abs(logits - ref).max())}
+    (cache_dir() / "int4_agreement.json").write_text(json.dumps(record))
+    with capsys.disabled():
+        print(f"\ntiny gemma4 int4 vs transformers fp32: {json.dumps(record)}")
+    assert attrs["bits"] == 4 and attrs["block_size"] == 32 and attrs["accuracy_level"] == 4
+    weights = {t.name for t in graph.graph.initializer}
+    assert len(nbits) == 5 * 7 + 6 + 1  # q k v o gate up down per sliding layer, no v_proj on k_eq_v, lm_head
+    assert not [n.name for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    assert agreement >= 0.4, record  # random tiny weights are int4's worst case; the real figure is reported
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int4"])
+def test_manifest_describes_the_bundle(ckpt, fp32, int4, precision):
+    bundle = fp32 if precision == "fp32" else int4
+    m = Manifest.model_validate_json((bundle / "manifest.json").read_text())
+    for rel, entry in m.files.items():
+        data = (bundle / rel).read_bytes()
+        assert len(data) == entry.bytes and hashlib.sha256(data).hexdigest() == entry.sha256, rel
+    assert {"decoder.onnx", "decoder.onnx.data", "audio_projector.onnx", "tokenizer.json", "chat_template.jinja", m.embeddings.file} <= set(m.files)
+    kinds = [layer.kind for layer in m.decoder.layers]
+    assert kinds == ["sliding"] * 5 + ["full"]
+    assert all(layer.window == 16 and (layer.kv_heads, layer.head_dim) == (2, 16) for layer in m.decoder.layers[:5])
+    assert (m.decoder.layers[5].kv_heads, m.decoder.layers[5].head_dim, m.decoder.layers[5].window) == (1, 32, None)
+    assert m.decoder.input == "inputs_embeds" and m.decoder.hidden_output == "hidden_states" and m.decoder.logit_softcap == 30.0
+    assert m.decoder.quantization == precision
+    assert m.embeddings.multiplier == pytest.approx(8.0)  # sqrt(hidden 64)
+    assert (m.embeddings.dtype, m.embeddings.scale_file is not None) == (("int8", True) if precision == "int4" else ("float32", False))
+    cfg = json.loads((ckpt / "config.json").read_text())
+    assert (m.audio.boa_id, m.audio.eoa_id, m.audio.audio_token_id) == (cfg["boa_token_id"], cfg["eoa_token_index"], cfg["audio_token_id"])
+    assert m.audio.frame_samples == 640
+    tok = m.tokenizer
+    assert tok.special_tokens["<turn|>"] in tok.stop_ids and tok.special_tokens["<eos>"] in tok.stop_ids
+    names = {i.name for i in onnx.load(str(bundle / "decoder.onnx"), load_external_data=False).graph.input}
+    assert {"inputs_embeds", "attention_mask", "position_ids"} | {f"past_key_values.{i}.{k}" for i in range(6) for k in ("key", "value")} == names
+
+
+def test_chat_template_is_gemma4_turn_format(fp32):
+    m = Manifest.model_validate_json((fp32 / "manifest.json").read_text())
+    tpl = jinja2.Environment().from_string((fp32 / m.tokenizer.chat_template_file).read_text())
+    text = tpl.render(
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
+        bos_token=m.tokenizer.bos_token,
+        add_generation_prompt=True,
+    )
+    assert text == "<bos><|turn>system\nBe brief.<turn|>\n<|turn>user\nHi<turn|>\n<|turn>model\nHello.<turn|>\n<|turn>model\n"
+    assert "<start_of_turn>" not in text
+
+
+def test_audio_projector_framing_edges(fp32, speech_pcm):
+    m = Manifest.model_validate_json((fp32 / "manifest.json").read_text())
+    projector = AudioProjector(fp32, m.audio, threads=1)
+    empty, n = projector.project(np.zeros(0, dtype=np.int16))
+    assert n == 0 and empty.shape == (0, m.decoder.hidden_size)
+    a, na = projector.project(speech_pcm[:1281])
+    b, nb = projector.project(speech_pcm[:1281].tobytes())
+    assert na == nb == 3 and np.array_equal(a, b)
+    assert np.array_equal(frame_audio(pcm_to_float(speech_pcm[:1281]), 640)[2, 1:], np.zeros(639, np.float32))
+    short = AudioProjector(fp32, m.audio.model_copy(update={"max_frames": 4}), threads=1)
+    assert short.project(speech_pcm)[1] == 4
+    with pytest.raises(ValueError, match="mono"):
+        pcm_to_float(np.zeros((10, 2), dtype=np.int16))
+
+
+def test_refuses_unsupported_checkpoints(ckpt, tmp_path):
+    other = tmp_path / "gemma3"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
+    with pytest.raises(UnsupportedCheckpoint, match="model_type 'gemma3'.*gemma4_unified"):
+        inspect_checkpoint(other)
+
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(ckpt / "config.json", partial / "config.json")
+    with pytest.raises(UnsupportedCheckpoint) as err:
+        export_bundle(partial, tmp_path / "out")
+    assert "*.safetensors" in str(err.value) and "tokenizer.json" in str(err.value) and "chat template" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+    assert main(["gemma4", str(partial), "-o", str(tmp_path / "out2")]) == 2
+    assert not (tmp_path / "out2").exists()
