@@ -81,8 +81,13 @@ class _Source:
 class Pipeline:
     """Implements the server's TurnHandler; `feed` takes the local microphone."""
 
-    def __init__(self, settings: Settings, assistant: Assistant, tts: TTSEngine, playback: Any | None = None):
+    def __init__(
+        self, settings: Settings, assistant: Assistant, tts: TTSEngine, playback: Any | None = None, pace: bool = True
+    ):
+        """`pace`: without a local speaker, a turn still lasts as long as its audio plays at the listeners, so
+        `speaking` means what people hear and a satellite's barge-in lands while they hear it. Off for `ask`."""
         self.settings = settings
+        self.pace = pace
         self.assistant = assistant
         self.tts = tts
         self.playback = playback
@@ -306,6 +311,7 @@ class Pipeline:
     async def _speak(self, turn: Turn, clauses: asyncio.Queue[str | None]) -> None:
         loop = asyncio.get_running_loop()
         rate = self.tts.sample_rate
+        first_audio_at, samples = 0.0, 0
         try:
             while (clause := await clauses.get()) is not None:
                 if turn.cancel.is_set():
@@ -325,7 +331,9 @@ class Pipeline:
                         continue
                     if "first_audio" not in turn.marks:
                         turn.mark("first_audio")
+                        first_audio_at = time.monotonic()
                         self._set_state("speaking", turn.source)
+                    samples += len(chunk)
                     for p in self.publishers:
                         p.broadcast_audio(turn.id, chunk, rate)
                     if self.playback is not None:
@@ -334,8 +342,14 @@ class Pipeline:
         finally:
             for p in self.publishers:
                 p.end_audio(turn.id)
-        if self.playback is not None and not turn.cancel.is_set():
+        if turn.cancel.is_set():
+            return
+        if self.playback is not None:
             await self.playback.drain()
+        elif self.pace and samples:
+            heard_at = first_audio_at + samples / rate
+            while not turn.cancel.is_set() and (left := heard_at - time.monotonic()) > 0:
+                await asyncio.sleep(min(left, 0.02))
 
     def _interrupt(self, turn: Turn) -> None:
         turn.interrupted = True

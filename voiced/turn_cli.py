@@ -108,7 +108,7 @@ async def _ask(settings: Settings, wav: Path | None, text: str | None):
         raise FileNotFoundError(f"{wav} does not exist; pass a WAV file recorded at any rate")
     bundle = load_bundle(await asyncio.to_thread(store.ensure_prepared, settings.model.bundle))
     assistant = await asyncio.to_thread(Assistant, bundle, settings.model)
-    pipeline = Pipeline(settings, assistant, make_tts(settings.tts), None)
+    pipeline = Pipeline(settings, assistant, make_tts(settings.tts), None, pace=False)
     await pipeline.warm_up()
     try:
         collector = await run_turn(pipeline, wav, text)
