@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=None, help="download/assembly cache (default: under XDG cache)")
     p.set_defaults(func=_default)
 
+    from model_export.gemma4 import add_gemma4_commands
+
+    add_gemma4_commands(sub)
+
     args = parser.parse_args(argv)
     return args.func(args)
 
