@@ -31,7 +31,8 @@ FALLBACK_SYSTEM_PROMPT = (
 
 
 class Assistant:
-    def __init__(self, bundle: Bundle, settings: ModelSettings, threads: int | None = None):
+    def __init__(self, bundle: Bundle, settings: ModelSettings, threads: int | None = None, hotwords: str | None = None):
+        """`hotwords` (the wake phrases in wake mode) bias the recogniser toward words it would otherwise miss."""
         self.bundle = bundle
         self.settings = settings
         threads = settings.threads if threads is None else threads
@@ -46,7 +47,7 @@ class Assistant:
         if isinstance(audio, AsrAudio):
             from voiced.model.asr import recognizer_for
 
-            self.recognizer = recognizer_for(bundle.dir, audio, threads=threads)
+            self.recognizer = recognizer_for(bundle.dir, audio, threads=threads, hotwords=hotwords)
         elif isinstance(audio, ProjectorAudio):
             raise NotImplementedError(
                 f"bundle {bundle.dir} feeds audio through a projector; the turn pipeline does not splice projected "

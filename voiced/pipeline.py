@@ -31,6 +31,8 @@ import numpy as np
 from protocol import messages as m
 from voiced.assistant import Assistant
 from voiced.audio import vad
+from voiced.audio.activation import Activation, Decision
+from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy
 from voiced.config import Settings
 from voiced.speech.chunker import ClauseChunker
 from voiced.speech.tts import TTSEngine
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 LOCAL = "local"
 ECHO_TAIL_S = 0.25  # room reverb and output latency after our last sample still reach the mic
+SPECULATE_AFTER_S = 0.12  # short unvoiced stretches inside words pause the VAD too; ASR only real pauses
 
 
 class Publisher(Protocol):
@@ -57,6 +60,7 @@ class Turn:
     audio: np.ndarray | None = None
     query: str | None = None
     request_id: str | None = None
+    pushed: bool = False  # push-to-talk: addressed by the button, no wake phrase needed
     speculative: asyncio.Future | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     t0: float = field(default_factory=time.monotonic)
@@ -72,10 +76,18 @@ class Turn:
 @dataclass
 class _Source:
     segmenter: vad.Segmenter
+    activation: Activation
     audio: list[np.ndarray] = field(default_factory=list)
     speculative: asyncio.Future | None = None
+    pending: asyncio.TimerHandle | None = None  # a speculation waiting for the pause to last
     barge_samples: int | None = None  # counting speech during a reply to this source; None = not armed
+    paused: bool = False  # silence after speech: its frames are not speech, so they do not count for barge-in
     ptt: bool = False
+
+    def drop_speculation(self) -> None:
+        if self.pending is not None:
+            self.pending.cancel()
+        self.pending = self.speculative = None
 
 
 class Pipeline:
@@ -99,6 +111,7 @@ class Pipeline:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._echo_until = 0.0
+        self._endpoint = EndOfTurnPolicy(settings.activation, settings.audio)
         self._model = ThreadPoolExecutor(1, thread_name_prefix="voiced-model")
         self._asr = ThreadPoolExecutor(1, thread_name_prefix="voiced-asr")
         self._tts = ThreadPoolExecutor(1, thread_name_prefix="voiced-tts")
@@ -137,7 +150,9 @@ class Pipeline:
     def _source(self, source: str) -> _Source:
         st = self._sources.get(source)
         if st is None:
-            st = self._sources[source] = _Source(vad.Segmenter(self.settings.audio, source=source))
+            st = self._sources[source] = _Source(
+                vad.Segmenter(self.settings.audio, source=source), Activation(self.settings.activation)
+            )
         return st
 
     def _speaking(self) -> bool:
@@ -150,7 +165,9 @@ class Pipeline:
         turn = self.turn
         if isinstance(ev, vad.SpeechStarted):
             st.audio = [ev.pre_roll]
-            st.speculative = None
+            st.paused = False
+            st.drop_speculation()
+            st.segmenter.hangover_ms = self._endpoint.at_start().ms
             self._publish(m.SpeechStarted(t=ev.t, source=source))
             if turn is not None and turn.source == source:
                 st.barge_samples = 0
@@ -158,24 +175,39 @@ class Pipeline:
                 self._set_state("listening", source)
         elif isinstance(ev, vad.SpeechFrames):
             st.audio.append(ev.pcm)
-            if st.barge_samples is not None and turn is not None:
+            if st.barge_samples is not None and turn is not None and not st.paused:
                 st.barge_samples += len(ev.pcm)
                 if st.barge_samples * 1000 >= self.settings.activation.barge_in_min_ms * vad.RATE:
                     log.info("barge-in on %s: interrupting reply %s", source, turn.id)
                     st.barge_samples = None
                     self._interrupt(turn)
         elif isinstance(ev, vad.SpeechPaused):
-            if self.assistant.hears_audio and st.audio:
-                st.speculative = self._speculate(np.concatenate(st.audio))
+            st.paused = True
+            if st.audio:
+                audio = np.concatenate(st.audio)
+                tail = audio[-vad.RATE * TAIL_MS // 1000 :]
+                hears = self.assistant.hears_audio
+                st.segmenter.hangover_ms = self._endpoint.decide(None, tail, words_pending=hears).ms
+                if hears:
+                    st.drop_speculation()
+                    st.pending = asyncio.get_running_loop().call_later(
+                        SPECULATE_AFTER_S, self._speculate, st, audio, tail
+                    )
         elif isinstance(ev, vad.SpeechResumed):
-            st.speculative = None
+            st.paused = False
+            st.drop_speculation()
+            st.segmenter.hangover_ms = self._endpoint.at_start().ms
         elif isinstance(ev, vad.SpeechDiscarded):
-            st.audio, st.speculative, st.barge_samples = [], None, None
+            st.audio, st.barge_samples = [], None
+            st.drop_speculation()
             if self.state == "listening" and self.turn is None:
                 self._set_state("idle", None)
         elif isinstance(ev, vad.SpeechEnded):
             self._publish(m.SpeechEnded(t_start=ev.t_start, t_end=ev.t_end, source=source))
-            spec, st.audio, st.speculative, st.barge_samples = st.speculative, [], None, None
+            spec, st.audio, st.barge_samples = st.speculative, [], None
+            if st.pending is not None:  # the turn ended before the pause was worth a guess
+                spec = None
+            st.drop_speculation()
             if self.settings.activation.mode == "push" and not st.ptt:
                 log.info("speech on %s outside push-to-talk: not answered", source)
                 if self.turn is None:
@@ -184,18 +216,24 @@ class Pipeline:
             if not self.assistant.hears_audio:
                 self._publish(m.Error(code="unavailable", message="this bundle takes no audio; send a text_query"))
                 return
-            self._start(Turn(source=source, audio=ev.audio, speculative=spec))
+            self._start(Turn(source=source, audio=ev.audio, speculative=spec, pushed=st.ptt))
 
-    def _speculate(self, audio: np.ndarray) -> asyncio.Future:
-        """Transcribe the segment so far during the hangover, then prefill its prompt if the model is free."""
+    def _speculate(self, st: _Source, audio: np.ndarray, tail: np.ndarray) -> None:
+        """Transcribe the segment so far during the hangover; its words set the hangover (a finished sentence
+        ends the turn sooner, "... and" holds it open), and its prompt is prefilled if the model is free."""
+        st.pending = None
 
         async def run() -> str:
             text = await self._run(self._asr, self.assistant.transcribe, audio)
-            if text and self.turn is None:
-                await self._run(self._model, self.assistant.prepare, text)
+            if st.speculative is task:
+                st.segmenter.hangover_ms = self._endpoint.decide(text, tail).ms
+            if text and self.turn is None and st.speculative is task:
+                addressed = st.activation.peek(text, time.monotonic())
+                if addressed.answer:
+                    await self._run(self._model, self.assistant.prepare, addressed.query)
             return text
 
-        return self._spawn(run())
+        task = st.speculative = self._spawn(run())
 
     # -- TurnHandler (the server calls these) ---------------------------------------------------------------
     async def on_client_audio(self, client_id: str, pcm16k: np.ndarray) -> None:
@@ -235,6 +273,10 @@ class Pipeline:
         return self._spawn(self._run_turn(turn))
 
     async def _run_turn(self, turn: Turn) -> None:
+        if turn.audio is not None and not await self._hear(turn):
+            if self.turn is None and self.state == "listening":
+                self._set_state("idle", None)
+            return
         async with self._lock:  # one model, one turn at a time; later turns wait their go
             if turn.cancel.is_set():
                 return
@@ -248,23 +290,43 @@ class Pipeline:
                 self.turn = None
                 self._set_state("idle", None)
 
+    async def _hear(self, turn: Turn) -> bool:
+        """Transcribe a spoken turn and decide whether it is ours to answer. Runs before the turn lock, so a
+        "stop" reaches the reply it stops instead of queueing behind it. An unaddressed turn leaves nothing:
+        no reply, no transcript published, nothing remembered."""
+        text = None
+        if turn.speculative is not None:
+            try:
+                text = await turn.speculative
+            except Exception as e:  # the full pass below decides; a failed guess costs only time
+                log.warning("speculative transcription failed: %s", e)
+        if not text:  # no pause seen, or the speculative pass heard nothing: transcribe the whole segment
+            text = await self._run(self._asr, self.assistant.transcribe, turn.audio)
+        turn.mark("transcribed")
+        if not text:
+            log.info("turn %s: no words recognised; not answered", turn.id)
+            self._publish(m.Transcript(text="", final=True, source=turn.source))
+            return False
+        activation = self._source(turn.source).activation
+        if activation.is_stop_command(text):
+            current = self.turn
+            log.info("stop command %r from %s%s", text, turn.source, f": stopping reply {current.id}" if current else "")
+            if current is not None:
+                self._interrupt(current)
+            return False
+        decision = activation.decide(text, time.monotonic())
+        if turn.pushed and not decision.answer:
+            wake = activation.match_wake(text)
+            decision = Decision(True, wake.rest if wake and wake.rest else text, "push-to-talk")
+        if not decision.answer:
+            log.info("turn %s not answered (%s)", turn.id, decision.reason)
+            return False
+        self._publish(m.Transcript(text=text, final=True, source=turn.source))
+        turn.query = decision.query
+        return True
+
     async def _turn_body(self, turn: Turn) -> None:
         self._set_state("thinking", turn.source)
-        if turn.audio is not None:
-            text = None
-            if turn.speculative is not None:
-                try:
-                    text = await turn.speculative
-                except Exception as e:  # the full pass below decides; a failed guess costs only time
-                    log.warning("speculative transcription failed: %s", e)
-            if not text:  # no pause seen, or the speculative pass heard nothing: transcribe the whole segment
-                text = await self._run(self._asr, self.assistant.transcribe, turn.audio)
-            turn.mark("transcribed")
-            self._publish(m.Transcript(text=text, final=True, source=turn.source))
-            if not text:
-                log.info("turn %s: no words recognised; not answered", turn.id)
-                return
-            turn.query = text
         query = turn.query or ""
         self._publish(m.ReplyStarted(reply_id=turn.id, request_id=turn.request_id, source=turn.source))
         loop = asyncio.get_running_loop()
@@ -298,6 +360,8 @@ class Pipeline:
         await speaker
         turn.mark("done")
         turn.interrupted = turn.interrupted or turn.cancel.is_set()
+        if not turn.interrupted and turn.source in self._sources:
+            self._sources[turn.source].activation.replied(time.monotonic())
         self.assistant.remember(query, turn.reply, turn.interrupted)
         timings = self._timings(turn, stats)
         done = m.ReplyDone(reply_id=turn.id, text=turn.reply.strip(), interrupted=turn.interrupted, timings_ms=timings)

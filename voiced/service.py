@@ -46,7 +46,9 @@ async def _serve(settings: Settings) -> int:
     except (BundleError, store.PrepareError, store.BundleIntegrityError) as e:
         log.error("%s", e)
         return 1
-    assistant = await asyncio.to_thread(Assistant, bundle, settings.model)
+    act = settings.activation
+    hotwords = ", ".join(act.wake_phrases) if act.mode == "wake" else None
+    assistant = await asyncio.to_thread(Assistant, bundle, settings.model, None, hotwords)
     tts = make_tts(settings.tts)
     playback = None if settings.audio.output_device == "none" else Playback(settings.audio, on_state=_device_state("speaker"))
     pipeline = Pipeline(settings, assistant, tts, playback)

@@ -30,7 +30,13 @@ class Collector:
 
     def broadcast(self, msg: Any) -> None:
         self.messages.append(msg)
-        if isinstance(msg, m.ReplyDone | m.Error) or (isinstance(msg, m.Transcript) and not msg.text):
+        heard = any(isinstance(x, m.SpeechEnded) for x in self.messages)
+        replying = any(isinstance(x, m.ReplyStarted) for x in self.messages)
+        if (
+            isinstance(msg, m.ReplyDone | m.Error)
+            or (isinstance(msg, m.Transcript) and not msg.text)
+            or (isinstance(msg, m.State) and msg.state == "idle" and heard and not replying)  # not addressed
+        ):
             self.finished.set()
 
     def broadcast_audio(self, reply_id: str, pcm: np.ndarray, rate: int) -> None:

@@ -59,10 +59,12 @@ _ASSISTANTS: dict[str, Assistant] = {}
 
 def shared_assistant(settings: Settings) -> Assistant:
     """Loading the graph and Whisper costs seconds: tests share one assistant, each with fresh memory."""
-    key = f"{settings.model.max_new_tokens}"
+    act = settings.activation
+    hotwords = ", ".join(act.wake_phrases) if act.mode == "wake" else None
+    key = f"{settings.model.max_new_tokens}-{hotwords}"
     a = _ASSISTANTS.get(key)
     if a is None:
-        a = _ASSISTANTS[key] = Assistant(load_bundle(asr_tiny_bundle()), settings.model)
+        a = _ASSISTANTS[key] = Assistant(load_bundle(asr_tiny_bundle()), settings.model, hotwords=hotwords)
     a.settings = settings.model
     a.forget()
     return a

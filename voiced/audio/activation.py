@@ -149,6 +149,14 @@ class Activation:
             return Decision(True, text, "follow-up")
         return Decision(False, "", "not-addressed")
 
+    def peek(self, transcript: str, now: float) -> Decision:
+        """decide() without its side effects: for speculative work on a turn that is not over yet."""
+        saved = (self._last_reply, self._woken_at)
+        try:
+            return self.decide(transcript, now)
+        finally:
+            self._last_reply, self._woken_at = saved
+
     def match_wake(self, transcript: str) -> WakeMatch | None:
         """The best wake phrase at the start of the turn, or None."""
         spans = _words(transcript)
