@@ -43,13 +43,16 @@ def _device(value: str) -> str | int:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, default=None, help="config TOML (default: $XDG_CONFIG_HOME/voiced/config.toml)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # SUPPRESS: a subcommand that is not given --config keeps what the top-level parser read (voiced --config X cmd)
+    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config TOML (default: $XDG_CONFIG_HOME/voiced/config.toml)")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voiced", description="Local, always-on voice assistant daemon.")
     parser.add_argument("--version", action="version", version=f"voiced {__version__}")
+    parser.add_argument("--config", type=Path, default=None, help="config TOML (default: $XDG_CONFIG_HOME/voiced/config.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the daemon in the foreground")
