@@ -1,0 +1,130 @@
+"""Voice to voice: spoken question streamed in real time by a WebSocket client -> first reply audio at the client.
+
+Prints one JSON object: p50/p90 of (a) last word -> first reply audio byte at the client, (b) end of turn detected
+-> first audio (the part beyond the end-of-turn silence window), the silence window itself, and each stage's
+median share. The daemon runs in-process on the configured bundle (default: the embedded default), with real
+VAD, Whisper, the LLM, espeak and the real server on 127.0.0.1; the client streams paced like a microphone.
+
+    .venv/bin/python benchmarks/voice_to_voice.py [--bundle default] [--end-of-turn adaptive|fixed] [--n 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from protocol import messages as m  # noqa: E402
+from protocol.client import AudioChunk, VoicedClient  # noqa: E402
+from tests.support.speech import compose  # noqa: E402
+from voiced.assistant import Assistant  # noqa: E402
+from voiced.config import load_settings  # noqa: E402
+from voiced.model import store  # noqa: E402
+from voiced.model.bundle import load_bundle  # noqa: E402
+from voiced.pipeline import Pipeline  # noqa: E402
+from voiced.server.ws import VoicedServer  # noqa: E402
+from voiced.speech.tts import make_tts  # noqa: E402
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "What is the largest ocean on Earth?",
+    "Which planet is called the red planet?",
+    "What is 15 plus 27?",
+    "What color do you get when you mix blue and yellow?",
+    "What is the capital of Japan?",
+    "How many days are there in a week?",
+    "Tell me a fun fact about octopuses.",
+    "Set a timer for ten minutes.",
+]
+TOKEN = "bench-token-0123456789abcdef"
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))], 1) if xs else float("nan")
+
+
+async def one(url: str, question: str, seed: int) -> dict:
+    rec = compose([0.5, question, 2.5], seed=seed)
+    speech_end_s = rec.segments[-1][1]
+    async with VoicedClient(url, TOKEN, roles=["microphone", "listener"], audio_rate=16000) as c:
+        t0 = time.monotonic()
+        first_audio: float | None = None
+        done: m.ReplyDone | None = None
+
+        async def listen() -> None:
+            nonlocal first_audio, done
+            async for msg in c.events():
+                if isinstance(msg, AudioChunk) and first_audio is None:
+                    first_audio = time.monotonic()
+                if isinstance(msg, m.ReplyDone):
+                    done = msg
+                    return
+
+        listener = asyncio.create_task(listen())
+        await c.send_audio(rec.pcm, 16000, frame_ms=30, realtime=True, end=False)
+        await asyncio.wait_for(listener, 120)
+    assert first_audio is not None and done is not None
+    t = done.timings_ms
+    return {
+        "question": question,
+        "reply": done.text,
+        "last_word_to_first_audio_ms": round((first_audio - (t0 + speech_end_s)) * 1e3, 1),
+        "detected_to_first_audio_ms": t.get("end_of_speech_to_first_audio"),
+        "asr_ms": t.get("asr"),
+        "first_token_ms": t.get("first_token"),
+        "first_clause_ms": t.get("first_clause"),
+        "prefill_tokens": t.get("prefill_tokens"),
+    }
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bundle", default="default")
+    ap.add_argument("--end-of-turn", choices=["adaptive", "fixed"], default="adaptive")
+    ap.add_argument("--n", type=int, default=len(QUESTIONS))
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    settings, _ = load_settings(None, {
+        "server": {"port": 0}, "model": {"threads": args.threads, "bundle": args.bundle},
+        "audio": {"input_device": "none", "output_device": "none"}, "activation": {"end_of_turn": args.end_of_turn},
+    })  # fmt: skip
+    assistant = Assistant(load_bundle(store.ensure_prepared(args.bundle, progress=False)), settings.model)
+    pipeline = Pipeline(settings, assistant, make_tts(settings.tts), None, pace=False)
+    await pipeline.warm_up()
+    server = VoicedServer(settings.server, pipeline, TOKEN)
+    pipeline.add_publisher(server)
+    rows = []
+    async with server:
+        for i, q in enumerate(QUESTIONS[: args.n]):
+            await pipeline.on_forget("bench")
+            rows.append(await one(server.url, q, seed=i))
+    await pipeline.aclose()
+    lw = [r["last_word_to_first_audio_ms"] for r in rows]
+    det = [r["detected_to_first_audio_ms"] for r in rows if r["detected_to_first_audio_ms"] is not None]
+    window = [a - b for a, b in zip(lw, det)]
+    med = lambda k: round(statistics.median(r[k] for r in rows if r[k] is not None), 1)  # noqa: E731
+    print(json.dumps({
+        "bundle": assistant.bundle.manifest.name, "threads": args.threads, "end_of_turn": args.end_of_turn,
+        "n": len(rows),
+        "last_word_to_first_audio_ms": {"p50": pct(lw, 0.5), "p90": pct(lw, 0.9)},
+        "beyond_end_of_turn_ms": {"p50": pct(det, 0.5), "p90": pct(det, 0.9)},
+        "end_of_turn_window_ms": {"p50": pct(window, 0.5), "p90": pct(window, 0.9)},
+        "median_stage_ms_after_detection": {"asr": med("asr_ms"), "first_token": med("first_token_ms"),
+                                             "first_clause": med("first_clause_ms")},
+        "median_prefill_tokens_at_turn": med("prefill_tokens"),
+        "turns": rows,
+    }, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
