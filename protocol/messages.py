@@ -153,6 +153,11 @@ class Welcome(_Message):
     audio_rate: int = Field(description="the rate this client's reply audio will come at")
     audio: AudioFormatInfo = Field(default_factory=AudioFormatInfo)
     limits: Limits
+    credential: str | None = Field(
+        None, max_length=512,
+        description="only when the hello carried a one-time pairing code (`voiced open`): a session credential to send "
+                    "as `token` in later hellos until it expires; the page keeps it instead of the token",
+    )
 
 
 class State(_Message):

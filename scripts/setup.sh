@@ -6,7 +6,7 @@ mode=${1:-run}
 cd "$(dirname "$0")/.."
 
 apt_pkgs=(espeak-ng libespeak-ng1 libportaudio2 sox pulseaudio pulseaudio-utils ca-certificates)
-[[ $mode == test ]] && apt_pkgs+=(systemd)
+[[ $mode == test ]] && apt_pkgs+=(systemd chromium)  # chromium: the browser-page tests (Playwright drives it by path)
 
 py=""
 for cand in python3.11 python3; do

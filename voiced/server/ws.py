@@ -47,10 +47,11 @@ from protocol.messages import (
 from voiced import __version__
 from voiced.audio.resample import StreamResampler
 from voiced.config import ServerSettings
-from voiced.server.auth import bearer, origin_allowed, token_matches
+from voiced.server.auth import bearer, origin_allowed
 from voiced.server.fanout import AudioFanout, Listener, Outbox
 from voiced.server.handler import TurnHandler
 from voiced.server.limits import AudioBudget
+from voiced.server.pairing import Gate, Grant
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class VoicedServer:
             raise ValueError("token too short; use voiced.server.auth.load_or_create_token")
         self.settings = settings
         self.handler = handler
-        self._token = token
+        self._gate = Gate(token)  # the token itself, or pairing codes / session credentials derived from it
         self._http_handler = http_handler
         self._clients: dict[str, ClientSession] = {}
         self._audio = AudioFanout(settings.audio_frame_ms)
@@ -155,6 +156,15 @@ class VoicedServer:
         for t in list(self._tasks):
             t.cancel()
         self._server = None
+
+    @property
+    def http_handler(self) -> HttpHandler | None:
+        """Answers plain HTTP requests on the WebSocket's port (the browser page); settable before or while serving."""
+        return self._http_handler
+
+    @http_handler.setter
+    def http_handler(self, handler: HttpHandler | None) -> None:
+        self._http_handler = handler
 
     @property
     def clients(self) -> Mapping[str, ClientSession]:
@@ -224,9 +234,10 @@ class VoicedServer:
             )
         return None
 
-    async def _authenticate(self, conn: ServerConnection) -> Hello | None:
+    async def _authenticate(self, conn: ServerConnection) -> tuple[Hello, Grant] | None:
         """Wait for the hello; None means close 1008 without sending anything (the client may be anyone)."""
-        header_ok = token_matches(self._token, bearer(conn.request.headers.get("Authorization") if conn.request else None))
+        header_grant = self._gate.check(bearer(conn.request.headers.get("Authorization") if conn.request else None))
+        header_ok = header_grant is not None
         if conn.request and conn.request.headers.get("Authorization") and not header_ok:
             return None
         loop = asyncio.get_running_loop()
@@ -247,24 +258,26 @@ class VoicedServer:
                 if msg is not None and not isinstance(msg, Hello):
                     problem = Error(code="protocol", message=f"the first message must be a hello, not {msg.type}")
                 if isinstance(msg, Hello):
-                    return msg if header_ok or token_matches(self._token, msg.token) else None
+                    grant = header_grant or self._gate.check(msg.token)
+                    return (msg, grant) if grant is not None else None
             if not header_ok:  # an unauthenticated peer learns nothing, not even what it did wrong
                 return None
             await conn.send(problem.to_json())  # type: ignore[union-attr]
 
     async def _serve_connection(self, conn: ServerConnection) -> None:
         try:
-            hello = await self._authenticate(conn)
+            authed = await self._authenticate(conn)
         except ConnectionClosed:
             return
-        if hello is None:
+        if authed is None:
             await conn.close(CLOSE_POLICY, "missing or wrong token, or no hello in time")
             return
+        hello, grant = authed
         if len(self._clients) >= self.settings.max_clients:
             await conn.send(Error(code="server_full", message=f"{self.settings.max_clients} clients connected (server.max_clients); try again later").to_json())
             await conn.close(CLOSE_TRY_AGAIN, "server full")
             return
-        session = self._register(conn, hello)
+        session = self._register(conn, hello, grant)
         log.info("client %s (%s) connected: roles %s, audio %d Hz", session.id, session.name, sorted(session.roles), session.audio_rate)
         try:
             async for raw in conn:
@@ -274,7 +287,7 @@ class VoicedServer:
         finally:
             await self._unregister(session)
 
-    def _register(self, conn: ServerConnection, hello: Hello) -> ClientSession:
+    def _register(self, conn: ServerConnection, hello: Hello, grant: Grant) -> ClientSession:
         sid = secrets.token_hex(6)
         outbox = Outbox(conn.send, self.settings.client_queue, lambda: self._spawn(self._drop_slow(sid)), _direct_writer(conn))
         s = ClientSession(
@@ -299,6 +312,7 @@ class VoicedServer:
                     audio_burst_s=self.settings.audio_burst_s,
                     hello_timeout_s=self.settings.hello_timeout_s,
                 ),
+                credential=self._gate.issue_session() if grant.kind == "pairing" else None,
             ).to_json()
         )
         self._clients[sid] = s
