@@ -70,6 +70,7 @@ class Assistant:
         if self.recognizer is not None:
             self.recognizer.warm_up()
         self.prepare(None)
+        self.conversation.reset_stats()  # warming up is no turn's prefill
 
     def _prompt_ids(self, user: str | None) -> list[int]:
         messages = self.memory.messages(user)

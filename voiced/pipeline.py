@@ -261,6 +261,8 @@ class Pipeline:
             st.ptt = True
             await self.end_of_stream(client_id)
             st.ptt = False
+            if self.turn is None and self.state == "listening" and not self._tasks:
+                self._set_state("idle", None)  # released without speaking
 
     async def on_forget(self, client_id: str) -> None:
         await self._run(self._model, self.assistant.forget)
