@@ -28,7 +28,9 @@ async def _serve(settings: Settings) -> int:
     from voiced.model.bundle import BundleError, load_bundle
     from voiced.pipeline import LOCAL, Pipeline
     from voiced.server.auth import load_or_create_token
+    from voiced.server.http import make_http_handler
     from voiced.server.ws import VoicedServer
+    from voiced.server.wyoming import wyoming_endpoint
     from voiced.speech.playback import Playback
     from voiced.speech.tts import make_tts
 
@@ -56,28 +58,40 @@ async def _serve(settings: Settings) -> int:
     log.info("model %s loaded in %.1f s", bundle_dir.name, time.monotonic() - t0)
 
     token = load_or_create_token(settings.token_path())
-    server = VoicedServer(settings.server, pipeline, token)
+    server = VoicedServer(settings.server, pipeline, token, http_handler=make_http_handler(settings.server))
     pipeline.add_publisher(server)
     tasks: list[asyncio.Task] = []
-    async with server:
-        log.info("serving %s (token in %s); Ctrl-C stops", server.url, settings.token_path())
-        if settings.audio.input_device != "none":
-            tasks.append(asyncio.create_task(_microphone(settings, pipeline, LOCAL)))
-        interval = notify.watchdog_interval()
-        if interval:
-            tasks.append(asyncio.create_task(_watchdog(notify, interval)))
-        notify.send("READY=1", f"STATUS=serving {server.url}")
-        await stop.wait()
-        log.info("stopping")
-        notify.send("STOPPING=1")
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(pipeline.aclose(), 1.0)
-        if playback is not None:
+    try:
+        await server.start()
+    except OSError as e:
+        log.error(
+            "cannot listen on %s:%s (%s). Fix: stop what holds the port (another voiced? `systemctl --user stop "
+            "voiced`) or choose another with --port / server.port", settings.server.host, settings.server.port, e.strerror or e,
+        )
+        await pipeline.aclose()
+        return 1
+    try:
+        async with wyoming_endpoint(settings.server.wyoming, pipeline, assistant, tts):  # None: no Wyoming
+            log.info("serving %s (token in %s); Ctrl-C stops", server.url, settings.token_path())
+            if settings.audio.input_device != "none":
+                tasks.append(asyncio.create_task(_microphone(settings, pipeline, LOCAL)))
+            interval = notify.watchdog_interval()
+            if interval:
+                tasks.append(asyncio.create_task(_watchdog(notify, interval)))
+            notify.send("READY=1", f"STATUS=serving {server.url}")
+            await stop.wait()
+            log.info("stopping")
+            notify.send("STOPPING=1")
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(playback.aclose(), 0.5)
+                await asyncio.wait_for(pipeline.aclose(), 1.0)
+            if playback is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(playback.aclose(), 0.5)
+    finally:
+        await server.stop()
     return 0
 
 

@@ -1,0 +1,547 @@
+"""Home Assistant (and any Wyoming peer) talks to voiced over the Wyoming protocol.
+
+The `wyoming` package owns the framing and the TCP/Unix servers; this module only maps its events onto voiced.
+What `describe` advertises, and why it is the honest mapping of what voiced is:
+
+- **asr**: the bundle's recogniser (Whisper in the default bundle). Plain Wyoming speech to text, as Home
+  Assistant's STT provider drives it: `transcribe` (optional), `audio-start`, `audio-chunk`*, `audio-stop`
+  -> one `transcript`. Any rate / width / channels is converted to 16 kHz mono with voiced.audio.resample.
+  It needs an external VAD (the client decides when the command ended), so `requires_external_vad` is true.
+- **tts**: the configured engine and voice. `synthesize` -> `audio-start` / `audio-chunk`* / `audio-stop` at the
+  engine's own rate, streamed as the engine makes it.
+- **handle**: the assistant. Wyoming models "a thing that answers what was said" as an intent *handler*: Home
+  Assistant's conversation agent sends the user's words as a `transcript` event and waits for `handled` (or
+  `not-handled`) with the text to speak. That is exactly voiced's model step, so the assistant is advertised as a
+  handle program (not as an `intent` recogniser: voiced returns an answer, not a structured intent, and it does
+  not control the home, so `supports_home_control` is false). The text goes through the same Pipeline as a
+  WebSocket `text_query`, so it shares the conversation memory and the single model thread.
+- **the spoken turn** (audio in -> spoken reply out) has no program type in `info`: in Wyoming a *satellite*
+  streams its microphone to whoever runs the pipeline and gets events back. voiced plays the role Home Assistant
+  plays for a satellite: the client sends `run-pipeline` (start_stage asr or wake, end_stage tts), then its
+  microphone as `audio-chunk`s (an `audio-start` is welcome but, as with Home Assistant, not required), and
+  gets back what Home Assistant would send a satellite: `voice-started` / `voice-stopped` from voiced's VAD,
+  `transcript`, the reply audio as `audio-start` / `audio-chunk`* / `audio-stop`, and then `handled` with the
+  reply text (`not-handled` when nothing was recognised or the utterance was not addressed to us). The audio
+  is fed to the same Pipeline as a WebSocket microphone (`pipeline.feed` under a per-connection source id), so
+  VAD, wake phrase, barge-in and memory behave the same; an end_stage other than tts gets the same events
+  without the audio.
+
+Wyoming has no authentication: anyone who can reach the port can use the assistant, so bind it to loopback (the
+default in the docs) or to a network you trust; a non-loopback bind is logged as a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+from wyoming.asr import Transcribe, Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.handle import Handled, NotHandled
+from wyoming.info import (
+    AsrModel,
+    AsrProgram,
+    Attribution,
+    Describe,
+    HandleModel,
+    HandleProgram,
+    Info,
+    TtsProgram,
+    TtsVoice,
+)
+from wyoming.ping import Ping, Pong
+from wyoming.pipeline import PipelineStage, RunPipeline
+from wyoming.server import AsyncEventHandler, AsyncServer, AsyncTcpServer
+from wyoming.tts import Synthesize
+from wyoming.vad import VoiceStarted, VoiceStopped
+
+from protocol import messages as m
+from voiced import __version__
+from voiced.audio.resample import StreamResampler
+from voiced.config import ConfigError
+from voiced.model.manifest import AsrAudio
+
+log = logging.getLogger(__name__)
+
+RATE = 16000  # the front end's rate: what the recogniser and the pipeline take
+MAX_ASR_S = 120.0  # one `transcribe` request; longer is a client that never sends audio-stop
+OUTBOX_EVENTS = 4096  # events queued for one client (~400 s of reply audio) before it counts as stalled
+_ATTRIBUTION = Attribution(name="voiced", url="")  # no public home page to point at (yet); never invent one
+_AUDIO_START_STAGES = (PipelineStage.WAKE, PipelineStage.ASR)
+
+
+class WyomingError(ConfigError):
+    """The Wyoming endpoint cannot start; the message names the setting to change (the CLI prints it, exit 2)."""
+
+
+# -- audio in -------------------------------------------------------------------------------------------------
+def _samples(data: bytes, width: int) -> np.ndarray:
+    """Little-endian PCM bytes of `width` bytes per sample -> int16 or int32 (what to_mono_int16 takes)."""
+    if width == 2:
+        return np.frombuffer(data, "<i2")
+    if width == 4:
+        return np.frombuffer(data, "<i4")
+    if width == 1:  # 8-bit PCM is unsigned (WAV convention)
+        return ((np.frombuffer(data, np.uint8).astype(np.int16) - 128) << 8).astype(np.int16)
+    b = np.frombuffer(data, np.uint8).reshape(-1, 3).astype(np.int32)  # 24-bit -> the top of an int32
+    return (b[:, 0] << 8) | (b[:, 1] << 16) | (b[:, 2] << 24)
+
+
+class AudioIn:
+    """Wyoming audio chunks of any format -> 16 kHz mono int16, without clicks between chunks.
+
+    Every chunk carries its own format; a change mid-stream (rare, but legal) drains the old resampler and
+    starts a new one. Bytes that do not make a whole frame wait for the next chunk.
+    """
+
+    def __init__(self) -> None:
+        self._fmt: tuple[int, int, int] | None = None
+        self._rs: StreamResampler | None = None
+        self._rest = b""
+
+    @staticmethod
+    def check(rate: int, width: int, channels: int) -> None:
+        if not (1000 <= rate <= 384000 and width in (1, 2, 3, 4) and 1 <= channels <= 32):
+            raise ValueError(
+                f"audio format rate={rate} width={width} channels={channels} is not supported; send PCM at "
+                "1000..384000 Hz, width 1-4 bytes, 1-32 channels (16000/2/1 needs no conversion)"
+            )
+
+    def push(self, rate: int, width: int, channels: int, data: bytes) -> np.ndarray:
+        fmt = (int(rate), int(width), int(channels))
+        out = []
+        if fmt != self._fmt:
+            self.check(*fmt)
+            out.append(self.flush())
+            self._fmt, self._rs = fmt, StreamResampler(fmt[0], RATE, fmt[2])
+        frame = fmt[1] * fmt[2]
+        data = self._rest + data
+        whole = len(data) - len(data) % frame
+        self._rest = data[whole:]
+        assert self._rs is not None
+        if whole:
+            out.append(self._rs.process(_samples(data[:whole], fmt[1])))
+        return np.concatenate(out) if len(out) > 1 else (out[0] if out else np.zeros(0, np.int16))
+
+    def flush(self) -> np.ndarray:
+        tail = self._rs.flush() if self._rs is not None else np.zeros(0, np.int16)
+        self._fmt, self._rs, self._rest = None, None, b""
+        return tail
+
+
+# -- info -----------------------------------------------------------------------------------------------------
+def describe_info(pipeline: Any, assistant: Any, tts: Any) -> Info:
+    """What this daemon offers, in Home Assistant's terms (see the module docstring for the mapping)."""
+    manifest = assistant.bundle.manifest
+    audio = manifest.audio
+    language = (audio.language if isinstance(audio, AsrAudio) else None) or "en"
+    tts_settings = pipeline.settings.tts
+    engine = "espeak-ng" if tts_settings.engine == "espeak" else tts_settings.engine
+    asr = []
+    if assistant.hears_audio and isinstance(audio, AsrAudio):
+        model = AsrModel(
+            name=f"{manifest.name}/{audio.dir}", attribution=_ATTRIBUTION, installed=True,
+            description=f"{audio.engine} recogniser of bundle {manifest.name}", version=None, languages=[language],
+        )
+        asr.append(AsrProgram(
+            name="voiced-asr", attribution=_ATTRIBUTION, installed=True, version=__version__,
+            description="voiced speech to text", models=[model],
+        ))  # requires_external_vad keeps its default, True: the client's audio-stop ends the command
+    voice = TtsVoice(
+        name=tts_settings.voice, attribution=_ATTRIBUTION, installed=True, version=None, languages=[tts_settings.voice.split("+")[0]],
+        description=f"{engine} voice {tts_settings.voice}, {tts.sample_rate} Hz",
+    )
+    handle = HandleModel(
+        name=manifest.name, attribution=_ATTRIBUTION, installed=True, version=None, languages=[language],
+        description=manifest.description or f"voiced assistant ({manifest.family})",
+    )
+    return Info(
+        asr=asr,
+        tts=[TtsProgram(name="voiced-tts", attribution=_ATTRIBUTION, installed=True, version=__version__,
+                        description=f"voiced text to speech ({engine})", voices=[voice])],
+        handle=[HandleProgram(name="voiced", attribution=_ATTRIBUTION, installed=True, version=__version__,
+                              description="voiced local assistant (spoken turns: run-pipeline)", models=[handle])],
+    )  # supports_home_control and supports_handled_streaming keep their defaults, False; left out so that older
+    # wyoming releases (pyproject allows >=1.6), which lack those fields, build the same Info
+
+
+_DONE = object()
+
+
+async def _iterate_in_thread(produce: Callable[[], Iterator[np.ndarray]]) -> AsyncIterator[np.ndarray]:
+    """Yield what a blocking generator makes, as it makes it, without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[Any] = asyncio.Queue()
+
+    def put(item: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed under a late producer: nobody is listening
+            loop.call_soon_threadsafe(q.put_nowait, item)
+
+    def work() -> None:
+        try:
+            for item in produce():
+                put(item)
+        except BaseException as e:  # re-raised in the consumer's task
+            put(e)
+        finally:
+            put(_DONE)
+
+    job = loop.run_in_executor(None, work)
+    while (item := await q.get()) is not _DONE:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    await job
+
+
+# -- one connection ---------------------------------------------------------------------------------------------
+class _Connection(AsyncEventHandler):
+    """One Wyoming peer. Requests are answered in order; pipeline events for its turns arrive via the server's
+    Publisher at any time, so every outgoing event goes through one outbox and one writer task."""
+
+    def __init__(self, server: WyomingServer, source: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        super().__init__(reader, writer)
+        self.server = server
+        self.source = source
+        self.outbox: asyncio.Queue[Event | None] = asyncio.Queue(OUTBOX_EVENTS)
+        self.mode = "asr"  # or "turn" after run-pipeline
+        self.speak = True  # turn mode: reply audio wanted (end_stage tts)
+        self.audio: AudioIn | None = None  # a stream is open
+        self.asr_pcm: list[np.ndarray] = []
+        self.asr_samples = 0
+        # An utterance of ours ended and its reply has not started: "heard" until its transcript is published (only
+        # addressed words are), then "answering" until ReplyStarted, when it may still wait for another turn.
+        self.pending: str | None = None
+        self.replies: dict[str, str | None] = {}  # reply_id -> request_id of a handle request, None for a spoken turn
+        self.audio_open: set[str] = set()
+        self.handle_context: dict[str, dict | None] = {}  # request_id -> context to echo in handled
+        self.cancel = threading.Event()
+        self._requests = itertools.count(1)
+        self._writer_task: asyncio.Task | None = None
+
+    # -- output -------------------------------------------------------------------------------------------------
+    def send(self, event: Event) -> None:
+        try:
+            self.outbox.put_nowait(event)
+        except asyncio.QueueFull:
+            log.warning("wyoming client %s is not reading (%d events queued); disconnecting it", self.source, OUTBOX_EVENTS)
+            asyncio.ensure_future(self.stop())
+
+    def error(self, code: str, text: str) -> None:
+        self.send(Error(text=text, code=code).event())
+
+    async def _write_loop(self) -> None:
+        try:
+            while (event := await self.outbox.get()) is not None:
+                await self.write_event(event)
+        except (ConnectionError, RuntimeError) as e:
+            log.debug("wyoming client %s: write failed (%s)", self.source, e)
+
+    async def run(self) -> None:
+        self._writer_task = asyncio.ensure_future(self._write_loop())
+        await super().run()
+
+    async def disconnect(self) -> None:
+        self.cancel.set()
+        self.server._forget(self)
+        with contextlib.suppress(asyncio.QueueFull):
+            self.outbox.put_nowait(None)
+        if self._writer_task is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._writer_task, 1.0)  # what was already answered still goes out
+        await self.server.pipeline.on_client_disconnect(self.source)
+
+    # -- input --------------------------------------------------------------------------------------------------
+    async def handle_event(self, event: Event) -> bool:
+        """Bad input answers an `error` event and the connection goes on; only EOF ends it."""
+        try:
+            await self._dispatch(event)
+        except (KeyError, TypeError, ValueError) as e:
+            log.info("wyoming client %s: bad %s event: %s", self.source, event.type, e)
+            self.error("bad-event", f"{event.type} event rejected: {e}; see the Wyoming event definitions")
+        except Exception as e:
+            log.exception("wyoming client %s: %s failed", self.source, event.type)
+            self.error("internal", f"{event.type} failed: {e}")
+        return True
+
+    async def _dispatch(self, event: Event) -> None:
+        t = event.type
+        if Describe.is_type(t):
+            self.send(describe_info(self.server.pipeline, self.server.assistant, self.server.tts).event())
+        elif Ping.is_type(t):
+            self.send(Pong(text=Ping.from_event(event).text).event())
+        elif Transcribe.is_type(t):
+            self.mode, self.asr_pcm, self.asr_samples = "asr", [], 0
+        elif RunPipeline.is_type(t):
+            await self._run_pipeline(RunPipeline.from_event(event))
+        elif AudioStart.is_type(t):
+            start = AudioStart.from_event(event)
+            AudioIn.check(start.rate, start.width, start.channels)
+            self.audio, self.asr_pcm, self.asr_samples = AudioIn(), [], 0
+        elif AudioChunk.is_type(t):
+            await self._audio_chunk(AudioChunk.from_event(event))
+        elif AudioStop.is_type(t):
+            await self._audio_stop()
+        elif Synthesize.is_type(t):
+            await self._synthesize(Synthesize.from_event(event).text)
+        elif Transcript.is_type(t):
+            await self._handle(Transcript.from_event(event))
+        else:  # Wyoming peers drop events they do not know (select-program, newer event types): so do we
+            log.debug("wyoming client %s: ignoring %s event", self.source, t)
+
+    async def _run_pipeline(self, run: RunPipeline) -> None:
+        if run.start_stage == PipelineStage.TTS:
+            if not run.announce_text:
+                raise ValueError("run-pipeline from the tts stage needs announce_text")
+            await self._synthesize(run.announce_text)
+            return
+        if run.start_stage not in _AUDIO_START_STAGES:
+            raise ValueError(
+                f"start_stage {run.start_stage.value} takes text; send a transcript event for a text turn, or "
+                "run-pipeline from asr (or wake) with audio"
+            )
+        self.mode, self.speak = "turn", run.end_stage == PipelineStage.TTS
+
+    async def _audio_chunk(self, chunk: AudioChunk) -> None:
+        if self.audio is None:
+            if self.mode != "turn":
+                self.error("audio-not-started", "audio-chunk before audio-start; send audio-start (rate, width, channels) first")
+                return
+            self.audio = AudioIn()  # satellites stream chunks after run-pipeline without audio-start, as HA accepts
+        pcm = self.audio.push(chunk.rate, chunk.width, chunk.channels, chunk.audio)
+        if self.mode == "turn":
+            if pcm.size:
+                await self.server.pipeline.feed(self.source, pcm)
+            return
+        self.asr_samples += pcm.size
+        if self.asr_samples > MAX_ASR_S * RATE:
+            self.audio, self.asr_pcm, self.asr_samples = None, [], 0
+            self.error("too-long", f"more than {MAX_ASR_S:.0f} s of audio in one transcription; send audio-stop at the end of each command")
+            return
+        self.asr_pcm.append(pcm)
+
+    async def _audio_stop(self) -> None:
+        if self.audio is None:
+            self.error("audio-not-started", "audio-stop without audio-start; send audio-start, audio-chunk..., audio-stop")
+            return
+        tail, self.audio = self.audio.flush(), None
+        if self.mode == "turn":
+            if tail.size:
+                await self.server.pipeline.feed(self.source, tail)
+            await self.server.pipeline.end_of_stream(self.source)
+            return
+        pcm = np.concatenate([*self.asr_pcm, tail]) if self.asr_pcm or tail.size else np.zeros(0, np.int16)
+        self.asr_pcm, self.asr_samples = [], 0
+        assistant = self.server.assistant
+        if not assistant.hears_audio:
+            self.error("unavailable", "this model bundle has no speech recogniser; use an ASR bundle (voiced model prepare default)")
+            return
+        text = await asyncio.get_running_loop().run_in_executor(None, assistant.transcribe, pcm)
+        language = getattr(assistant.bundle.manifest.audio, "language", None)
+        self.send(Transcript(text=text, language=language).event())
+
+    async def _synthesize(self, text: str) -> None:
+        tts = self.server.tts
+        rate, started = tts.sample_rate, False
+        async for chunk in _iterate_in_thread(lambda: tts.synthesize(text, self.cancel)):
+            if not started:  # the engine's rate is known for sure once it has made audio (the command backend)
+                rate, started = tts.sample_rate, True
+                self.send(AudioStart(rate=rate, width=2, channels=1).event())
+            self.send(AudioChunk(rate=rate, width=2, channels=1, audio=np.asarray(chunk, "<i2").tobytes()).event())
+        if not started:
+            self.send(AudioStart(rate=rate, width=2, channels=1).event())
+        self.send(AudioStop().event())
+
+    async def _handle(self, transcript: Transcript) -> None:
+        text = transcript.text.strip()
+        if not text:
+            self.send(NotHandled(text="nothing to answer: the transcript was empty", context=transcript.context).event())
+            return
+        request_id = f"{self.source}-{next(self._requests)}"
+        self.handle_context[request_id] = transcript.context
+        await self.server.pipeline.on_text_query(self.source, text, request_id)
+
+    # -- pipeline events (via the server's Publisher) -----------------------------------------------------------
+    def on_message(self, msg: Any) -> None:
+        if isinstance(msg, m.SpeechStarted):
+            self.send(VoiceStarted(timestamp=int(msg.t * 1000)).event())
+        elif isinstance(msg, m.SpeechEnded):
+            self.pending = "heard"
+            self.send(VoiceStopped(timestamp=int(msg.t_end * 1000)).event())
+        elif isinstance(msg, m.Transcript):
+            self.send(Transcript(text=msg.text).event())
+            if self.pending is not None:
+                self.pending = "answering" if msg.text else None
+                if not msg.text:
+                    self.send(NotHandled(text="no words recognised").event())
+        elif isinstance(msg, m.ReplyStarted):
+            handle = msg.request_id is not None and msg.request_id in self.handle_context
+            self.replies[msg.reply_id] = msg.request_id if handle else None
+            if not handle:
+                self.pending = None
+        elif isinstance(msg, m.ReplyDone):
+            if msg.reply_id not in self.replies:
+                return
+            request_id = self.replies.pop(msg.reply_id)
+            context = self.handle_context.pop(request_id, None) if request_id is not None else None
+            info = {"reply_id": msg.reply_id, "interrupted": msg.interrupted, "timings_ms": msg.timings_ms}
+            self.send(Handled(text=msg.text, context={**(context or {}), "voiced": info}).event())
+        elif isinstance(msg, m.Error):
+            if msg.request_id is not None and msg.request_id in self.handle_context:
+                context = self.handle_context.pop(msg.request_id)
+                self.replies = {k: r for k, r in self.replies.items() if r != msg.request_id}
+                self.send(NotHandled(text=msg.message, context=context).event())
+            elif self.pending is not None or any(r is None for r in self.replies.values()):
+                self.pending = None  # a failed turn ends with this error: it has no reply to wait for
+                self.replies = {k: r for k, r in self.replies.items() if r is not None}
+                self.error(msg.code, msg.message)
+        elif isinstance(msg, m.State) and msg.state == "idle" and self.pending == "heard":
+            # An utterance that ended and went back to idle with no reply: stop command, or not addressed (wake
+            # and push modes). The pipeline publishes nothing else for those, so this is the turn's end.
+            self.pending = None
+            self.send(NotHandled(text="not answered: not addressed to the assistant, or a stop command").event())
+
+    def on_audio(self, reply_id: str, pcm: np.ndarray, rate: int) -> None:
+        if reply_id not in self.replies or self.replies[reply_id] is not None or not self.speak:
+            return
+        if reply_id not in self.audio_open:
+            self.audio_open.add(reply_id)
+            self.send(AudioStart(rate=rate, width=2, channels=1).event())
+        self.send(AudioChunk(rate=rate, width=2, channels=1, audio=np.asarray(pcm, "<i2").tobytes()).event())
+
+    def on_audio_end(self, reply_id: str) -> None:
+        if reply_id in self.audio_open:
+            self.audio_open.discard(reply_id)
+            self.send(AudioStop().event())
+
+
+# -- the server -------------------------------------------------------------------------------------------------
+def _check_uri(uri: str) -> None:
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("tcp", "unix"):
+        raise WyomingError(f"server.wyoming = {uri!r}: use tcp://HOST:PORT (e.g. tcp://127.0.0.1:10700) or unix://PATH")
+    if parsed.scheme == "tcp":
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if not parsed.hostname or port is None:
+            raise WyomingError(f"server.wyoming = {uri!r} needs a host and a port, e.g. tcp://127.0.0.1:10700")
+        with contextlib.suppress(ValueError):
+            if not ipaddress.ip_address(parsed.hostname).is_loopback:
+                log.warning("Wyoming on %s has no authentication: anyone who reaches it can use the assistant", uri)
+
+
+class WyomingServer:
+    """The Wyoming endpoint, and the Publisher that routes each turn's events to the connection it belongs to.
+
+    One Publisher for all connections (registered once with the pipeline) rather than one per connection: the
+    pipeline keeps its publishers for its lifetime, and connections come and go.
+    """
+
+    def __init__(self, uri: str, pipeline: Any, assistant: Any, tts: Any) -> None:
+        _check_uri(uri)
+        self.uri = uri
+        self.pipeline, self.assistant, self.tts = pipeline, assistant, tts
+        self._server: AsyncServer | None = None
+        self._conns: dict[str, _Connection] = {}
+        self._replies: dict[str, _Connection] = {}
+        self._ids = itertools.count(1)
+        self._registered = False
+
+    @property
+    def port(self) -> int | None:
+        """The bound TCP port (the real one when the URI asked for port 0)."""
+        inner = getattr(self._server, "_server", None)
+        return inner.sockets[0].getsockname()[1] if inner is not None and inner.sockets else None
+
+    @property
+    def url(self) -> str:
+        if isinstance(self._server, AsyncTcpServer) and self.port is not None:
+            return f"tcp://{self._server.host}:{self.port}"
+        return self.uri
+
+    async def start(self) -> None:
+        server = AsyncServer.from_uri(self.uri)
+        try:
+            await server.start(self._connection)
+        except OSError as e:
+            raise WyomingError(f"cannot serve Wyoming on {self.uri}: {e.strerror or e}; pick a free port in server.wyoming (--wyoming)") from None
+        self._server = server
+        if not self._registered:  # only once bound: a server that failed to start must not linger as a sink
+            self.pipeline.add_publisher(self)
+            self._registered = True
+        log.info("serving Wyoming on %s", self.url)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+
+    async def __aenter__(self) -> WyomingServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> _Connection:
+        conn = _Connection(self, f"wyoming-{next(self._ids)}", reader, writer)
+        self._conns[conn.source] = conn
+        log.info("wyoming client %s connected from %s", conn.source, writer.get_extra_info("peername"))
+        return conn
+
+    def _forget(self, conn: _Connection) -> None:
+        self._conns.pop(conn.source, None)
+        for reply_id in [r for r, c in self._replies.items() if c is conn]:
+            del self._replies[reply_id]
+
+    # -- Publisher ------------------------------------------------------------------------------------------------
+    def broadcast(self, msg: Any) -> None:
+        if isinstance(msg, m.ReplyStarted):
+            conn = self._conns.get(msg.source or "")
+            if conn is not None:
+                self._replies[msg.reply_id] = conn
+        elif isinstance(msg, m.ReplyDelta | m.ReplyDone):
+            conn = self._replies.get(msg.reply_id)
+            if isinstance(msg, m.ReplyDone):
+                self._replies.pop(msg.reply_id, None)
+        elif isinstance(msg, m.State | m.Error):  # no source: each connection decides whether it concerns it
+            for conn in list(self._conns.values()):
+                conn.on_message(msg)
+            return
+        else:
+            conn = self._conns.get(getattr(msg, "source", None) or "")
+        if conn is not None:
+            conn.on_message(msg)
+
+    def broadcast_audio(self, reply_id: str, pcm: np.ndarray, rate: int) -> None:
+        conn = self._replies.get(reply_id)
+        if conn is not None:
+            conn.on_audio(reply_id, pcm, rate)
+
+    def end_audio(self, reply_id: str) -> None:
+        conn = self._replies.get(reply_id)
+        if conn is not None:
+            conn.on_audio_end(reply_id)
+
+
+def wyoming_endpoint(uri: str | None, pipeline: Any, assistant: Any, tts: Any) -> contextlib.AbstractAsyncContextManager:
+    """`async with` this around the daemon's life; nothing at all when server.wyoming is not set."""
+    return WyomingServer(uri, pipeline, assistant, tts) if uri else contextlib.nullcontext()
+
+
+async def serve_wyoming(uri: str, pipeline: Any, assistant: Any, tts: Any, stop_event: asyncio.Event) -> None:
+    """Serve Wyoming until `stop_event` is set. A bind failure raises WyomingError at once (naming the fix)."""
+    async with WyomingServer(uri, pipeline, assistant, tts):
+        await stop_event.wait()
