@@ -31,6 +31,7 @@ from protocol.messages import (
     ReplyStarted,
     TextQuery,
     Transcript,
+    TurnIgnored,
     Welcome,
     parse_server,
 )
@@ -231,6 +232,8 @@ class VoicedClient:
             if isinstance(msg, Error):
                 if msg.request_id in (None, request_id) and msg.code not in ("rate_limited",):
                     raise ReplyError(msg)
+            elif isinstance(msg, TurnIgnored) and reply is None and source is not None and msg.source == source:
+                raise ClientError(f"the daemon heard the audio but does not answer it ({msg.reason.replace('_', ' ')})")
             elif isinstance(msg, Transcript) and msg.final and reply is None and source is not None and msg.source == source:
                 transcript = msg.text
             elif isinstance(msg, ReplyStarted) and reply is None:

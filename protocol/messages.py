@@ -27,7 +27,7 @@ Role = Literal["listener", "microphone"]
 StateName = Literal["idle", "listening", "thinking", "speaking"]
 EventName = Literal[
     "state", "speech_started", "speech_ended", "transcript", "reply_started", "reply_delta", "reply_audio_start",
-    "reply_audio_end", "reply_done", "welcome", "error", "pong",
+    "reply_audio_end", "reply_done", "welcome", "error", "pong", "turn_ignored",
 ]
 
 ErrorCode = Literal[
@@ -239,9 +239,17 @@ class Pong(_Message):
     data: str | None = None
 
 
+class TurnIgnored(_Message):
+    """An utterance that gets no reply. Carries no words: unaddressed speech is not shared with anyone."""
+
+    type: Literal["turn_ignored"] = "turn_ignored"
+    source: str
+    reason: Literal["no_speech", "not_addressed", "stop_command", "outside_push_to_talk"]
+
+
 ServerMessage = Annotated[
     Union[Welcome, State, SpeechStarted, SpeechEnded, Transcript, ReplyStarted, ReplyDelta, ReplyAudioStart,
-          ReplyAudioEnd, ReplyDone, Error, Pong],
+          ReplyAudioEnd, ReplyDone, Error, Pong, TurnIgnored],
     Field(discriminator="type"),
 ]
 
@@ -251,7 +259,7 @@ CLIENT_TYPES: dict[str, type[_Message]] = {
 SERVER_TYPES: dict[str, type[_Message]] = {
     m.model_fields["type"].default: m
     for m in (Welcome, State, SpeechStarted, SpeechEnded, Transcript, ReplyStarted, ReplyDelta, ReplyAudioStart,
-              ReplyAudioEnd, ReplyDone, Error, Pong)
+              ReplyAudioEnd, ReplyDone, Error, Pong, TurnIgnored)
 }
 # Types a client cannot filter out: it needs them to work at all.
 ALWAYS_DELIVERED = frozenset({"welcome", "error", "pong"})

@@ -40,6 +40,7 @@ SERVER_SAMPLES = [
     m.ReplyDone(reply_id="r1", text="Hi there.", interrupted=True, timings_ms={"first_audio": 412.5}),
     m.Error(code="busy", message="try again", request_id="q1"),
     m.Pong(data="abc"),
+    m.TurnIgnored(source="local", reason="not_addressed"),
 ]
 
 

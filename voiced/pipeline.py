@@ -210,6 +210,7 @@ class Pipeline:
             st.drop_speculation()
             if self.settings.activation.mode == "push" and not st.ptt:
                 log.info("speech on %s outside push-to-talk: not answered", source)
+                self._publish(m.TurnIgnored(source=source, reason="outside_push_to_talk"))
                 if self.turn is None:
                     self._set_state("idle", None)
                 return
@@ -308,6 +309,7 @@ class Pipeline:
         if not text:
             log.info("turn %s: no words recognised; not answered", turn.id)
             self._publish(m.Transcript(text="", final=True, source=turn.source))
+            self._publish(m.TurnIgnored(source=turn.source, reason="no_speech"))
             return False
         activation = self._source(turn.source).activation
         if activation.is_stop_command(text):
@@ -315,6 +317,7 @@ class Pipeline:
             log.info("stop command %r from %s%s", text, turn.source, f": stopping reply {current.id}" if current else "")
             if current is not None:
                 self._interrupt(current)
+            self._publish(m.TurnIgnored(source=turn.source, reason="stop_command"))
             return False
         decision = activation.decide(text, time.monotonic())
         if turn.pushed and not decision.answer:
@@ -322,6 +325,7 @@ class Pipeline:
             decision = Decision(True, wake.rest if wake and wake.rest else text, "push-to-talk")
         if not decision.answer:
             log.info("turn %s not answered (%s)", turn.id, decision.reason)
+            self._publish(m.TurnIgnored(source=turn.source, reason="not_addressed"))
             return False
         self._publish(m.Transcript(text=text, final=True, source=turn.source))
         turn.query = decision.query

@@ -30,13 +30,7 @@ class Collector:
 
     def broadcast(self, msg: Any) -> None:
         self.messages.append(msg)
-        heard = any(isinstance(x, m.SpeechEnded) for x in self.messages)
-        replying = any(isinstance(x, m.ReplyStarted) for x in self.messages)
-        if (
-            isinstance(msg, m.ReplyDone | m.Error)
-            or (isinstance(msg, m.Transcript) and not msg.text)
-            or (isinstance(msg, m.State) and msg.state == "idle" and heard and not replying)  # not addressed
-        ):
+        if isinstance(msg, m.ReplyDone | m.Error | m.TurnIgnored):
             self.finished.set()
 
     def broadcast_audio(self, reply_id: str, pcm: np.ndarray, rate: int) -> None:

@@ -380,10 +380,8 @@ class _Connection(AsyncEventHandler):
             self.send(VoiceStopped(timestamp=int(msg.t_end * 1000)).event())
         elif isinstance(msg, m.Transcript):
             self.send(Transcript(text=msg.text).event())
-            if self.pending is not None:
-                self.pending = "answering" if msg.text else None
-                if not msg.text:
-                    self.send(NotHandled(text="no words recognised").event())
+            if self.pending is not None and msg.text:
+                self.pending = "answering"
         elif isinstance(msg, m.ReplyStarted):
             handle = msg.request_id is not None and msg.request_id in self.handle_context
             self.replies[msg.reply_id] = msg.request_id if handle else None
@@ -405,11 +403,9 @@ class _Connection(AsyncEventHandler):
                 self.pending = None  # a failed turn ends with this error: it has no reply to wait for
                 self.replies = {k: r for k, r in self.replies.items() if r is not None}
                 self.error(msg.code, msg.message)
-        elif isinstance(msg, m.State) and msg.state == "idle" and self.pending == "heard":
-            # An utterance that ended and went back to idle with no reply: stop command, or not addressed (wake
-            # and push modes). The pipeline publishes nothing else for those, so this is the turn's end.
-            self.pending = None
-            self.send(NotHandled(text="not answered: not addressed to the assistant, or a stop command").event())
+        elif isinstance(msg, m.TurnIgnored) and self.pending == "heard":
+            self.pending = None  # the pipeline says so explicitly: this utterance gets no reply
+            self.send(NotHandled(text=f"not answered: {msg.reason.replace('_', ' ')}").event())
 
     def on_audio(self, reply_id: str, pcm: np.ndarray, rate: int) -> None:
         if reply_id not in self.replies or self.replies[reply_id] is not None or not self.speak:
