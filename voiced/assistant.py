@@ -24,6 +24,9 @@ from voiced.model.prompt import ChatPrompt
 
 log = logging.getLogger(__name__)
 
+SPOKEN = "(spoken)"  # what memory keeps of a user turn that reached the model as audio, not words
+_AUDIO_MARK = "\ue000"  # a private-use character: where the projected audio goes in the rendered prompt
+
 FALLBACK_SYSTEM_PROMPT = (
     "You are a voice assistant. Answer in one or two short spoken sentences, no markdown, no lists, no emoji. "
     "Write numbers as a person would say them."
@@ -43,19 +46,25 @@ class Assistant:
         self.memory = Memory(system_prompt=system, max_turns=settings.history_turns)
         self.budget = min(settings.history_tokens, self.engine.max_context - settings.max_new_tokens)
         self.recognizer = None
+        self.projector = None
         audio = bundle.manifest.audio
         if isinstance(audio, AsrAudio):
             from voiced.model.asr import recognizer_for
 
             self.recognizer = recognizer_for(bundle.dir, audio, threads=threads, hotwords=hotwords)
         elif isinstance(audio, ProjectorAudio):
-            raise NotImplementedError(
-                f"bundle {bundle.dir} feeds audio through a projector; the turn pipeline does not splice projected "
-                "audio yet. Use an ASR bundle (voiced model prepare default) for spoken turns."
-            )
+            from voiced.model.audio_in import AudioProjector
+
+            self.projector = AudioProjector(bundle.dir, audio, threads=threads or 2)
+            self.audio_spec = audio
 
     @property
     def hears_audio(self) -> bool:
+        return self.recognizer is not None or self.projector is not None
+
+    @property
+    def transcribes(self) -> bool:
+        """Cascade bundles have words before the model runs; encoder-free bundles hear the audio itself."""
         return self.recognizer is not None
 
     # -- ASR thread ------------------------------------------------------------------------------------------
@@ -72,14 +81,16 @@ class Assistant:
         self.prepare(None)
         self.conversation.reset_stats()  # warming up is no turn's prefill
 
+    def _fitted(self, user: str) -> list[dict[str, str]]:
+        fitted = self.prompt.fit(self.memory.messages(user), self.budget)
+        self.memory.drop_oldest(sum(1 for m in fitted if m["role"] == "assistant"))
+        return fitted
+
     def _prompt_ids(self, user: str | None) -> list[int]:
-        messages = self.memory.messages(user)
         if user is None:
+            messages = self.memory.messages(None)
             return self.prompt.render(messages, add_generation_prompt=False) if messages else []
-        fitted = self.prompt.fit(messages, self.budget)
-        kept = sum(1 for m in fitted if m["role"] == "assistant")
-        self.memory.drop_oldest(kept)
-        return self.prompt.render(fitted, add_generation_prompt=True)
+        return self.prompt.render(self._fitted(user), add_generation_prompt=True)
 
     def prepare(self, user: str | None, cancel: threading.Event | None = None) -> int:
         """Prefill the prompt for `user` (or only system + history) ahead of need; returns tokens prefilled."""
@@ -92,12 +103,45 @@ class Assistant:
 
     def reply(self, user: str, cancel: threading.Event | None = None) -> Iterator[Delta]:
         self.conversation.sync(self._prompt_ids(user), cancel)
-        cfg = GenerationConfig(
+        yield from self.conversation.generate(self._generation(), cancel)
+
+    def _generation(self) -> GenerationConfig:
+        return GenerationConfig(
             max_new_tokens=self.settings.max_new_tokens,
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
         )
-        yield from self.conversation.generate(cfg, cancel)
+
+    def reply_audio(self, pcm: np.ndarray, cancel: threading.Event | None = None) -> Iterator[Delta]:
+        """Encoder-free turn: the segment's projected frames spliced between boa and eoa in the user's turn.
+
+        The projector's budget (max_frames, 30 s for Gemma 4) also bounds the prompt the audio adds."""
+        spec = self.audio_spec
+        embeds, n = self.projector.project(pcm)
+        text = self.prompt.render_text(self._fitted(_AUDIO_MARK), add_generation_prompt=True)
+        before, sep, after = text.partition(_AUDIO_MARK)
+        if not sep:
+            raise RuntimeError(f"the chat template of {self.bundle.dir} dropped the user's turn; rebuild the bundle")
+        encode = self.bundle.tokenizer.encode
+        head = encode(before, add_special_tokens=False).ids + [spec.boa_id]
+        audio_ids = [spec.audio_token_id] * n
+        tail = [spec.eoa_id] + encode(after, add_special_tokens=False).ids
+        conv = self.conversation
+        # Placeholder ids are all alike, so cached audio of an earlier turn must never pass for this one's.
+        conv.truncate(min(self._common(conv.tokens, head), len(head)))
+        conv.sync(head, cancel)
+        conv.append_embeds(embeds, audio_ids, cancel)
+        conv.sync(head + audio_ids + tail, cancel)
+        yield from conv.generate(self._generation(), cancel)
+
+    @staticmethod
+    def _common(a: list[int], b: list[int]) -> int:
+        n = 0
+        for x, y in zip(a, b):
+            if x != y:
+                break
+            n += 1
+        return n
 
     def remember(self, user: str, reply: str, interrupted: bool) -> None:
         self.memory.add(user, reply, interrupted)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from protocol import messages as m
-from voiced.assistant import Assistant
+from voiced.assistant import SPOKEN, Assistant
 from voiced.audio import vad
 from voiced.audio.activation import Activation, Decision
 from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy
@@ -186,7 +186,7 @@ class Pipeline:
             if st.audio:
                 audio = np.concatenate(st.audio)
                 tail = audio[-vad.RATE * TAIL_MS // 1000 :]
-                hears = self.assistant.hears_audio
+                hears = self.assistant.transcribes
                 st.segmenter.hangover_ms = self._endpoint.decide(None, tail, words_pending=hears).ms
                 if hears:
                     st.drop_speculation()
@@ -297,6 +297,10 @@ class Pipeline:
         """Transcribe a spoken turn and decide whether it is ours to answer. Runs before the turn lock, so a
         "stop" reaches the reply it stops instead of queueing behind it. An unaddressed turn leaves nothing:
         no reply, no transcript published, nothing remembered."""
+        if not self.assistant.transcribes:
+            # Encoder-free: the model hears the audio itself, so there are no words to match a wake phrase or a
+            # stop word against; such bundles answer every turn (push-to-talk still gates them).
+            return True
         text = None
         if turn.speculative is not None:
             try:
@@ -333,7 +337,8 @@ class Pipeline:
 
     async def _turn_body(self, turn: Turn) -> None:
         self._set_state("thinking", turn.source)
-        query = turn.query or ""
+        spoken = turn.query is None and turn.audio is not None
+        query = SPOKEN if spoken else turn.query or ""
         self._publish(m.ReplyStarted(reply_id=turn.id, request_id=turn.request_id, source=turn.source))
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[str | None] = asyncio.Queue()
@@ -341,7 +346,8 @@ class Pipeline:
 
         def generate() -> dict:
             try:
-                for d in self.assistant.reply(query, turn.cancel):
+                replies = self.assistant.reply_audio(turn.audio, turn.cancel) if spoken else self.assistant.reply(query, turn.cancel)
+                for d in replies:
                     loop.call_soon_threadsafe(deltas.put_nowait, d.text)
             finally:
                 loop.call_soon_threadsafe(deltas.put_nowait, None)
