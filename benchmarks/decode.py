@@ -5,6 +5,11 @@ parameter. Each engine runs in its own subprocess so that peak RSS is its own. W
 int4 test bundle (built once and cached), which measures overheads, not a real model.
 
     .venv/bin/python benchmarks/decode.py --bundle DIR [--threads 2] [--decode 64] [--repeat 3]
+
+With `--drafter on|off|both` it measures speculative decoding instead (one process, same prompts, greedy):
+tok/s without and with the bundle's drafter, their ratio, tokens per decoder call, mean accepted drafts per
+round, per-position acceptance, and `identical` (the greedy texts match token for token). `--draft-tokens K`
+fixes k (0 = adaptive). Prompts: spoken-assistant questions (short answers) and requests for explanations.
 """
 
 from __future__ import annotations
@@ -98,6 +103,70 @@ def run_genai(bundle_dir: Path, threads: int, decode: int, repeat: int) -> dict:
     return out
 
 
+SPOKEN = [
+    "What's the weather usually like in Lisbon in May?",
+    "Set a timer for ten minutes.",
+    "How many ounces are in a pound?",
+    "Who wrote Pride and Prejudice?",
+    "What's a good name for a grey cat?",
+]
+EXPLAIN = [
+    "Explain how a refrigerator keeps food cold.",
+    "Explain why the sky is blue, step by step.",
+    "Explain how compound interest works with an example.",
+]
+
+
+def run_drafter(bundle_dir: Path, threads: int, decode: int, mode: str, draft_tokens: int) -> dict:
+    from voiced.model.bundle import load_bundle
+    from voiced.model.engine import Engine, GenerationConfig
+    from voiced.model.prompt import ChatPrompt
+
+    b = load_bundle(bundle_dir)
+    if b.manifest.drafter is None and mode != "off":
+        raise SystemExit(f"{bundle_dir} has no drafter. Fix: add one (`python -m model_export train-drafter {bundle_dir}`)")
+    chat = ChatPrompt(b)
+    system = b.manifest.system_prompt or "You are a helpful voice assistant."
+    sides = {"off": ["off"], "on": ["on"], "both": ["off", "on"]}[mode]
+    engines = {side: Engine(b, threads=threads, drafter=side, draft_tokens=draft_tokens) for side in sides}
+    cfg = GenerationConfig(max_new_tokens=decode)
+    out: dict = {"bundle": str(bundle_dir), "threads": threads, "draft_tokens": draft_tokens or "adaptive", "sets": {}}
+    for name, prompts in (("spoken", SPOKEN), ("explain", EXPLAIN)):
+        fig: dict = {}
+        texts: dict[str, list[list[int]]] = {}
+        for side, eng in engines.items():
+            conv = eng.conversation()  # one conversation per side: k adapts across its turns, as in use
+            toks = ms = rounds = drafted = accepted = 0
+            texts[side] = []
+            for n, q in enumerate([prompts[0]] + prompts):  # the first one warms the arena and is not counted
+                conv.reset()
+                conv.sync(chat.render([{"role": "system", "content": system}, {"role": "user", "content": q}]))
+                reply = [t for d in conv.generate(cfg) for t in d.token_ids]
+                s = conv.last_stats
+                if n == 0:
+                    continue
+                texts[side].append(reply)
+                toks += s["decode_tokens"] - 1  # the first token comes from the prefill
+                ms += s["decode_ms"]
+                rounds += s["rounds"]
+                drafted += s["drafted"]
+                accepted += s["accepted"]
+            pol = conv._policy
+            fig[f"tok_s_{side}"] = round(toks / (ms / 1e3), 2) if ms else None
+            if side == "on" and pol is not None:
+                fig["tokens_per_decoder_call"] = round(toks / rounds, 3) if rounds else None
+                fig["mean_accepted_per_round"] = round(accepted / rounds, 3) if rounds else None
+                fig["drafted"] = drafted
+                fig["accepted"] = accepted
+                fig["per_position_acceptance"] = pol.per_position()
+        if "off" in texts and "on" in texts:
+            fig["ratio"] = round(fig["tok_s_on"] / fig["tok_s_off"], 3)
+            fig["identical"] = texts["off"] == texts["on"]
+        fig["reply_tokens"] = [len(t) for t in next(iter(texts.values()))]
+        out["sets"][name] = fig
+    return out
+
+
 def bundle_figures(bundle_dir: Path) -> dict:
     """Parameters counted from the graph (MatMulNBits weights by their K x N), bytes from the files on disk."""
     import onnx
@@ -133,11 +202,16 @@ def main() -> int:
     p.add_argument("--decode", type=int, default=64)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--only", choices=["concat", "shared", "genai"], help=argparse.SUPPRESS)
+    p.add_argument("--drafter", choices=["on", "off", "both"], help="measure speculative decoding instead")
+    p.add_argument("--draft-tokens", type=int, default=0, help="with --drafter: fixed k (0 = adaptive)")
     a = p.parse_args()
     if a.bundle is None:
         from tests.support.bundles import tiny_bundle
 
         a.bundle = tiny_bundle("int4")
+    if a.drafter:
+        print(json.dumps(run_drafter(a.bundle, a.threads, a.decode, a.drafter, a.draft_tokens), indent=2))
+        return 0
     if a.only:
         fig = (run_genai(a.bundle, a.threads, a.decode, a.repeat) if a.only == "genai"
                else run_ours(a.bundle, a.threads, a.decode, a.repeat, a.only == "shared"))  # fmt: skip

@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     from model_export.gemma4 import add_gemma4_commands
 
     add_gemma4_commands(sub)
+    from model_export.assistant import add_assistant_commands
+
+    add_assistant_commands(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)

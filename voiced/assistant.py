@@ -39,7 +39,7 @@ class Assistant:
         self.bundle = bundle
         self.settings = settings
         threads = settings.threads if threads is None else threads
-        self.engine = Engine(bundle, threads=threads)
+        self.engine = Engine(bundle, threads=threads, drafter=settings.drafter, draft_tokens=settings.draft_tokens)
         self.conversation = self.engine.conversation()
         self.prompt = ChatPrompt(bundle)
         system = settings.system_prompt or bundle.manifest.system_prompt or FALLBACK_SYSTEM_PROMPT

@@ -64,6 +64,8 @@ def _read_manifest(bundle: Path) -> Manifest:
 def _required_files(m: Manifest) -> list[str]:
     """Files the engine opens, whether or not the manifest's file list names them (it may be empty)."""
     req = [m.decoder.file, m.tokenizer.file, m.tokenizer.chat_template_file]
+    if m.drafter is not None:
+        req.append(m.drafter.file)
     if m.embeddings is not None:
         req.append(m.embeddings.file)
         if m.embeddings.scale_file:

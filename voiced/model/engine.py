@@ -21,6 +21,7 @@ from voiced.model.bundle import Bundle, BundleError
 from voiced.model.detok import StreamDetokenizer
 from voiced.model.kv import ConcatLayer, KVCache, KVNames, SharedLayer, SlidingLayer
 from voiced.model.sampling import GenerationConfig, Sampler
+from voiced.model.speculative import Draft, Drafter, DraftInput, KPolicy, OnnxDrafter, verify
 
 __all__ = ["ContextOverflow", "Conversation", "Delta", "Engine", "GenerationConfig"]
 
@@ -55,6 +56,10 @@ class _Stats:
     decode_tokens: int = 0
     decode_ms: float = 0.0
     finish: str = ""
+    rounds: int = 0  # decoder calls while decoding (= decode steps without a drafter)
+    drafted: int = 0
+    accepted: int = 0
+    draft_ms: float = 0.0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -70,10 +75,14 @@ class Engine:
         prefill_chunk: int = 128,
         share_buffer: bool | None = None,
         rollback_slack: int = 64,
+        drafter: str | Drafter = "auto",
+        draft_tokens: int = 0,
     ):
         """`share_buffer`: None follows the manifest (`decoder.past_present_share_buffer`); False forces the
         concat path (kept for measuring both). `rollback_slack`: rows sliding layers hold beyond their window so
-        that a rollback of up to that many tokens needs no replay."""
+        that a rollback of up to that many tokens needs no replay. `drafter`: "auto" drafts when the bundle has
+        a drafter that its manifest marks as a speed-up here, "on" whenever it has one, "off" never; or a
+        Drafter object (tests, experiments). `draft_tokens`: fixed k; 0 adapts k to the measured acceptance."""
         self.bundle = bundle
         m = bundle.manifest
         self.spec = m.decoder
@@ -119,6 +128,26 @@ class Engine:
         wanted = self.spec.past_present_share_buffer if share_buffer is None else share_buffer
         self.share_buffer = bool(wanted)
         self._embeddings = self._load_embeddings() if self.spec.input == "inputs_embeds" else None
+        self.drafter = self._open_drafter(drafter, threads)
+        self.draft_tokens = min(draft_tokens, rollback_slack)
+        self.hidden_output = self.spec.hidden_output if self.spec.hidden_output in outputs else None
+        if self.drafter is not None and isinstance(self.drafter, OnnxDrafter) and self.hidden_output is None:
+            raise BundleError(bundle.dir, f"{self.spec.file} has no hidden_states output, which its drafter needs")
+
+    def _open_drafter(self, choice: str | Drafter, threads: int) -> Drafter | None:
+        if not isinstance(choice, str):
+            return choice
+        spec = self.bundle.manifest.drafter
+        if choice == "off" or spec is None:
+            if choice == "on":
+                raise ValueError(
+                    f"model.drafter is 'on' but bundle {self.bundle.dir.name} has no drafter. Fix: set model.drafter "
+                    "to auto or off, or add one (`python -m model_export train-drafter BUNDLE_DIR`)"
+                )
+            return None
+        if choice == "auto" and not spec.auto:
+            return None
+        return OnnxDrafter(self, spec, threads=threads)
 
     def _load_embeddings(self) -> tuple[np.ndarray, np.ndarray | None, float]:
         spec = self.bundle.manifest.embeddings
@@ -172,6 +201,8 @@ class Conversation:
         self._pending: list[int] = []  # tokens that are ours but not yet run through the graph
         self._embeds: dict[int, np.ndarray] = {}  # position -> embedding row fed instead of the table's
         self._logits: np.ndarray | None = None  # logits after the last cached token
+        self._hidden: np.ndarray | None = None  # decoder hidden state of the last cached token (for drafters)
+        self._policy: KPolicy | None = None  # k for drafting, learnt across this conversation's turns
         self._ones = np.ones((1, engine.max_context), np.int64)
         self.last_stats: dict = _Stats().as_dict()
         self._prefill_acc = [0, 0.0]  # tokens and ms prefilled since the last generate(): that turn's prefill
@@ -198,9 +229,13 @@ class Conversation:
                 self._ids = []
             else:
                 self._ids = self._ids[:n]
-            self._logits = None
+            self._logits = self._hidden = None
         for p in [p for p in self._embeds if p >= n]:
             del self._embeds[p]
+
+    def reset_stats(self) -> None:
+        """Forget the prefill counted so far (work done ahead of any turn, such as warming up the system prompt)."""
+        self._prefill_acc = [0, 0.0]
 
     def reset(self) -> None:
         self.truncate(0)
@@ -257,8 +292,9 @@ class Conversation:
         self.last_stats = _Stats(prefill_tokens=done, prefill_ms=ms).as_dict()
         return done
 
-    def _forward(self, ids: list[int]) -> np.ndarray:
-        """Run the decoder over `ids` at the cache's end; returns the last position's logits (float32)."""
+    def _forward(self, ids: list[int], every: bool = False) -> np.ndarray:
+        """Run the decoder over `ids` at the cache's end; returns the last position's logits (float32), or every
+        position's [len(ids), vocab] when `every` (verifying drafts). Keeps the last hidden state for drafters."""
         eng = self.engine
         start, s = self._kv.length, len(ids)
         total = start + s
@@ -275,16 +311,29 @@ class Conversation:
         if eng.has_position_ids:
             binding.bind_cpu_input("position_ids", np.arange(start, total, dtype=np.int64)[None])
         binding.bind_output("logits", "cpu")
-        self._kv.bind(binding, first_output=1)
+        want_hidden = eng.drafter is not None and eng.hidden_output is not None
+        if want_hidden:
+            binding.bind_output(eng.hidden_output, "cpu")
+        self._kv.bind(binding, first_output=2 if want_hidden else 1)
         eng.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
         self._kv.update(outputs, s)
-        return np.array(outputs[0].numpy()[0, -1], dtype=np.float32)
+        logits = outputs[0].numpy()[0]
+        if want_hidden:
+            self._hidden_rows = outputs[1].numpy()[0]
+            self._hidden = np.array(self._hidden_rows[-1], dtype=np.float32)
+        if every:
+            return np.asarray(logits, dtype=np.float32)
+        return np.array(logits[-1], dtype=np.float32)
 
     # ----- generation -----
     def generate(self, cfg: GenerationConfig, cancel: threading.Event | None = None) -> Iterator[Delta]:
         """Stream the reply to what the cache holds. The sampled tokens (and the stop token) join `tokens`, so the
-        next turn's sync keeps them; the last one is run through the graph only when the next sync needs it."""
+        next turn's sync keeps them; the last one is run through the graph only when the next sync needs it.
+
+        Each round runs the decoder once over the last chosen token and the drafter's k guesses (k = 0 without a
+        drafter: plain decoding); the decoder's own choices decide what is kept, so the reply is the one plain
+        decoding gives (token for token when greedy), and the cache is rolled back past rejected guesses."""
         eng = self.engine
         stop = set(eng.stop_ids if cfg.stop_ids is None else cfg.stop_ids)
         t0 = time.perf_counter()
@@ -300,45 +349,108 @@ class Conversation:
         stats.prefill_tokens, stats.prefill_ms = self._prefill_acc[0], round(self._prefill_acc[1], 3)
         self._prefill_acc = [0, 0.0]
         sampler = Sampler(cfg)
+        drafter = eng.drafter
+        if drafter is not None and self._policy is None:
+            spec = eng.bundle.manifest.drafter
+            prior = list(spec.acceptance) if spec is not None and isinstance(drafter, OnnxDrafter) else []
+            self._policy = KPolicy(fixed=eng.draft_tokens, k_max=min(8, eng.rollback_slack), prior=prior)
+        policy = self._policy
         detok = StreamDetokenizer(eng.bundle.tokenizer, context=self._ids[-4:])
         held: list[int] = []
         decode_t = 0.0
-        finish = "length"
-        for step in range(cfg.max_new_tokens):
+        finish = ""
+        if cfg.max_new_tokens == 0:
+            finish = "length"
+        elif (cancel is not None and cancel.is_set()) or self._logits is None or self._pending:
+            finish = "cancelled"  # cancelled during the prefill above
+        chosen = [] if finish else [sampler(self._logits)]  # tokens decided by the last round, emitted in order
+        base = len(self._ids)  # tokens before chosen[0]
+        while not finish:
+            last = 0
+            for j, tok in enumerate(chosen):
+                last = j
+                if stats.decode_tokens == 0:
+                    stats.first_token_ms = (time.perf_counter() - t0) * 1e3
+                stats.decode_tokens += 1
+                if tok in stop:
+                    finish = "stop"
+                    break
+                held.append(tok)
+                text = detok.push(tok)
+                if text:
+                    yield Delta(text, held)
+                    held = []
+                if base + j + 1 >= eng.max_context:
+                    finish = "context"
+                    break
+                if stats.decode_tokens >= cfg.max_new_tokens:
+                    finish = "length"
+                    break
+            # as after a plain step: the cache holds everything before the last emitted token, which is pending
+            if len(self._ids) > base + last:  # the reply ended on an accepted draft: drop the drafts after it
+                self._kv_rollback(base + last)
+                self._logits = self._hidden = None
+            self._pending = [chosen[last]]
+            if finish:
+                break
             if cancel is not None and cancel.is_set():
                 finish = "cancelled"
                 break
-            if self._logits is None or self._pending:
-                finish = "cancelled"  # cancelled during the prefill above
-                break
-            tok = sampler(self._logits)
-            if step == 0:
-                stats.first_token_ms = (time.perf_counter() - t0) * 1e3
-            self._pending.append(tok)
-            stats.decode_tokens += 1
-            if tok in stop:
-                finish = "stop"
-                break
-            held.append(tok)
-            text = detok.push(tok)
-            if text:
-                yield Delta(text, held)
-                held = []
-            if len(self.tokens) >= eng.max_context:
-                finish = "context"
-                break
-            if step + 1 < cfg.max_new_tokens:
-                if cancel is not None and cancel.is_set():
-                    finish = "cancelled"
-                    break
-                ts = time.perf_counter()
-                self._logits = self._forward(self._pending)
-                self._ids += self._pending
-                self._pending = []
-                decode_t += time.perf_counter() - ts
+            ts = time.perf_counter()
+            k = 0
+            if drafter is not None and policy is not None:
+                room = min(cfg.max_new_tokens - stats.decode_tokens - 1, eng.max_context - len(self._ids) - 2)
+                k = max(0, min(policy.next_k(), room))
+            draft = Draft([])
+            draft_ms = 0.0
+            if k > 0:
+                kv = {i: self._kv.arrays(i) for i in drafter.reads_layers}
+                draft = drafter.propose(DraftInput(self._pending[0], self._hidden, len(self._ids), kv), k)
+                draft.tokens = [int(t) for t in draft.tokens[:k]]
+                k = len(draft.tokens)
+                draft_ms = (time.perf_counter() - ts) * 1e3
+            tv = time.perf_counter()
+            start = len(self._ids)
+            run = self._pending + draft.tokens
+            logits = self._forward(run, every=True)
+            verify_ms = (time.perf_counter() - tv) * 1e3
+            self._ids += run
+            self._pending = []
+            if k == 0:
+                m, nxt = 0, sampler(logits[0])
+                if policy is not None:
+                    policy.observe(0, 0, 0.0, verify_ms)
+            else:
+                m, nxt = verify(logits, draft, cfg, sampler.rng)
+                if m < k:  # roll back past the rejected drafts (no copy: rows beyond the length are overwritten)
+                    self._kv_rollback(start + 1 + m)
+                policy.observe(k, m, draft_ms, verify_ms)
+                stats.drafted += k
+                stats.accepted += m
+                stats.draft_ms += draft_ms
+            if self._hidden is not None:
+                self._hidden = np.array(self._hidden_rows[m], dtype=np.float32)
+            self._logits = logits[m]
+            stats.rounds += 1
+            decode_t += time.perf_counter() - ts
+            chosen = draft.tokens[:m] + [nxt]
+            base = start + 1
         tail = detok.flush()
         if tail or held:
             yield Delta(tail, held)
         stats.decode_ms = decode_t * 1e3
         stats.finish = finish
+        stats.draft_ms = round(stats.draft_ms, 3)
         self.last_stats = stats.as_dict()
+        if policy is not None:
+            self.last_stats["draft_k"] = policy.fixed or None
+            self.last_stats["acceptance"] = policy.per_position()
+
+    def _kv_rollback(self, n: int) -> None:
+        """Keep the first n cached tokens; drafts never roll back further than the sliding layers' slack."""
+        if not self._kv.truncate(n):
+            raise RuntimeError(
+                "rolling back drafts needed a replay: draft_tokens exceeds the engine's rollback_slack. "
+                "Fix: construct the Engine with rollback_slack >= draft_tokens"
+            )
+        self._ids = self._ids[:n]

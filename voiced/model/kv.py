@@ -51,6 +51,10 @@ class SharedLayer:
     def update(self, outputs: list[ort.OrtValue], length: int) -> None:
         pass
 
+    def arrays_for(self, length: int) -> list[np.ndarray]:
+        """The valid rows as contiguous arrays (a drafter reads them)."""
+        return [np.ascontiguousarray(a[:, :, :length, :]) for a in self.arrays]
+
     def truncate(self, old_length: int, n: int) -> bool:
         return True  # rows past n are ignored (the mask says how many are valid) and overwritten later
 
@@ -81,6 +85,9 @@ class ConcatLayer:
 
     def update(self, outputs: list[ort.OrtValue], length: int) -> None:
         self.values = list(outputs)
+
+    def arrays_for(self, length: int) -> list[np.ndarray]:
+        return [v.numpy() for v in self.values]
 
     def truncate(self, old_length: int, n: int) -> bool:
         self._hold = [np.ascontiguousarray(v.numpy()[:, :, :n, :]) for v in self.values]
@@ -128,6 +135,11 @@ class SlidingLayer:
         self.rows = min(self.cap, self.rows + outputs[0].shape()[2] - self._passed)
         self._past = []
 
+    def arrays_for(self, length: int) -> list[np.ndarray]:
+        """The rows the graph would be given as past for the next token: the newest window-1."""
+        lo = self.rows - min(self.rows, self.keep)
+        return [np.ascontiguousarray(a[:, :, lo : self.rows, :]) for a in self._store]
+
     def _append(self, a: np.ndarray, new: np.ndarray) -> None:
         s = new.shape[2]
         if s >= self.cap:
@@ -173,6 +185,13 @@ class KVCache:
         self.length += new_tokens
         for layer, idx in self._collect:
             layer.update(outputs[idx : idx + len(layer.names.present)], self.length)
+
+    def arrays(self, layer: int) -> list[np.ndarray]:
+        """[key, value] of decoder layer `layer` as the graph holds them now (for drafters that read them)."""
+        for lay in self.layers:
+            if lay.names.layer == layer:
+                return lay.arrays_for(self.length)
+        raise KeyError(f"layer {layer} has no KV of its own (it shares another layer's): read that layer instead")
 
     def truncate(self, n: int) -> bool:
         """Roll back to n tokens; False (and the cache is reset) when some layer cannot, so the caller replays."""

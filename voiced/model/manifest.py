@@ -106,6 +106,9 @@ class DrafterSpec(_M):
     draft_vocab: int | None = Field(None, description="reduced output vocabulary size, if any")
     vocab_map_file: str | None = None
     acceptance: list[float] = Field(default_factory=list, description="measured per-position acceptance")
+    auto: bool = Field(True, description="model.drafter=auto uses it; False where it measured slower than plain decoding")
+    speedup: float | None = Field(None, description="measured decode tok/s ratio with/without it (benchmarks/decode.py)")
+    source: dict[str, str] = Field(default_factory=dict, description="where it came from (checkpoint, training run)")
 
 
 class Manifest(_M):
