@@ -28,7 +28,7 @@ QUESTIONS: list[tuple[str, list[str]]] = [
     ("Which planet is called the red planet?", ["mars"]),
     ("How many legs does a spider have?", ["8", "eight"]),
     ("What is 15 plus 27?", ["42", "forty-two", "forty two"]),
-    ("How many days are there in a week?", ["7", "seven"]),
+    ("What is the capital of Spain?", ["madrid"]),
     ("What is the largest ocean on Earth?", ["pacific"]),
     ("What is the capital of Japan?", ["tokyo"]),
     ("What is the capital of Italy?", ["rome"]),
