@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     from model_export.assistant import add_assistant_commands
 
     add_assistant_commands(sub)
+    from model_export.train_drafter import add_train_commands
+
+    add_train_commands(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)

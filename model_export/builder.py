@@ -26,7 +26,7 @@ Progress = Callable[[str], None]
 
 # int4: MatMulNBits, block 32, symmetric, accuracy level 4 (int8 activations: the fast CPU kernel).
 INT4_OPTIONS = {"block_size": "32", "is_symmetric": "1", "accuracy_level": "4"}
-EXPORTER_VERSION = "3"  # bump when the exported graph or manifest changes: it is part of every cache key
+EXPORTER_VERSION = "4"  # bump when the exported graph or manifest changes: it is part of every cache key
 
 
 def _quiet(_: str) -> None:

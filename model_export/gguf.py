@@ -126,14 +126,34 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path, progress: Progress | None = None,
     dtype = getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=dtype)
     model.hf_quantizer = None  # else save_pretrained refuses a "quantized" model that is plain floats now
+    tied = _tied(model)
+    if tied:
+        say("tie: the output head is the token embedding (to quantisation noise): one int4 matrix serves both")
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
-    _plain_config(out_dir, tok)
+    _plain_config(out_dir, tok, tied)
     del model
     return out_dir
 
 
-def _plain_config(out_dir: Path, tok) -> None:
+def _tied(model, tolerance: float = 0.25) -> bool:
+    """Whether the head is the embedding. Why it matters: a GGUF of a tied model may carry the matrix twice
+    (token_embd and output, quantised differently, e.g. Q4_K and Q6_K) and its config may say untied; saying tied
+    lets the builder keep one int4 matrix (GatherBlockQuantized + MatMulNBits) instead of an fp32 table beside an
+    int4 head (-0.9 GB at 1.5B). Two copies of one matrix differ by quantisation noise (a few % of its norm);
+    two distinct matrices differ by more than their norm, so the tolerance separates the cases widely."""
+    import torch
+
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if emb is None or head is None or emb.weight.shape != head.weight.shape:
+        return False
+    if emb.weight is head.weight:
+        return True
+    a, b = emb.weight.detach().float(), head.weight.detach().float()
+    return bool(torch.linalg.norm(a - b) <= tolerance * torch.linalg.norm(a))
+
+
+def _plain_config(out_dir: Path, tok, tied: bool = False) -> None:
     """Make config.json describe the plain fp32 checkpoint that is now on disk.
 
     Drops `quantization_config` (the builder refuses "gguf quantized" checkpoints, though the weights are fp32
@@ -148,4 +168,6 @@ def _plain_config(out_dir: Path, tok) -> None:
         if t in vocab and vocab[t] not in stops:
             stops.append(vocab[t])
     cfg["eos_token_id"] = stops
+    if tied:
+        cfg["tie_word_embeddings"] = True
     cfg_path.write_text(json.dumps(cfg, indent=2))

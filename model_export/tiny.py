@@ -8,6 +8,12 @@ with the same I/O names, KV layout and chat template as the default bundle, but 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .tiny_tokenizer import as_hf_tokenizer, train_byte_bpe
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 # Qwen2.5's own chat template, trimmed of tool calling: the same <|im_start|>role ... <|im_end|> framing, so the
 # prompt code exercises the real structure (system default, generation prompt) on the tiny bundle.
@@ -41,29 +47,16 @@ _CORPUS = [
 ]
 
 
-def make_tokenizer(vocab_size: int = 512):
+def make_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on a few sentences: real merges, real special tokens, any text encodes."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+    tok = train_byte_bpe(_CORPUS, SPECIAL_TOKENS, vocab_size)
+    return as_hf_tokenizer(
+        tok,
+        QWEN_CHAT_TEMPLATE,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
-    fast.chat_template = QWEN_CHAT_TEMPLATE
-    return fast
 
 
 def make_tiny_qwen2(

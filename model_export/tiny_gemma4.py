@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .tiny_tokenizer import as_hf_tokenizer, train_byte_bpe
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 GEMMA4_SPECIALS = [
     "<pad>", "<eos>", "<bos>", "<unk>", "<mask>",
@@ -46,21 +52,9 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 384):
+def build_tokenizer(vocab_size: int = 384) -> Tokenizer:
     """A byte-level BPE with Gemma 4's special tokens first (ids 0..16): pad=0, eos=1, bos=2 as in Gemma."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=GEMMA4_SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    return tok
+    return train_byte_bpe(_CORPUS, GEMMA4_SPECIALS, vocab_size, unk_token="<unk>")
 
 
 def tiny_text_config(sliding_window: int = 16, num_kv_shared_layers: int = 0, num_layers: int = 6) -> dict:
@@ -89,7 +83,7 @@ def build_tiny_checkpoint(
 ) -> Path:
     """Write a loadable checkpoint folder (config, safetensors, tokenizer, chat template). A few hundred KB."""
     import torch
-    from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration, PreTrainedTokenizerFast
+    from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,8 +115,9 @@ def build_tiny_checkpoint(
             layer.layer_scalar.copy_(0.5 + torch.rand_like(layer.layer_scalar))
     model.save_pretrained(out_dir)
 
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+    fast = as_hf_tokenizer(
+        tok,
+        CHAT_TEMPLATE,
         bos_token="<bos>",
         eos_token="<eos>",
         pad_token="<pad>",
@@ -136,7 +131,6 @@ def build_tiny_checkpoint(
             "eoi_token": "<image|>",
         },
     )
-    fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out_dir)
     (out_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     (out_dir / "generation_config.json").write_text(

@@ -4,13 +4,16 @@ and the daemon's sd_notify conversation (READY, STATUS, WATCHDOG, STOPPING) seen
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from protocol.client import VoicedClient
@@ -22,12 +25,12 @@ from voiced.unit import MARKER, UnitSpec, example_unit, exec_command, render
 UNIT = REPO / "systemd" / "voiced.service"
 
 
-def _voiced(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _voiced(home: Path, *args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("XDG_CONFIG") and k != "NOTIFY_SOCKET"}
     return subprocess.run(
         [sys.executable, "-m", "voiced", *args],
         env={**base, "HOME": str(home), "PYTHONPATH": str(REPO), **(env or {})},
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+        capture_output=True, text=True, timeout=60, cwd=cwd,
     )  # fmt: skip
 
 
@@ -128,6 +131,54 @@ def test_install_carries_a_custom_xdg_config_home(tmp_path):
     assert (cfg / "voiced").is_dir()
     verdict = verify_user_unit(unit, home, env={"XDG_CONFIG_HOME": str(cfg)})
     assert verdict.ok_for(unit), verdict.output
+
+
+def test_install_carries_the_given_config_into_exec_start(tmp_path):
+    """`--config` given relative, after the subcommand: the unit names it absolute, and the command line it
+    writes really makes voiced read that file when started elsewhere (as the user manager starts it, in $HOME)."""
+    home = tmp_path / "home"
+    conf_dir = home / "my conf"
+    conf_dir.mkdir(parents=True)
+    cfg = conf_dir / "voiced.toml"
+    cfg.write_text("[server]\nport = 9123\n")
+    r = _voiced(home, "service", "install", "--config", "voiced.toml", cwd=conf_dir)
+    assert r.returncode == 0, r.stderr
+    unit = home / ".config" / "systemd" / "user" / "voiced.service"
+    assert f"reads its configuration from {cfg} (--config)" in r.stdout
+    args = shlex.split(_directives(unit.read_text())["ExecStart"])
+    assert args == [*exec_command()[:-1], "--config", str(cfg), "serve"]
+    verdict = verify_user_unit(unit, home)
+    assert verdict.ok_for(unit), verdict.output
+
+    # the unit's own command line, with `config --json` in place of `serve`: the port comes from the file
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_CONFIG")}
+    shown = subprocess.run(
+        [*args[:-1], "config", "--json"], env={**env, "HOME": str(home), "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=60, cwd=home,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    port = next(row for row in json.loads(shown.stdout) if row["key"] == "server.port")
+    assert port == {"key": "server.port", "value": 9123, "source": str(cfg)}
+
+    # installed again without --config: the unit goes back to the default config
+    r = _voiced(home, "service", "install")
+    assert r.returncode == 0 and f"wrote {unit}" in r.stdout, r.stderr
+    assert "--config" not in _directives(unit.read_text())["ExecStart"]
+    assert f"reads its configuration from {home / '.config' / 'voiced' / 'config.toml'} if it exists" in r.stdout
+
+
+def test_install_warns_when_the_config_is_hidden_by_private_tmp(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    with tempfile.TemporaryDirectory(prefix="voiced-cfg-", dir="/tmp") as d:
+        cfg = Path(d) / "voiced.toml"
+        cfg.write_text("")
+        r = _voiced(home, "--config", str(cfg), "service", "install")
+    assert r.returncode == 0, r.stderr
+    assert f"{cfg} is under /tmp or /var/tmp" in r.stderr and "PrivateTmp=yes" in r.stderr
+    assert "move the file elsewhere" in r.stderr
+    args = shlex.split(_directives((home / ".config" / "systemd" / "user" / "voiced.service").read_text())["ExecStart"])
+    assert args[-3:] == ["--config", str(cfg), "serve"]
 
 
 def test_install_and_uninstall_leave_a_unit_they_did_not_write(tmp_path):

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,9 +15,10 @@ from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
-from wyoming.event import Event
+from wyoming.event import Event, async_read_event
 from wyoming.handle import Handled
 from wyoming.info import Describe, Info
+from wyoming.ping import Ping, Pong
 from wyoming.pipeline import PipelineStage, RunPipeline
 from wyoming.tts import Synthesize
 
@@ -29,8 +32,8 @@ TIMEOUT = 60.0
 
 
 @asynccontextmanager
-async def wyoming_daemon() -> AsyncIterator[tuple[WyomingServer, object]]:
-    settings = turn_settings()
+async def wyoming_daemon(**sections: dict[str, Any]) -> AsyncIterator[tuple[WyomingServer, object]]:
+    settings = turn_settings(**sections)
     async with daemon(settings, pace=False) as (pipeline, _ws, collector):
         async with WyomingServer("tcp://127.0.0.1:0", pipeline, pipeline.assistant, pipeline.tts) as wy:
             yield wy, collector
@@ -226,3 +229,80 @@ async def test_unaddressed_utterance_ends_with_not_handled() -> None:
                 events = await read_until(client, lambda e: e.type in ("handled", "not-handled", "error"))
     assert [e.type for e in events] == ["voice-started", "voice-stopped", "not-handled"], [e.type for e in events]
     assert not any(isinstance(x, m.ReplyStarted) for x in collector.messages)
+
+
+# -- input limits: a peer over one gets an error naming it and the fix, and is disconnected; others go on --------
+async def refused(read: Callable[[], Awaitable[Event | None]]) -> Error:
+    """The one event a refused peer gets (an error), then the end of its connection."""
+    ev = await asyncio.wait_for(read(), TIMEOUT)
+    assert ev is not None and Error.is_type(ev.type), ev
+    assert await asyncio.wait_for(read(), TIMEOUT) is None, "the connection must be closed after the error"
+    return Error.from_event(ev)
+
+
+async def still_served(client: AsyncTcpClient) -> None:
+    await client.write_event(Ping(text="still there?").event())
+    (pong,) = await read_until(client, lambda e: Pong.is_type(e.type))
+    assert Pong.from_event(pong).text == "still there?"
+
+
+async def test_oversized_events_are_refused_before_they_are_read() -> None:
+    limit = 4096
+    async with wyoming_daemon(server={"max_message_bytes": limit}) as (wy, _), AsyncTcpClient("127.0.0.1", wy.port) as other:
+        await still_served(other)
+
+        async with AsyncTcpClient("127.0.0.1", wy.port) as client:  # the payload: one audio chunk of 0.3 s
+            await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=bytes(9600)).event())
+            err = await refused(client.read_event)
+        assert err.code == "too-large" and "audio-chunk event declares payload_length 9600, over the 4096-byte limit" in (err.text or "")
+        assert "server.max_message_bytes" in (err.text or "") and "chunks of about 100 ms" in (err.text or "")
+        await still_served(other)
+
+        async with AsyncTcpClient("127.0.0.1", wy.port) as client:  # the data: the text to speak
+            await client.write_event(Synthesize(text="word " * 1000).event())
+            err = await refused(client.read_event)
+        assert err.code == "too-large" and "synthesize event declares data_length " in (err.text or "")
+        await still_served(other)
+
+        # a declared length is refused at once, without waiting for (or making room for) a terabyte
+        reader, writer = await asyncio.open_connection("127.0.0.1", wy.port)
+        writer.write(json.dumps({"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, "payload_length": 10**12}).encode() + b"\n")
+        err = await refused(lambda: async_read_event(reader))
+        writer.close()
+        assert err.code == "too-large" and f"payload_length {10**12}, over" in (err.text or "")
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", wy.port)  # a header line that never ends
+        writer.write(b'{"type": "describe", "data": {"x": "' + b"x" * 100_000)
+        err = await refused(lambda: async_read_event(reader))
+        writer.close()
+        assert err.code == "too-large" and "header line over 4096 bytes" in (err.text or "")
+        assert "data_length" in (err.text or "")
+        await still_served(other)
+
+
+async def test_transcription_longer_than_the_longest_utterance_is_refused() -> None:
+    async with wyoming_daemon(audio={"max_segment_s": 2.0}) as (wy, collector), AsyncTcpClient("127.0.0.1", wy.port) as other:
+        async with AsyncTcpClient("127.0.0.1", wy.port) as client:
+            await client.write_event(Transcribe(language="en").event())
+            await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+            for _ in range(25):  # 2.5 s in 100 ms chunks, and never an audio-stop
+                await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=bytes(3200)).event())
+            err = await refused(client.read_event)
+        assert err.code == "too-long" and "more than 2 s of audio in one transcription" in (err.text or "")
+        assert "audio.max_segment_s" in (err.text or "") and "send audio-stop" in (err.text or "")
+        await still_served(other)
+        assert not any(isinstance(x, m.Transcript) for x in collector.messages)
+
+
+async def test_audio_faster_than_the_budget_is_refused() -> None:
+    """The WebSocket side's budget: a spoken turn's audio may be as long as the satellite likes, not as fast."""
+    server = {"max_audio_speed": 1.0, "audio_burst_s": 1.0}
+    async with wyoming_daemon(server=server) as (wy, _), AsyncTcpClient("127.0.0.1", wy.port) as other:
+        async with AsyncTcpClient("127.0.0.1", wy.port) as client:
+            await client.write_event(RunPipeline(start_stage=PipelineStage.ASR, end_stage=PipelineStage.TTS).event())
+            for _ in range(50):  # 5 s of silence at once: 1 s of burst, then real time at most
+                await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=bytes(3200)).event())
+            err = await refused(client.read_event)
+        assert err.code == "rate-limited" and "faster than 1x real time after a 1 s burst" in (err.text or "")
+        assert "server.max_audio_speed" in (err.text or "")
+        await still_served(other)

@@ -172,9 +172,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
 
         return ask_local(args, settings)
     if cmd == "service":
-        from voiced.service import service_command
+        from voiced.unit import install, uninstall
 
-        return service_command(args.action, settings)
+        # the unit must start the daemon on the same config file that this command read (None: the default one)
+        return install(settings, config=args.config) if args.action == "install" else uninstall()
     if cmd == "open":
         from voiced.server.pairing import open_command
 

@@ -119,8 +119,3 @@ async def _watchdog(notify: Notifier, interval: float) -> None:
         notify.send("WATCHDOG=1")
         await asyncio.sleep(interval)
 
-
-def service_command(action: str, settings: Settings) -> int:
-    from voiced.unit import install, uninstall
-
-    return install(settings) if action == "install" else uninstall()

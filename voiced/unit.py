@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voiced.config import Settings, cache_home, config_home
+from voiced.config import Settings, cache_home, config_home, default_config_path
 
 UNIT_NAME = "voiced.service"
 WATCHDOG_SEC = 30
@@ -115,20 +115,43 @@ def unit_path() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd" / "user" / UNIT_NAME
 
 
-def exec_command() -> tuple[str, ...]:
+def exec_command(config: Path | None = None) -> tuple[str, ...]:
     """The running interpreter's own voiced: the venv's console script, else `python -m voiced`.
 
     Not resolved through symlinks: a venv's bin/python is a link to the base interpreter, and following it
-    would start voiced without the venv's packages.
+    would start voiced without the venv's packages. `config` (the file given to `voiced --config`) goes in as
+    `--config ABSOLUTE-PATH` before `serve`: the user manager starts voiced in $HOME, not where install ran.
     """
     script = Path(sys.prefix) / "bin" / "voiced"
     if sys.prefix != sys.base_prefix and script.is_file() and os.access(script, os.X_OK):
-        return (str(script), "serve")
-    return (sys.executable, "-m", "voiced", "serve")
+        program: tuple[str, ...] = (str(script),)
+    else:
+        program = (sys.executable, "-m", "voiced")
+    given = ("--config", str(config_arg(config))) if config is not None else ()
+    return (*program, *given, "serve")
 
 
-def spec_for(settings: Settings) -> UnitSpec:
-    """The unit for this interpreter and these settings.
+def config_arg(config: Path) -> Path:
+    """The config path as the unit names it: the file this command read, made absolute against the directory
+    install runs in; symlinks kept, so a config linked from elsewhere (a dotfiles checkout) is followed to
+    whatever it points at when voiced starts."""
+    return config.absolute()
+
+
+# PrivateTmp=yes gives the service its own empty /tmp and /var/tmp: a config file there is invisible to it
+_PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
+
+
+def hidden_by_private_tmp(path: Path) -> bool:
+    """Whether the service, under PrivateTmp=yes, would see an empty directory where `path` lies."""
+    for p in {path, path.resolve()}:
+        if any(p == t or t in p.parents for t in _PRIVATE_TMP):
+            return True
+    return False
+
+
+def spec_for(settings: Settings, config: Path | None = None) -> UnitSpec:
+    """The unit for this interpreter, these settings and the config file they were read from (None: default).
 
     ConfigurationDirectory/CacheDirectory cover the XDG defaults; a custom XDG_*_HOME seen here is passed on
     (the user manager does not share the shell's environment) and, with the token, data and log places the
@@ -149,7 +172,7 @@ def spec_for(settings: Settings) -> UnitSpec:
         w = f"%h/{rel}" if rel is not None else str(p)
         if w not in writable:
             writable.append(w)
-    return UnitSpec(exec_start=exec_command(), writable=tuple(writable), environment=env)
+    return UnitSpec(exec_start=exec_command(config), writable=tuple(writable), environment=env)
 
 
 def _under(p: Path, base: Path) -> str | None:
@@ -165,13 +188,26 @@ def writable_dirs(spec: UnitSpec) -> list[Path]:
     return [home / w[3:] if w.startswith("%h/") else Path(w) for w in spec.writable]
 
 
-def install(settings: Settings) -> int:
+def install(settings: Settings, config: Path | None = None) -> int:
+    """Write the unit; `config` is the file `voiced --config` was given, which the service must read too."""
     try:
-        path, changed = _install(spec_for(settings))
+        path, changed = _install(spec_for(settings, config))
     except UnitError as e:
         print(f"voiced: {e}", file=sys.stderr)
         return 1
     print(f"{'wrote' if changed else 'unchanged:'} {path}")
+    if config is not None:
+        given = config_arg(config)
+        print(f"the service reads its configuration from {given} (--config); keep that file there")
+        if hidden_by_private_tmp(given):
+            print(
+                f"voiced: warning: {given} is under /tmp or /var/tmp, which the unit's PrivateTmp=yes hides from the "
+                "service, so it would fail to start; move the file elsewhere and run "
+                "`voiced --config NEW-PATH service install` again",
+                file=sys.stderr,
+            )
+    else:
+        print(f"the service reads its configuration from {default_config_path()} if it exists")
     print("start it now and at every login with:")
     print("  systemctl --user daemon-reload && systemctl --user enable --now voiced")
     print("follow its log with:  journalctl --user -u voiced -f")

@@ -19,7 +19,13 @@ import onnxruntime as ort
 from voiced.model.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parents[2]
-_EXPORT_SOURCES = ["model_export/gemma4.py", "model_export/onnx_wrappers.py", "model_export/tiny_gemma4.py", "model_export/quantize.py"]
+_EXPORT_SOURCES = [
+    "model_export/gemma4.py",
+    "model_export/onnx_wrappers.py",
+    "model_export/tiny_gemma4.py",
+    "model_export/tiny_tokenizer.py",
+    "model_export/quantize.py",
+]
 
 
 def cache_dir() -> Path:

@@ -292,9 +292,34 @@ class Conversation:
         self.last_stats = _Stats(prefill_tokens=done, prefill_ms=ms).as_dict()
         return done
 
-    def _forward(self, ids: list[int], every: bool = False) -> np.ndarray:
+    def trace(self, ids: list[int], chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Prefill `ids` into an empty cache keeping, for every position, the decoder's argmax and hidden state.
+
+        Why: training a drafter (model_export train-drafter) needs what the runtime graph computes, on the same
+        kernels the drafter's guesses are verified with, not a second implementation of the model. The cache
+        keeps the tokens, so `kv_arrays` then gives the KV the drafter will read."""
+        if self.engine.hidden_output is None:
+            raise ValueError(f"{self.engine.spec.file} has no hidden-state output: re-export it with hidden states")
+        self.reset()
+        ids = [int(t) for t in ids]
+        if len(ids) > self.engine.max_context:
+            raise ContextOverflow(len(ids), self.engine.max_context)
+        top, hidden = [], []
+        for i in range(0, len(ids), chunk):
+            part = ids[i : i + chunk]
+            top.append(np.argmax(self._forward(part, every=True, hidden=True), axis=-1))
+            hidden.append(np.array(self._hidden_rows, dtype=np.float32))
+            self._ids += part
+        return np.concatenate(top).astype(np.int64), np.concatenate(hidden)
+
+    def kv_arrays(self, layer: int) -> list[np.ndarray]:
+        """[key, value] of a decoder layer for the cached tokens, each [1, kv_heads, rows, head_dim] (views)."""
+        return self._kv.arrays(layer)
+
+    def _forward(self, ids: list[int], every: bool = False, hidden: bool = False) -> np.ndarray:
         """Run the decoder over `ids` at the cache's end; returns the last position's logits (float32), or every
-        position's [len(ids), vocab] when `every` (verifying drafts). Keeps the last hidden state for drafters."""
+        position's [len(ids), vocab] when `every` (verifying drafts). Keeps the last hidden state for drafters
+        (or whenever `hidden`)."""
         eng = self.engine
         start, s = self._kv.length, len(ids)
         total = start + s
@@ -311,7 +336,7 @@ class Conversation:
         if eng.has_position_ids:
             binding.bind_cpu_input("position_ids", np.arange(start, total, dtype=np.int64)[None])
         binding.bind_output("logits", "cpu")
-        want_hidden = eng.drafter is not None and eng.hidden_output is not None
+        want_hidden = (hidden or eng.drafter is not None) and eng.hidden_output is not None
         if want_hidden:
             binding.bind_output(eng.hidden_output, "cpu")
         self._kv.bind(binding, first_output=2 if want_hidden else 1)

@@ -28,6 +28,15 @@ What `describe` advertises, and why it is the honest mapping of what voiced is:
 
 Wyoming has no authentication: anyone who can reach the port can use the assistant, so bind it to loopback (the
 default in the docs) or to a network you trust; a non-loopback bind is logged as a warning.
+
+Input limits, from the settings the WebSocket side uses (so one config bounds both): an event's data and payload
+are each at most `server.max_message_bytes`, its header line at most the smaller of that and 64 KiB, checked before
+they are read (the wyoming package's own reader allocates whatever length a peer declares); one transcription holds at most
+`audio.max_segment_s` of audio, the longest utterance the pipeline ever hands its recogniser; and audio may
+arrive at most `server.max_audio_speed` x real time after a `server.audio_burst_s` burst (limits.AudioBudget, as
+on the WebSocket side). A peer over a limit gets an `error` event naming it and the fix, and its connection is
+closed; other connections are not affected. A spoken turn's audio has no length limit: the pipeline's VAD splits
+it at `audio.max_segment_s`, and a satellite waiting for its wake phrase streams for as long as it runs.
 """
 
 from __future__ import annotations
@@ -36,9 +45,11 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -68,13 +79,15 @@ from wyoming.vad import VoiceStarted, VoiceStopped
 from protocol import messages as m
 from voiced import __version__
 from voiced.audio.resample import StreamResampler
-from voiced.config import ConfigError
+from voiced.config import ConfigError, Settings
 from voiced.model.manifest import AsrAudio
+from voiced.server.limits import AudioBudget
 
 log = logging.getLogger(__name__)
 
 RATE = 16000  # the front end's rate: what the recogniser and the pipeline take
-MAX_ASR_S = 120.0  # one `transcribe` request; longer is a client that never sends audio-stop
+MAX_HEADER_BYTES = 1 << 16  # asyncio's stream buffer limit, which the wyoming servers keep: no longer line is read
+LINGER_S = 1.0  # after refusing a peer: how long its unread input is read away so that closing sends FIN, not RST
 OUTBOX_EVENTS = 4096  # events queued for one client (~400 s of reply audio) before it counts as stalled
 _ATTRIBUTION = Attribution(name="voiced", url="")  # no public home page to point at (yet); never invent one
 _AUDIO_START_STAGES = (PipelineStage.WAKE, PipelineStage.ASR)
@@ -82,6 +95,97 @@ _AUDIO_START_STAGES = (PipelineStage.WAKE, PipelineStage.ASR)
 
 class WyomingError(ConfigError):
     """The Wyoming endpoint cannot start; the message names the setting to change (the CLI prints it, exit 2)."""
+
+
+# -- input limits ---------------------------------------------------------------------------------------------
+class InputLimit(Exception):
+    """A peer went over an input limit: it gets an `error` event with this code and text, then is disconnected."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code, self.text = code, text
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What one Wyoming peer may send; every value comes from a setting the WebSocket side uses too."""
+
+    event_bytes: int  # server.max_message_bytes: an event's data, and its payload, each
+    utterance_s: float  # audio.max_segment_s: the audio of one transcription
+    audio_speed: float  # server.max_audio_speed
+    audio_burst_s: float  # server.audio_burst_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InputLimits:
+        server = settings.server
+        return cls(server.max_message_bytes, settings.audio.max_segment_s, server.max_audio_speed, server.audio_burst_s)
+
+    @property
+    def header_bytes(self) -> int:
+        return min(MAX_HEADER_BYTES, self.event_bytes)
+
+    def budget(self) -> AudioBudget:
+        return AudioBudget(self.audio_speed, self.audio_burst_s)
+
+
+def _declared_length(header: dict[str, Any], key: str, limit: int) -> int | None:
+    """`data_length` / `payload_length` of a header: 0 when absent, None when not a length at all (broken framing)."""
+    n = header.get(key)
+    if n is None:
+        return 0
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        return None
+    if n > limit:
+        raise InputLimit(
+            "too-large",
+            f"{header['type'][:64]} event declares {key} {n}, over the {limit}-byte limit "
+            "(server.max_message_bytes); send smaller events (audio in chunks of about 100 ms), or raise "
+            "server.max_message_bytes. Connection closed.",
+        )
+    return n
+
+
+async def read_event(reader: asyncio.StreamReader, limits: InputLimits) -> Event | None:
+    """The next event, with every declared size checked against `limits` before a byte of it is read.
+
+    Same framing as wyoming.event.async_read_event (a JSON header line, then data_length bytes of JSON merged into
+    its data, then payload_length bytes), which trusts the lengths a peer declares. None at the end of the stream
+    and on broken framing, as there: the connection ends without an answer, since nothing more can be parsed.
+    """
+    try:
+        line = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError:
+        return None
+    except asyncio.LimitOverrunError:
+        line = None
+    if line is None or len(line) > limits.header_bytes:
+        raise InputLimit(
+            "too-large",
+            f"event header line over {limits.header_bytes} bytes (the smaller of 64 KiB and server.max_message_bytes); "
+            "a header is one short JSON line: send the event's data as data_length bytes after it and audio as its "
+            "payload, as the wyoming package's writer does. Connection closed.",
+        )
+    try:
+        header = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(header, dict) or not isinstance(header.get("type"), str) or not isinstance(header.get("data") or {}, dict):
+        return None
+    data_length = _declared_length(header, "data_length", limits.event_bytes)
+    payload_length = _declared_length(header, "payload_length", limits.event_bytes)
+    if data_length is None or payload_length is None:
+        return None
+    data = dict(header.get("data") or {})
+    try:
+        if data_length:
+            more = json.loads(await reader.readexactly(data_length))
+            if not isinstance(more, dict):
+                return None
+            data.update(more)
+        payload = await reader.readexactly(payload_length) if payload_length else None
+    except (asyncio.IncompleteReadError, ValueError):
+        return None
+    return Event(type=header["type"], data=data, payload=payload)
 
 
 # -- audio in -------------------------------------------------------------------------------------------------
@@ -226,6 +330,8 @@ class _Connection(AsyncEventHandler):
         self.audio_open: set[str] = set()
         self.handle_context: dict[str, dict | None] = {}  # request_id -> context to echo in handled
         self.cancel = threading.Event()
+        self.budget = server.limits.budget()
+        self.refused = False  # went over an input limit: told so, and being disconnected
         self._requests = itertools.count(1)
         self._writer_task: asyncio.Task | None = None
 
@@ -248,8 +354,50 @@ class _Connection(AsyncEventHandler):
             log.debug("wyoming client %s: write failed (%s)", self.source, e)
 
     async def run(self) -> None:
+        """AsyncEventHandler.run with our reader (input limits) and a close that lets the last `error` arrive.
+
+        Ends at EOF, which stop() also makes (it feeds the reader EOF), rather than on the base class's private
+        running flag.
+        """
         self._writer_task = asyncio.ensure_future(self._write_loop())
-        await super().run()
+        try:
+            while (event := await self._read()) is not None:
+                if not await self.handle_event(event):
+                    break
+        finally:
+            await self.disconnect()
+            if self.refused:
+                await self._linger()
+            self.writer.close()
+
+    async def _read(self) -> Event | None:
+        try:
+            return await read_event(self.reader, self.server.limits)
+        except InputLimit as e:
+            self._refuse(e)
+            return None
+        except ConnectionError:
+            return None
+
+    def _refuse(self, e: InputLimit) -> None:
+        log.warning("wyoming client %s: %s", self.source, e.text)
+        self.refused = True
+        self.error(e.code, e.text)
+
+    async def _linger(self) -> None:
+        """Half-close, then read the peer's unsent rest away for up to LINGER_S before closing.
+
+        Why: closing a socket with unread input makes the kernel answer with RST, and a peer that gets an RST may
+        drop the `error` event still in its receive buffer, so it would never learn which limit it hit.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_S
+        with contextlib.suppress(OSError, RuntimeError, asyncio.TimeoutError):
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            while (left := deadline - loop.time()) > 0:
+                if not await asyncio.wait_for(self.reader.read(1 << 16), left):
+                    break
 
     async def disconnect(self) -> None:
         self.cancel.set()
@@ -263,9 +411,12 @@ class _Connection(AsyncEventHandler):
 
     # -- input --------------------------------------------------------------------------------------------------
     async def handle_event(self, event: Event) -> bool:
-        """Bad input answers an `error` event and the connection goes on; only EOF ends it."""
+        """Bad input answers an `error` event and the connection goes on; EOF or a limit (see InputLimits) ends it."""
         try:
             await self._dispatch(event)
+        except InputLimit as e:
+            self._refuse(e)
+            return False
         except (KeyError, TypeError, ValueError) as e:
             log.info("wyoming client %s: bad %s event: %s", self.source, event.type, e)
             self.error("bad-event", f"{event.type} event rejected: {e}; see the Wyoming event definitions")
@@ -318,17 +469,35 @@ class _Connection(AsyncEventHandler):
                 self.error("audio-not-started", "audio-chunk before audio-start; send audio-start (rate, width, channels) first")
                 return
             self.audio = AudioIn()  # satellites stream chunks after run-pipeline without audio-start, as HA accepts
+        self._spend(chunk)
         pcm = self.audio.push(chunk.rate, chunk.width, chunk.channels, chunk.audio)
         if self.mode == "turn":
             if pcm.size:
                 await self.server.pipeline.feed(self.source, pcm)
             return
         self.asr_samples += pcm.size
-        if self.asr_samples > MAX_ASR_S * RATE:
-            self.audio, self.asr_pcm, self.asr_samples = None, [], 0
-            self.error("too-long", f"more than {MAX_ASR_S:.0f} s of audio in one transcription; send audio-stop at the end of each command")
-            return
+        limit_s = self.server.limits.utterance_s
+        if self.asr_samples > limit_s * RATE:
+            raise InputLimit(
+                "too-long",
+                f"more than {limit_s:g} s of audio in one transcription (audio.max_segment_s, the longest utterance "
+                "voiced transcribes); send audio-stop at the end of each command, or raise audio.max_segment_s. "
+                "Connection closed.",
+            )
         self.asr_pcm.append(pcm)
+
+    def _spend(self, chunk: AudioChunk) -> None:
+        """Charge the chunk's duration to this peer's audio budget, before any resampling work is done for it."""
+        AudioIn.check(chunk.rate, chunk.width, chunk.channels)
+        seconds = len(chunk.audio) / (chunk.width * chunk.channels) / chunk.rate
+        if not self.budget.take(seconds):
+            limits = self.server.limits
+            raise InputLimit(
+                "rate-limited",
+                f"audio arrives faster than {limits.audio_speed:g}x real time after a {limits.audio_burst_s:g} s burst "
+                "(server.max_audio_speed, server.audio_burst_s); stream audio as it is recorded, or raise those "
+                "settings. Connection closed.",
+            )
 
     async def _audio_stop(self) -> None:
         if self.audio is None:
@@ -449,6 +618,7 @@ class WyomingServer:
         _check_uri(uri)
         self.uri = uri
         self.pipeline, self.assistant, self.tts = pipeline, assistant, tts
+        self.limits = InputLimits.from_settings(pipeline.settings)
         self._server: AsyncServer | None = None
         self._conns: dict[str, _Connection] = {}
         self._replies: dict[str, _Connection] = {}
