@@ -3,8 +3,9 @@
     python -m model_export gemma4 CHECKPOINT_DIR -o BUNDLE_DIR [--precision int4|fp32] [--tiny]
 
 Writes decoder.onnx (own torch.onnx wrapper, legacy TorchScript exporter: the dynamo exporter needs
-onnxscript, which the export extra does not carry), audio_projector.onnx, embed_tokens.npy (+ scales for int8),
-tokenizer.json, chat_template.jinja and manifest.json. int4 = MatMulNBits block 32 symmetric, accuracy level 4.
+onnxscript, which the export extra does not carry; traced weightless and filled from the safetensors one block at
+a time, int4 while reading, so the 12B exports within a 16 GB laptop's RAM: see stream_export),
+audio_projector.onnx, embed_tokens.npy (+ scales for int8), tokenizer.json, chat_template.jinja and manifest.json. int4 = MatMulNBits block 32 symmetric, accuracy level 4.
 The graph I/O contract with the engine is documented in onnx_wrappers.Gemma4DecoderStep and in the manifest.
 """
 
@@ -165,13 +166,8 @@ def _example_inputs(step_module, seq: int = 3, past_full: int = 5):
     )
 
 
-def export_decoder(model, path: Path) -> list:
-    """Trace Gemma4DecoderStep into `path` (fp32, external data). Returns the layer geometry."""
-    import torch
-
-    from .onnx_wrappers import Gemma4DecoderStep
-
-    step_module = Gemma4DecoderStep(model).eval()
+def _decoder_io(step_module) -> dict:
+    """Input/output names and dynamic axes of decoder.onnx (the engine contract), shared by both export routes."""
     inputs = ["inputs_embeds", "attention_mask", "position_ids"]
     outputs = ["logits", HIDDEN_OUTPUT]
     axes: dict[str, dict[int, str]] = {
@@ -187,20 +183,31 @@ def export_decoder(model, path: Path) -> list:
             outputs.append(f"present.{i}.{kind}")
             axes[f"past_key_values.{i}.{kind}"] = {2: f"past_sequence_length_{i}"}
             axes[f"present.{i}.{kind}"] = {2: f"total_sequence_length_{i}"}
+    return dict(input_names=inputs, output_names=outputs, dynamic_axes=axes, opset_version=OPSET)
+
+
+def export_decoder(model, path: Path) -> list:
+    """Trace Gemma4DecoderStep into `path` (fp32, external data). Returns the layer geometry."""
+    import torch
+
+    from .onnx_wrappers import Gemma4DecoderStep
+
+    step_module = Gemma4DecoderStep(model).eval()
     with torch.no_grad(), _quiet_tracer():
         torch.onnx.export(
-            step_module,
-            _example_inputs(step_module),
-            str(path),
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-            do_constant_folding=True,
+            step_module, _example_inputs(step_module), str(path), dynamo=False, do_constant_folding=True, **_decoder_io(step_module)
         )
     _to_external_data(path)
     return step_module.geometry
+
+
+def _projector_io() -> dict:
+    return dict(
+        input_names=[PROJECTOR_INPUT],
+        output_names=[PROJECTOR_OUTPUT],
+        dynamic_axes={PROJECTOR_INPUT: {0: "frames"}, PROJECTOR_OUTPUT: {0: "frames"}},
+        opset_version=OPSET,
+    )
 
 
 def export_projector(model, path: Path) -> None:
@@ -210,16 +217,7 @@ def export_projector(model, path: Path) -> None:
 
     frame = model.config.audio_config.audio_embed_dim
     with torch.no_grad(), _quiet_tracer():
-        torch.onnx.export(
-            AudioProjector(model).eval(),
-            (torch.randn(7, frame),),
-            str(path),
-            input_names=[PROJECTOR_INPUT],
-            output_names=[PROJECTOR_OUTPUT],
-            dynamic_axes={PROJECTOR_INPUT: {0: "frames"}, PROJECTOR_OUTPUT: {0: "frames"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
+        torch.onnx.export(AudioProjector(model).eval(), (torch.randn(7, frame),), str(path), dynamo=False, **_projector_io())
     _to_external_data(path)
 
 
@@ -255,15 +253,99 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_bundle(checkpoint: Path, bundle: Path, precision: str = "int4", max_context: int = 8192, name: str | None = None) -> Path:
-    """The whole export; `bundle` is replaced only when every step succeeded (written to a sibling temp dir)."""
+def _export_in_memory(ck: CheckpointFiles, tmp: Path, precision: str) -> tuple[int, object, list, float]:
+    """Reference route: from_pretrained in fp32, trace with the weights, quantize the saved graph. Needs RAM for
+    several fp32 copies of the model (>100 GB for the 12B); tests compare the streamed route against it."""
     import torch
-    import transformers
     from transformers import Gemma4UnifiedForConditionalGeneration
 
-    from voiced.model.manifest import DecoderSpec, EmbeddingSpec, FileEntry, LayerKV, Manifest, ProjectorAudio, TokenizerSpec
-
     from .quantize import int8_rows, quantize_int4
+
+    total = 6 if precision == "int4" else 5
+    with step(f"load {ck.root} (fp32)", 1, total):
+        model = Gemma4UnifiedForConditionalGeneration.from_pretrained(ck.root, dtype=torch.float32).eval()
+    text = model.config.text_config
+    with step("export decoder.onnx", 2, total):
+        geometry = export_decoder(model, tmp / DECODER)
+    with step("export audio_projector.onnx", 3, total):
+        export_projector(model, tmp / PROJECTOR)
+    with step("write embeddings", 4, total):
+        embed = model.model.language_model.embed_tokens
+        table = embed.weight.detach().float().numpy()
+        multiplier = float(embed.embed_scale.float())
+        if precision == "int4":
+            q, scales = int8_rows(table)
+            np.save(tmp / "embed_tokens.npy", q)
+            np.save(tmp / "embed_scales.npy", scales)
+        else:
+            np.save(tmp / "embed_tokens.npy", table.astype(np.float32))
+    del model, table
+    if precision == "int4":
+        with step("int4 MatMulNBits", 5, total):
+            quantize_int4(tmp / DECODER, tmp / DECODER)  # loads it whole first, so in place is safe
+    return total, text, geometry, multiplier
+
+
+def _export_streamed(ck: CheckpointFiles, tmp: Path, precision: str) -> tuple[int, object, list, float]:
+    """Streamed route: trace a weightless skeleton, then fill (and int4-quantize) weights block by block."""
+    import torch
+    from transformers import AutoConfig
+
+    from .onnx_wrappers import AudioProjector, Gemma4DecoderStep
+    from .stream_export import CheckpointIndex, export_skeleton, fill_graph, placeholder_model, source_names, write_embeddings
+
+    total = 7
+    quantize = precision == "int4"
+    with step("index checkpoint tensors + build placeholder model from config.json", 1, total):
+        index = CheckpointIndex.open(ck.root, SUPPORTED_MODEL_TYPE)
+        model = placeholder_model(AutoConfig.from_pretrained(ck.root))
+        hf_names = source_names(model)
+        text = model.config.text_config
+        embed = model.model.language_model.embed_tokens
+        multiplier = float(embed.embed_scale.float())
+        embed_names = hf_names[id(embed.weight)]
+        for names in hf_names.values():  # fail on a missing tensor before any long step
+            index.locate(names, names[0], "the bundle")
+    with step("trace decoder.onnx (weightless)", 2, total), _quiet_tracer():
+        step_module = Gemma4DecoderStep(model).eval()
+        ids = export_skeleton(step_module, _example_inputs(step_module), tmp / DECODER, _decoder_io(step_module))
+        decoder_names = {g: hf_names[i] for g, i in ids.items()}
+        geometry = step_module.geometry
+    with step("trace audio_projector.onnx (weightless)", 3, total), _quiet_tracer():
+        projector = AudioProjector(model).eval()
+        frame = model.config.audio_config.audio_embed_dim
+        ids = export_skeleton(projector, (torch.randn(7, frame),), tmp / PROJECTOR, _projector_io())
+        projector_names = {g: hf_names[i] for g, i in ids.items()}
+    del model, step_module, projector
+    with step(f"weights: decoder.onnx ({'int4 MatMulNBits as read' if quantize else 'fp32'})", 4, total):
+        stats = fill_graph(tmp / DECODER, decoder_names, index, quantize=quantize)
+        if quantize and stats.matmulnbits == 0:
+            raise RuntimeError(f"int4: no MatMul of {DECODER} was quantized; export with --precision fp32 or report the graph")
+        log.info("decoder.onnx: %d tensors, %d MatMulNBits, %.1f MB", stats.tensors, stats.matmulnbits, stats.bytes_written / 1e6)
+    with step("weights: audio_projector.onnx (fp32)", 5, total):
+        fill_graph(tmp / PROJECTOR, projector_names, index, quantize=False)
+    with step("write embeddings", 6, total):
+        write_embeddings(index, embed_names, tmp, int8=quantize)
+    return total, text, geometry, multiplier
+
+
+def export_bundle(
+    checkpoint: Path,
+    bundle: Path,
+    precision: str = "int4",
+    max_context: int = 8192,
+    name: str | None = None,
+    streamed: bool = True,
+) -> Path:
+    """The whole export; `bundle` is replaced only when every step succeeded (written to a sibling temp dir).
+
+    streamed=True (the CLI's route) never holds more than one block of weights: see stream_export. streamed=False
+    is the original load-everything-in-fp32 route, kept as the reference the streamed bundle is tested against.
+    """
+    import torch
+    import transformers
+
+    from voiced.model.manifest import DecoderSpec, EmbeddingSpec, FileEntry, LayerKV, Manifest, ProjectorAudio, TokenizerSpec
 
     if precision not in ("int4", "fp32"):
         raise ValueError(f"precision {precision!r}: use int4 or fp32")
@@ -271,34 +353,16 @@ def export_bundle(checkpoint: Path, bundle: Path, precision: str = "int4", max_c
     specials, stops, bos, eos = _special_tokens(ck)
     bundle = Path(bundle)
     bundle.parent.mkdir(parents=True, exist_ok=True)
-    total = 6 if precision == "int4" else 5
+    route = _export_streamed if streamed else _export_in_memory
     with tempfile.TemporaryDirectory(prefix=bundle.name + ".", dir=bundle.parent) as tmp_s:
         tmp = Path(tmp_s)
-        with step(f"load {ck.root} (fp32)", 1, total):
-            model = Gemma4UnifiedForConditionalGeneration.from_pretrained(ck.root, dtype=torch.float32).eval()
-        text = model.config.text_config
-        with step("export decoder.onnx", 2, total):
-            geometry = export_decoder(model, tmp / DECODER)
-        with step("export audio_projector.onnx", 3, total):
-            export_projector(model, tmp / PROJECTOR)
-        with step("write embeddings + tokenizer", 4, total):
-            embed = model.model.language_model.embed_tokens
-            table = embed.weight.detach().float().numpy()
-            multiplier = float(embed.embed_scale.float())
-            if precision == "int4":
-                q, scales = int8_rows(table)
-                np.save(tmp / "embed_tokens.npy", q)
-                np.save(tmp / "embed_scales.npy", scales)
-                emb_spec = EmbeddingSpec(file="embed_tokens.npy", dtype="int8", scale_file="embed_scales.npy", multiplier=multiplier)
-            else:
-                np.save(tmp / "embed_tokens.npy", table.astype(np.float32))
-                emb_spec = EmbeddingSpec(file="embed_tokens.npy", dtype="float32", multiplier=multiplier)
-            shutil.copyfile(ck.tokenizer_json, tmp / "tokenizer.json")
-            (tmp / "chat_template.jinja").write_text(ck.chat_template)
-        del model, table
+        total, text, geometry, multiplier = route(ck, tmp, precision)
         if precision == "int4":
-            with step("int4 MatMulNBits", 5, total):
-                quantize_int4(tmp / DECODER, tmp / DECODER)  # loads it whole first, so in place is safe
+            emb_spec = EmbeddingSpec(file="embed_tokens.npy", dtype="int8", scale_file="embed_scales.npy", multiplier=multiplier)
+        else:
+            emb_spec = EmbeddingSpec(file="embed_tokens.npy", dtype="float32", multiplier=multiplier)
+        shutil.copyfile(ck.tokenizer_json, tmp / "tokenizer.json")
+        (tmp / "chat_template.jinja").write_text(ck.chat_template)
         with step("manifest + hashes", total, total):
             files = {
                 f.name: FileEntry(sha256=_sha256(f), bytes=f.stat().st_size) for f in sorted(tmp.iterdir()) if f.is_file()
@@ -371,9 +435,11 @@ def _run(args: argparse.Namespace) -> int:
         from .tiny_gemma4 import build_tiny_checkpoint
 
         build_tiny_checkpoint(args.checkpoint, seed=args.seed)
+    from .stream_export import MissingTensor
+
     try:
         export_bundle(args.checkpoint, args.output, precision=args.precision, max_context=args.max_context)
-    except UnsupportedCheckpoint as e:
+    except (UnsupportedCheckpoint, MissingTensor) as e:
         log.error("%s", e)
         return 2
     return 0

@@ -51,3 +51,18 @@ def int8_rows(table: np.ndarray, rows_per_block: int = 8192) -> tuple[np.ndarray
         q[start : start + rows_per_block] = np.clip(np.rint(block / s[:, None]), -127, 127).astype(np.int8)
         scales[start : start + rows_per_block] = s
     return q, scales
+
+
+def int4_block_quant(weight_kn: np.ndarray, block_size: int = 32, accuracy_level: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """MatMulNBits weights for one float32 MatMul B [K, N] (or a block of its N columns), symmetric int4.
+
+    The very quantizer quantize_int4 runs (onnxruntime's DefaultWeightOnlyQuantizer, C++ kernel), applied to one
+    array instead of a loaded graph, so the streamed exporter writes the same bytes. Columns are quantized
+    independently: quantizing N in blocks and concatenating equals quantizing the whole tensor.
+    Returns (packed uint8 [N, K/block, block/2], scales float32 [N, K/block]).
+    """
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, DefaultWeightOnlyQuantizer
+
+    cfg = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level)
+    packed, scales, _zero_points = DefaultWeightOnlyQuantizer(cfg).qbits_block_quant(np.ascontiguousarray(weight_kn, dtype=np.float32))
+    return packed, scales

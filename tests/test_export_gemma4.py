@@ -214,3 +214,139 @@ def test_refuses_unsupported_checkpoints(ckpt, tmp_path):
 
     assert main(["gemma4", str(partial), "-o", str(tmp_path / "out2")]) == 2
     assert not (tmp_path / "out2").exists()
+
+
+# ------------------------------------------------------------------------------------ streamed export (the CLI route)
+
+
+@pytest.fixture(scope="module")
+def both_routes(ckpt, tmp_path_factory) -> dict[tuple[str, str], Path]:
+    """Fresh (uncached) bundles from the streamed route and from the load-everything reference route."""
+    d = tmp_path_factory.mktemp("routes")
+    return {
+        (route, precision): export_bundle(ckpt, d / f"{route}-{precision}", precision=precision, max_context=512, streamed=route == "streamed")
+        for route in ("streamed", "in_memory")
+        for precision in ("fp32", "int4")
+    }
+
+
+def _nbits_weights(bundle: Path) -> dict[str, tuple[np.ndarray, np.ndarray, dict]]:
+    """MatMulNBits output name -> (packed weights, scales, attributes)."""
+    graph = onnx.load(str(bundle / "decoder.onnx"), load_external_data=True).graph
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    out = {}
+    for node in graph.node:
+        if node.op_type == "MatMulNBits":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            out[node.output[0]] = (inits[node.input[1]], inits[node.input[2]], attrs)
+    return out
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int4"])
+def test_streamed_bundle_equals_in_memory_route(model, both_routes, precision):
+    streamed, reference = both_routes[("streamed", precision)], both_routes[("in_memory", precision)]
+    ids = _text_ids(model, sum(CHUNKS), seed=11)
+    a, b = OrtGemma4(streamed), OrtGemma4(reference)
+    la, ha = a.run(a.embed(ids), CHUNKS)
+    lb, hb = b.run(b.embed(ids), CHUNKS)
+    np.testing.assert_allclose(la, lb, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(ha, hb, atol=1e-5, rtol=0)
+    assert np.abs(la).max() > 1.0  # not two graphs of zeros
+    for f in ("embed_tokens.npy", "embed_scales.npy") if precision == "int4" else ("embed_tokens.npy",):
+        assert np.array_equal(np.load(streamed / f), np.load(reference / f)), f
+    ms = Manifest.model_validate_json((streamed / "manifest.json").read_text())
+    mr = Manifest.model_validate_json((reference / "manifest.json").read_text())
+    assert ms.decoder == mr.decoder and ms.embeddings == mr.embeddings and ms.audio == mr.audio and ms.tokenizer == mr.tokenizer
+    if precision == "int4":
+        ws, wr = _nbits_weights(streamed), _nbits_weights(reference)
+        assert len(ws) == 5 * 7 + 6 + 1 and set(ws) == set(wr)
+        for out, (q, s, attrs) in ws.items():
+            assert attrs == wr[out][2], out
+            assert np.array_equal(q, wr[out][0]) and np.array_equal(s, wr[out][1]), out  # bit-identical int4 weights
+
+
+def test_weight_filling_memory_is_bounded_by_one_block_and_reports_each_layer(ckpt, tmp_path):
+    """The fill phase never holds a whole tensor. Python-heap accounting (tracemalloc; numpy buffers included):
+    between two progress lines the heap peaks less than one fp32 copy of the largest tensor above where it stood
+    (4 KB blocks), and over the whole call it stays within a few graph protos (the weightless skeleton) plus that
+    tensor. One progress line per decoder layer."""
+    import logging
+    import tracemalloc
+
+    from transformers import AutoConfig
+
+    from model_export.gemma4 import _decoder_io, _example_inputs, _quiet_tracer
+    from model_export.onnx_wrappers import Gemma4DecoderStep
+    from model_export.stream_export import CheckpointIndex, export_skeleton, fill_graph, placeholder_model, source_names
+
+    index = CheckpointIndex.open(ckpt, "gemma4_unified")
+    placeholder = placeholder_model(AutoConfig.from_pretrained(ckpt))
+    hf_names = source_names(placeholder)
+    step_module = Gemma4DecoderStep(placeholder).eval()
+    with _quiet_tracer():
+        ids = export_skeleton(step_module, _example_inputs(step_module), tmp_path / "decoder.onnx", _decoder_io(step_module))
+    names = {g: hf_names[i] for g, i in ids.items()}
+    largest = max(4 * int(np.prod(shape)) for shape in _shapes(index, names))
+    assert largest == 384 * 64 * 4  # the tied embedding / lm_head
+    skeleton_bytes = (tmp_path / "decoder.onnx").stat().st_size
+
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    shutil.copy(tmp_path / "decoder.onnx", warm / "decoder.onnx")
+    fill_graph(warm / "decoder.onnx", names, index, quantize=True, block_bytes=4096)  # first-call imports are not working set
+
+    lines: list[tuple[str, int, int]] = []  # (message, heap now, peak since the previous line)
+
+    class Probe(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append((record.getMessage(), *tracemalloc.get_traced_memory()))
+            tracemalloc.reset_peak()
+
+    logger = logging.getLogger("model_export.gemma4")
+    probe, level = Probe(level=logging.INFO), logger.level
+    logger.addHandler(probe)
+    logger.setLevel(logging.INFO)
+    tracemalloc.start()
+    try:
+        stats = fill_graph(tmp_path / "decoder.onnx", names, index, quantize=True, block_bytes=4096)
+        _, final_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        logger.removeHandler(probe)
+        logger.setLevel(level)
+    assert stats.matmulnbits == 42 and stats.bytes_written > 0
+    steps = [(msg, peak - before) for (_, before, _), (msg, _, peak) in zip(lines, lines[1:])]
+    overall = max(final_peak, *(peak for _, _, peak in lines))
+    print(f"\nfill phase: largest growth between progress lines {max(g for _, g in steps)} B, overall peak {overall} B; "
+          f"largest tensor fp32 {largest} B, skeleton {skeleton_bytes} B")
+    assert all(growth < largest for _, growth in steps), steps
+    assert overall < 5 * skeleton_bytes + largest, (overall, skeleton_bytes)
+    layer_lines = [msg.split(" ...")[0] for msg, _, _ in lines if msg.startswith("weights: decoder.onnx layer")]
+    assert layer_lines == [f"weights: decoder.onnx layer {i}/6" for i in range(1, 7)]
+
+
+def _shapes(index, names: dict[str, list[str]]) -> list[tuple[int, ...]]:
+    from model_export.stream_export import tensor_shape
+
+    return [tensor_shape(*index.locate(cands, g, "decoder.onnx")) for g, cands in names.items()]
+
+
+def test_missing_tensor_names_it_and_the_fix(ckpt, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from model_export.stream_export import MissingTensor
+
+    broken = tmp_path / "broken"
+    shutil.copytree(ckpt, broken)
+    gone = "model.language_model.layers.3.mlp.up_proj.weight"
+    for f in broken.glob("*.safetensors"):
+        tensors = load_file(f)
+        if gone in tensors:
+            del tensors[gone]
+            save_file(tensors, f, metadata={"format": "pt"})
+    with pytest.raises(MissingTensor) as err:
+        export_bundle(broken, tmp_path / "out")
+    assert gone in str(err.value) and "re-download" in str(err.value)
+    assert not (tmp_path / "out").exists()
+    assert main(["gemma4", str(broken), "-o", str(tmp_path / "out2")]) == 2
+    assert not (tmp_path / "out2").exists()

@@ -9,16 +9,19 @@ speculative `prepare` during the end-of-turn silence leaves only the generation 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from voiced.config import ModelSettings
 from voiced.memory import Memory
 from voiced.model.bundle import Bundle
-from voiced.model.engine import Delta, Engine, GenerationConfig
+from voiced.model.engine import Conversation, Delta, Engine, GenerationConfig
 from voiced.model.manifest import AsrAudio, ProjectorAudio
 from voiced.model.prompt import ChatPrompt
 
@@ -26,6 +29,14 @@ log = logging.getLogger(__name__)
 
 SPOKEN = "(spoken)"  # what memory keeps of a user turn that reached the model as audio, not words
 _AUDIO_MARK = "\ue000"  # a private-use character: where the projected audio goes in the rendered prompt
+
+# The addressing pass (wake mode without an ASR): a short yes/no question the model answers about the audio.
+ADDRESS_SYSTEM_PROMPT = "You decide whether speech is addressed to a voice assistant called {names}. Answer yes or no."
+ADDRESS_QUESTION = "Was this said to {name}, starting with or containing its name?"
+_YES_WORDS = ("yes", "Yes", "YES")
+_NO_WORDS = ("no", "No", "NO")
+# Words before the name in a wake phrase ("hey voiced"): the model is asked about the name, not the greeting.
+_GREETINGS = frozenset({"hey", "hi", "hello", "ok", "okay", "yo", "oi", "hay"})
 
 FALLBACK_SYSTEM_PROMPT = (
     "You are a voice assistant. Answer in one or two short spoken sentences, no markdown, no lists, no emoji. "
@@ -57,6 +68,13 @@ class Assistant:
 
             self.projector = AudioProjector(bundle.dir, audio, threads=threads or 2)
             self.audio_spec = audio
+        # The addressing pass's own KV cache, made on first use: its prompt would evict the main one's history.
+        self._scoring: Conversation | None = None
+        self._answer_ids: tuple[list[int], list[int]] | None = None
+        self.scoring_passes = 0  # how many addressing passes ran (tests check that a window skips them)
+        self.last_scoring_ms = 0.0
+        self.last_scoring_prefill = 0  # tokens the last pass ran: its cached prefix is not among them
+        self._projected: tuple[bytes, np.ndarray, int] | None = None  # the last segment's frames, by its digest
 
     @property
     def hears_audio(self) -> bool:
@@ -116,9 +134,18 @@ class Assistant:
         """Encoder-free turn: the segment's projected frames spliced between boa and eoa in the user's turn.
 
         The projector's budget (max_frames, 30 s for Gemma 4) also bounds the prompt the audio adds."""
-        spec = self.audio_spec
-        embeds, n = self.projector.project(pcm)
         text = self.prompt.render_text(self._fitted(_AUDIO_MARK), add_generation_prompt=True)
+        self._feed_audio(self.conversation, text, pcm, cancel)
+        yield from self.conversation.generate(self._generation(), cancel)
+
+    def _feed_audio(self, conv: Conversation, text: str, pcm: np.ndarray, cancel: threading.Event | None) -> int:
+        """Make `conv` hold `text` (a rendered prompt with one _AUDIO_MARK) with the mark replaced by boa, the
+        projected frames of `pcm`, eoa. What precedes the audio stays cached when it did not change; returns the
+        tokens prefilled."""
+        if self.projector is None:
+            raise RuntimeError(f"bundle {self.bundle.dir} has no audio projector; use a Gemma 4 (projector) bundle")
+        spec = self.audio_spec
+        embeds, n = self._project(pcm)
         before, sep, after = text.partition(_AUDIO_MARK)
         if not sep:
             raise RuntimeError(f"the chat template of {self.bundle.dir} dropped the user's turn; rebuild the bundle")
@@ -126,13 +153,55 @@ class Assistant:
         head = encode(before, add_special_tokens=False).ids + [spec.boa_id]
         audio_ids = [spec.audio_token_id] * n
         tail = [spec.eoa_id] + encode(after, add_special_tokens=False).ids
-        conv = self.conversation
         # Placeholder ids are all alike, so cached audio of an earlier turn must never pass for this one's.
         conv.truncate(min(self._common(conv.tokens, head), len(head)))
-        conv.sync(head, cancel)
-        conv.append_embeds(embeds, audio_ids, cancel)
-        conv.sync(head + audio_ids + tail, cancel)
-        yield from conv.generate(self._generation(), cancel)
+        done = conv.sync(head, cancel)
+        done += conv.append_embeds(embeds, audio_ids, cancel)
+        return done + conv.sync(head + audio_ids + tail, cancel)
+
+    def _project(self, pcm: np.ndarray) -> tuple[np.ndarray, int]:
+        """The projector's frames for `pcm`, reused when the same segment comes again: the addressing pass and
+        the reply that follows it hear the same audio, and the encoder would otherwise run twice."""
+        key = hashlib.blake2b(np.ascontiguousarray(pcm).tobytes(), digest_size=16).digest()
+        if self._projected is not None and self._projected[0] == key:
+            return self._projected[1], self._projected[2]
+        embeds, n = self.projector.project(pcm)
+        self._projected = (key, embeds, n)
+        return embeds, n
+
+    def addressed_probability(
+        self, pcm: np.ndarray, wake_phrases: Sequence[str], cancel: threading.Event | None = None
+    ) -> float:
+        """p(yes) that the speech in `pcm` was said to the assistant named in `wake_phrases`.
+
+        Why: an encoder-free bundle has no transcript to match a wake phrase against, and a separate ASR would
+        cost a second model; the model that hears the audio anyway judges it in one forward pass. The pass has
+        its own conversation, so the main cache keeps its history, and its own prefix (system prompt and all
+        before the audio) stays cached between turns. p(yes) is the softmax over the logits of the tokenizer's
+        yes-words against its no-words, renormalised over those two sets only."""
+        names = _assistant_names(wake_phrases)
+        if not names:
+            raise ValueError("addressing needs at least one wake phrase (activation.wake_phrases)")
+        t0 = time.perf_counter()
+        if self._scoring is None:
+            self._scoring = self.engine.conversation()
+        if self._answer_ids is None:
+            self._answer_ids = answer_token_ids(self.bundle.tokenizer)
+        messages = [
+            {"role": "system", "content": ADDRESS_SYSTEM_PROMPT.format(names=" or ".join(names))},
+            {"role": "user", "content": _AUDIO_MARK + "\n" + ADDRESS_QUESTION.format(name=names[0])},
+        ]
+        text = self.prompt.render_text(messages, add_generation_prompt=True)
+        self.last_scoring_prefill = self._feed_audio(self._scoring, text, pcm, cancel)
+        logits = self._scoring.logits
+        if logits is None:
+            raise RuntimeError("the addressing pass was cancelled before its last token; the turn is not judged")
+        yes, no = self._answer_ids
+        p = _p_yes(logits, yes, no)
+        self.scoring_passes += 1
+        self.last_scoring_ms = (time.perf_counter() - t0) * 1e3
+        log.debug("addressing pass: p(yes)=%.3f, %d tokens in %.0f ms", p, self.last_scoring_prefill, self.last_scoring_ms)
+        return p
 
     @staticmethod
     def _common(a: list[int], b: list[int]) -> int:
@@ -148,3 +217,50 @@ class Assistant:
 
     def forget(self) -> None:
         self.memory.forget()
+
+
+def _assistant_names(wake_phrases: Sequence[str]) -> list[str]:
+    """The names in the wake phrases ("hey voiced" -> "voiced"), in order, each once; a phrase that is all
+    greeting is kept whole."""
+    names: list[str] = []
+    for phrase in wake_phrases:
+        words = phrase.split()
+        while len(words) > 1 and re.sub(r"\W", "", words[0].lower()) in _GREETINGS:
+            words = words[1:]
+        name = " ".join(words).strip(" ,.!?")
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def answer_token_ids(tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids that start a "yes" and a "no" answer in this tokenizer, computed once per bundle.
+
+    The words that are single tokens (with or without a leading space) are used when both answers have some;
+    a tokenizer that splits them (the tiny test one) falls back to each word's first token. Ids that could
+    start either answer (a bare space) are dropped, since they say nothing about which it is."""
+
+    def ids(words: Sequence[str], single: bool) -> set[int]:
+        out: set[int] = set()
+        for w in words:
+            for variant in (w, " " + w):
+                enc = tokenizer.encode(variant, add_special_tokens=False).ids
+                if enc and (len(enc) == 1 or not single):
+                    out.add(enc[0])
+        return out
+
+    yes, no = ids(_YES_WORDS, True), ids(_NO_WORDS, True)
+    if not yes or not no:
+        yes, no = ids(_YES_WORDS, False), ids(_NO_WORDS, False)
+    both = yes & no
+    yes, no = yes - both, no - both
+    if not yes or not no:
+        raise ValueError("the bundle's tokenizer cannot tell a yes from a no; addressing needs a real tokenizer")
+    return sorted(yes), sorted(no)
+
+
+def _p_yes(logits: np.ndarray, yes: list[int], no: list[int]) -> float:
+    """Softmax over the yes- and no-ids' logits only; the yes share of it."""
+    z = np.asarray(logits, dtype=np.float64)[yes + no]
+    e = np.exp(z - z.max())
+    return float(e[: len(yes)].sum() / e.sum())

@@ -97,6 +97,7 @@ class ActivationSettings(_Section):
     mode: Literal["always", "wake", "push"] = "always"
     wake_phrases: list[str] = Field(default_factory=lambda: ["hey voiced"])
     wake_threshold: float = Field(0.75, gt=0.0, le=1.0)
+    model_threshold: float = Field(0.5, ge=0.0, le=1.0, description="encoder-free bundles in wake mode: the model's p(yes, I was addressed) a turn needs to be answered")
     follow_up_s: float = Field(8.0, ge=0.0, le=600.0)
     query_window_s: float = Field(8.0, ge=0.0, le=600.0, description="after the wake phrase said alone, how long the next turn counts as the query")
     end_of_turn: Literal["fixed", "adaptive"] = Field("adaptive", description="fixed: audio.hangover_ms always; adaptive: shorter when the words so far sound finished, longer mid-sentence")

@@ -298,8 +298,30 @@ class Pipeline:
         "stop" reaches the reply it stops instead of queueing behind it. An unaddressed turn leaves nothing:
         no reply, no transcript published, nothing remembered."""
         if not self.assistant.transcribes:
-            # Encoder-free: the model hears the audio itself, so there are no words to match a wake phrase or a
-            # stop word against; such bundles answer every turn (push-to-talk still gates them).
+            # Encoder-free: no words to match a wake phrase or a stop word against. In wake mode the model itself
+            # judges, in a short scoring pass, whether it was addressed; "always" and push-to-talk need no pass,
+            # nor does a turn inside the follow-up window. The audio is the query (turn.query stays None).
+            activation = self._source(turn.source).activation
+            now = time.monotonic()
+            p_yes = None
+            if not turn.pushed and activation.wants_score(now):
+                phrases = self.settings.activation.wake_phrases
+                try:
+                    score = self.assistant.addressed_probability
+                    p_yes = await self._run(self._model, score, turn.audio, phrases, turn.cancel)
+                except Exception as e:  # unjudged is unaddressed: a turn is never answered on a failed pass
+                    log.exception("turn %s: addressing pass failed", turn.id)
+                    self._publish(m.Error(code="internal", message=f"addressing pass failed: {e}"))
+                    return False
+                turn.mark("addressed")
+                threshold = self.settings.activation.model_threshold
+                ms = self.assistant.last_scoring_ms
+                log.info("turn %s: p(addressed)=%.3f (threshold %.2f) in %.0f ms", turn.id, p_yes, threshold, ms)
+            decision = Decision(True, "", "push-to-talk") if turn.pushed else activation.decide_addressed(p_yes, now)
+            if not decision.answer:
+                log.info("turn %s not answered (%s)", turn.id, decision.reason)
+                self._publish(m.TurnIgnored(source=turn.source, reason="not_addressed"))
+                return False
             return True
         text = None
         if turn.speculative is not None:

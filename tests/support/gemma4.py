@@ -25,6 +25,7 @@ _EXPORT_SOURCES = [
     "model_export/tiny_gemma4.py",
     "model_export/tiny_tokenizer.py",
     "model_export/quantize.py",
+    "model_export/stream_export.py",
 ]
 
 

@@ -9,6 +9,10 @@ Modes (ActivationSettings.mode):
   `query_window_s` after a turn that was the wake phrase alone, or within `follow_up_s` after a reply ended.
 - "push": the pipeline only hands over turns captured while the talk button was held, so each is a query.
 
+Encoder-free bundles (the model hears the audio itself, no transcript) decide with `decide_addressed` on the
+model's own p(yes) that it was addressed (Assistant.addressed_probability): "wake" answers when p reaches
+`model_threshold`, and inside the follow-up or query window without asking the model at all (`wants_score`).
+
 Wake phrases are matched on what the ASR heard, not on audio, so the match is forgiving in the ways Whisper
 tiny.en errs: case and punctuation ("Hey, voiced."), a word split or merged ("hey voice it", "heyvoiced"), a
 dropped or misheard greeting ("a voiced"), a lost final consonant ("hey voice"). A candidate is a run of the
@@ -148,6 +152,29 @@ class Activation:
         if self.in_follow_up(now):
             return Decision(True, text, "follow-up")
         return Decision(False, "", "not-addressed")
+
+    def wants_score(self, now: float) -> bool:
+        """Whether `decide_addressed` needs the model's p(yes) at `now`: only in wake mode outside the follow-up
+        and query windows, so that inside them the scoring pass is skipped entirely."""
+        return self.settings.mode == "wake" and not self.in_follow_up(now) and not self.awaiting_query(now)
+
+    def decide_addressed(self, p_yes: float | None, now: float) -> Decision:
+        """The decision for a turn with no transcript (encoder-free bundle); the audio itself is the query, so
+        `query` is "". `p_yes` is None when `wants_score(now)` said no pass was needed."""
+        mode = self.settings.mode
+        if mode in ("always", "push"):
+            return Decision(True, "", mode)
+        if self.in_follow_up(now):  # first: inside the window the model was not asked
+            self._woken_at = None
+            return Decision(True, "", "follow-up")
+        if self.awaiting_query(now):
+            self._woken_at = None
+            return Decision(True, "", "after-wake")
+        if p_yes is None:
+            raise ValueError("wake mode outside the follow-up window needs p_yes: run Assistant.addressed_probability first")
+        if p_yes >= self.settings.model_threshold:
+            return Decision(True, "", f"model p={p_yes:.2f}")
+        return Decision(False, "", f"not-addressed p={p_yes:.2f}")
 
     def peek(self, transcript: str, now: float) -> Decision:
         """decide() without its side effects: for speculative work on a turn that is not over yet."""
