@@ -55,6 +55,7 @@ FALLBACK_FORMS = [
     "Give me a tip about {t}.", "What should I know about {t}?",
 ]  # fmt: skip
 EXPLAIN = "Explain in a few sentences how {t} works."
+ASKERS = ["people", "children", "a busy parent", "a student", "an older person", "a traveller"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -193,11 +194,11 @@ class Sequence_:
 
 @dataclass
 class DataPlan:
-    questions: int = 160
-    explanations: int = 24
+    questions: int = 300
+    explanations: int = 30
     per_topic: int = 8
     max_reply: int = 64
-    max_explain: int = 112
+    max_explain: int = 160
     seed: int = 0
 
 
@@ -227,15 +228,17 @@ def make_prompts(engine, chat, plan: DataPlan, say: Progress) -> tuple[list[str]
     questions: list[str] = []
     need_topics = max(1, math.ceil(plan.questions / plan.per_topic))
     t0 = time.monotonic()
-    for n, topic in enumerate(topics[:need_topics]):
-        ask = f"Write {plan.per_topic} different short questions that people ask a voice assistant about {topic}. One question per line, nothing else."
+    rounds = [topics[i % len(topics)] for i in range(need_topics)]  # more questions than topics: ask again, as someone else
+    for n, topic in enumerate(rounds):
+        asker = ASKERS[n % len(ASKERS)]
+        ask = f"Write {plan.per_topic} different short questions that {asker} might ask a voice assistant about {topic}. One question per line, nothing else."
         text, _ = _generate(conv, chat, [{"role": "user", "content": ask}], 24 * plan.per_topic)
         got = [q for q in _parse_questions(text) if q not in questions][: plan.per_topic]
         if len(got) < plan.per_topic // 2:  # a model that does not follow the request: templates fill in
             got += [f.format(t=topic) for f in FALLBACK_FORMS][: plan.per_topic - len(got)]
         questions += got
         say(f"prompts: topic {n + 1}/{need_topics} ({topic}): {len(questions)} questions, {time.monotonic() - t0:.0f} s")
-    explains = [EXPLAIN.format(t=t) for t in topics[: plan.explanations]]
+    explains = [EXPLAIN.format(t=t) for t in (topics * (1 + plan.explanations // len(topics)))[: plan.explanations]]
     return questions[: plan.questions], explains
 
 
@@ -348,7 +351,8 @@ def build_model(info: TargetInfo, table: np.ndarray, shape: Shape):
             self.n_mlp, self.gate, self.up, self.down = RMSNorm(d), nn.Linear(d, shape.ffn, bias=False), nn.Linear(d, shape.ffn, bias=False), nn.Linear(shape.ffn, d, bias=False)
             self.n_out, self.post = RMSNorm(d), nn.Linear(d, h)
             self.heads, self.groups, self.hd = shape.heads, shape.heads // info.kv_heads, hd
-            nn.init.zeros_(self.post.weight)  # start as "the next state is this state" (the residual below)
+            # no residual from the input state: starting from "the next state is this state" makes the first
+            # guesses confidently the current token (measured: held-out acceptance 0.21 vs ? after 5 epochs)
 
         def rotate(self, q, pos):
             """q [N, heads, hd] rotated at positions pos [N], in the target's layout (half split or interleaved)."""
@@ -372,7 +376,7 @@ def build_model(info: TargetInfo, table: np.ndarray, shape: Shape):
             x = x + self.o(a.permute(2, 0, 1, 3).reshape(n, -1))
             m = self.n_mlp(x)
             x = x + self.down(torch.nn.functional.silu(self.gate(m)) * self.up(m))
-            out = hid + self.post(self.n_out(x))
+            out = self.post(self.n_out(x))
             return out, out @ self.table[:-1].T
 
     return Drafter()
@@ -385,7 +389,7 @@ def build_model(info: TargetInfo, table: np.ndarray, shape: Shape):
 
 @dataclass
 class TrainPlan:
-    epochs: int = 8
+    epochs: int = 12
     lr: float = 1e-3
     steps_ahead: int = 3
     batch_positions: int = 256
@@ -544,7 +548,7 @@ def export_onnx(model, info: TargetInfo, vocab_map: np.ndarray, path: Path) -> N
             x = x + m.o(a.permute(2, 0, 1, 3).reshape(1, -1))
             mm = m.n_mlp(x)
             x = x + m.down(torch.nn.functional.silu(m.gate(mm)) * m.up(mm))
-            out = hid + m.post(m.n_out(x))
+            out = m.post(m.n_out(x))
             logits = torch.matmul(out, m.table[:-1].T)
             return logits.reshape(1, 1, -1), out.reshape(1, 1, -1)
 
@@ -573,7 +577,7 @@ class Options:
     data: DataPlan = field(default_factory=DataPlan)
     train: TrainPlan = field(default_factory=TrainPlan)
     shape: Shape = field(default_factory=Shape)
-    draft_vocab: int = 8192
+    draft_vocab: int = 4096
     precision: str = "int4"
     threads: int = 0
     measure: int = 4  # held-out prompts decoded with and without the drafter to decide `auto`
@@ -730,7 +734,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--questions", type=int, default=DataPlan.questions, help="self-written questions to answer")
     p.add_argument("--explanations", type=int, default=DataPlan.explanations, help="longer 'explain' prompts")
     p.add_argument("--epochs", type=int, default=TrainPlan.epochs)
-    p.add_argument("--draft-vocab", type=int, default=8192, help="reduced output vocabulary of the drafter")
+    p.add_argument("--draft-vocab", type=int, default=4096, help="reduced output vocabulary of the drafter")
     p.add_argument("--precision", choices=["int4", "fp32"], default="int4")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--data", type=Path, default=None, help="an .npz to keep the traced replies in (reused when it matches)")
