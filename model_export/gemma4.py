@@ -286,47 +286,87 @@ def _export_in_memory(ck: CheckpointFiles, tmp: Path, precision: str) -> tuple[i
     return total, text, geometry, multiplier
 
 
-def _export_streamed(ck: CheckpointFiles, tmp: Path, precision: str) -> tuple[int, object, list, float]:
-    """Streamed route: trace a weightless skeleton, then fill (and int4-quantize) weights block by block."""
+@dataclass(frozen=True)
+class WeightlessGraphs:
+    """What the trace phase of the streamed route leaves for the weight-filling phase."""
+
+    decoder_names: dict[str, list[str]]  # graph input of decoder.onnx -> candidate checkpoint names
+    projector_names: dict[str, list[str]]
+    embed_names: list[str]
+    all_names: list[list[str]]  # every tensor of the full model (to check the checkpoint before long steps)
+    text: object  # the checkpoint's text config
+    geometry: list
+    multiplier: float
+
+
+def trace_weightless_graphs(config, out_dir: Path) -> WeightlessGraphs:
+    """decoder.onnx and audio_projector.onnx without weights, declared at the checkpoint's sizes.
+
+    Traced from shrunk copies of the model (stream_export.trace_weightless): the full-size model exists only on
+    the meta device, so this phase needs tens of MB whatever the checkpoint's size."""
     import torch
+
+    from .onnx_wrappers import AudioProjector, Gemma4DecoderStep, layer_geometry
+    from .stream_export import SIZE_KEYS, meta_model, placeholder_model, source_names, trace_configs, trace_weightless
+
+    real = meta_model(config)  # shapes, tied names and the embedding scale of the full-size model, on meta
+    text = real.config.text_config
+    embed = real.model.language_model.embed_tokens
+    multiplier = float(embed.embed_scale.float())
+    hf_names = source_names(real)
+    embed_names = hf_names[id(embed.weight)]
+    shapes = {name: tuple(t.shape) for name, t in real.state_dict(keep_vars=True).items()}
+    real_sizes = {k: getattr(text, k) for k in SIZE_KEYS}
+    del real, embed
+    configs = trace_configs(config)
+    traced = [placeholder_model(c) for c in configs]
+    sizes = [{k: getattr(c.text_config, k) for k in SIZE_KEYS} for c in configs]
+
+    def real_shape(names: list[str]) -> tuple[int, ...]:
+        return shapes[names[0]]
+
+    def decoder(model):
+        s = Gemma4DecoderStep(model).eval()
+        return s, _example_inputs(s), _decoder_io(s)
+
+    def projector(model):
+        frame = model.config.audio_config.audio_embed_dim
+        return AudioProjector(model).eval(), (torch.randn(7, frame),), _projector_io()
+
+    with _quiet_tracer():
+        with step("trace decoder.onnx (weightless, shrunk)", 2, 7):
+            decoder_names = trace_weightless(traced, sizes, real_sizes, decoder, out_dir / DECODER, real_shape)
+        with step("trace audio_projector.onnx (weightless, shrunk)", 3, 7):
+            projector_names = trace_weightless(traced, sizes, real_sizes, projector, out_dir / PROJECTOR, real_shape)
+    return WeightlessGraphs(
+        decoder_names, projector_names, embed_names, list(hf_names.values()), text, layer_geometry(text), multiplier
+    )
+
+
+def _export_streamed(ck: CheckpointFiles, tmp: Path, precision: str) -> tuple[int, object, list, float]:
+    """Streamed route: trace weightless shrunk copies of the model, then fill (and int4-quantize) the real
+    weights block by block. Nothing of checkpoint size is ever allocated: see stream_export."""
     from transformers import AutoConfig
 
-    from .onnx_wrappers import AudioProjector, Gemma4DecoderStep
-    from .stream_export import CheckpointIndex, export_skeleton, fill_graph, placeholder_model, source_names, write_embeddings
+    from .stream_export import CheckpointIndex, fill_graph, write_embeddings
 
     total = 7
     quantize = precision == "int4"
-    with step("index checkpoint tensors + build placeholder model from config.json", 1, total):
+    with step("index checkpoint tensors", 1, total):
         index = CheckpointIndex.open(ck.root, SUPPORTED_MODEL_TYPE)
-        model = placeholder_model(AutoConfig.from_pretrained(ck.root))
-        hf_names = source_names(model)
-        text = model.config.text_config
-        embed = model.model.language_model.embed_tokens
-        multiplier = float(embed.embed_scale.float())
-        embed_names = hf_names[id(embed.weight)]
-        for names in hf_names.values():  # fail on a missing tensor before any long step
-            index.locate(names, names[0], "the bundle")
-    with step("trace decoder.onnx (weightless)", 2, total), _quiet_tracer():
-        step_module = Gemma4DecoderStep(model).eval()
-        ids = export_skeleton(step_module, _example_inputs(step_module), tmp / DECODER, _decoder_io(step_module))
-        decoder_names = {g: hf_names[i] for g, i in ids.items()}
-        geometry = step_module.geometry
-    with step("trace audio_projector.onnx (weightless)", 3, total), _quiet_tracer():
-        projector = AudioProjector(model).eval()
-        frame = model.config.audio_config.audio_embed_dim
-        ids = export_skeleton(projector, (torch.randn(7, frame),), tmp / PROJECTOR, _projector_io())
-        projector_names = {g: hf_names[i] for g, i in ids.items()}
-    del model, step_module, projector
+    graphs = trace_weightless_graphs(AutoConfig.from_pretrained(ck.root), tmp)  # seconds, whatever the size
+    for names in graphs.all_names:  # fail on a missing tensor before any long step
+        index.locate(names, names[0], "the bundle")
     with step(f"weights: decoder.onnx ({'int4 MatMulNBits as read' if quantize else 'fp32'})", 4, total):
-        stats = fill_graph(tmp / DECODER, decoder_names, index, quantize=quantize)
+        stats = fill_graph(tmp / DECODER, graphs.decoder_names, index, quantize=quantize)
         if quantize and stats.matmulnbits == 0:
             raise RuntimeError(f"int4: no MatMul of {DECODER} was quantized; export with --precision fp32 or report the graph")
         log.info("decoder.onnx: %d tensors, %d MatMulNBits, %.1f MB", stats.tensors, stats.matmulnbits, stats.bytes_written / 1e6)
     with step("weights: audio_projector.onnx (fp32)", 5, total):
-        fill_graph(tmp / PROJECTOR, projector_names, index, quantize=False)
+        fill_graph(tmp / PROJECTOR, graphs.projector_names, index, quantize=False)
     with step("write embeddings", 6, total):
-        write_embeddings(index, embed_names, tmp, int8=quantize)
-    return total, text, geometry, multiplier
+        write_embeddings(index, graphs.embed_names, tmp, int8=quantize)
+    return total, graphs.text, graphs.geometry, graphs.multiplier
 
 
 def export_bundle(

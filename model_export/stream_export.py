@@ -9,14 +9,23 @@ turned into initializers read lazily from the safetensors files (safe_open + get
 time; a MatMul weight is quantized to int4 block by block as it is read (MatMulNBits columns are independent, so
 the result is bit-identical to quantizing the whole tensor) and every block goes straight into the external data
 file. Peak memory is the graph proto plus one block, whatever the size of the checkpoint.
+
+The trace itself never sees a full-size tensor either: torch.onnx.export serialises every parameter it is given
+(its per-node ONNX shape inference builds a proto holding the parameter's data), ~1.5x the fp32 size of the model
+even for never-written placeholders. So the graph is traced from copies of the config whose hidden / intermediate
+/ vocab sizes (the sizes that only reach the graph through weight shapes and the I/O dims that carry them) are
+shrunk, twice with two different shrunk sizes: the two graphs must be identical but for those dims, which proves
+that no size was baked into an op, attribute or constant; the dims are then rewritten to the checkpoint's sizes
+(see trace_weightless).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +34,20 @@ import numpy as np
 
 log = logging.getLogger("model_export.gemma4")
 
+# text_config sizes that only appear in weight shapes and in the I/O dims that carry them (never in an op, an
+# attribute or a constant: trace_weightless proves it for each export by tracing at two of these size sets)
+SIZE_KEYS = ("hidden_size", "intermediate_size", "vocab_size")
+TRACE_SIZES: tuple[dict[str, int], dict[str, int]] = (
+    {"hidden_size": 40, "intermediate_size": 72, "vocab_size": 88},
+    {"hidden_size": 56, "intermediate_size": 104, "vocab_size": 120},
+)
 BLOCK_BYTES = 64 << 20  # fp32 bytes read per block: bounds the working set of the weight-filling phase
 _ALIGN = 4096  # large tensors start on a page boundary (lets onnxruntime mmap them)
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+class SizeBakedIn(RuntimeError):
+    """The traced graph depends on a size that the weightless trace shrinks; the message names the node."""
 
 
 class MissingTensor(KeyError):
@@ -88,6 +108,30 @@ def placeholder_model(config):
                 made[id(p)] = nn.Parameter(data, requires_grad=False)
             module._parameters[pname] = made[id(p)]
     return model
+
+
+def meta_model(config):
+    """The full-size model with every parameter on the meta device: its shapes, tied names and buffers (the
+    embedding scale sqrt(hidden_size)) at no memory cost. It cannot be traced (meta tensors have no values)."""
+    from transformers import Gemma4UnifiedForConditionalGeneration
+
+    with _meta_parameters():
+        return Gemma4UnifiedForConditionalGeneration(config).eval()
+
+
+def trace_configs(config, sizes: Sequence[dict[str, int]] = TRACE_SIZES) -> list:
+    """Copies of `config` with the text sizes of SIZE_KEYS replaced by each of `sizes` (the vocabulary kept
+    above the padding id, which the embedding needs)."""
+    out = []
+    floor = int(getattr(config.text_config, "pad_token_id", None) or 0) + 1
+    for i, shrunk in enumerate(sizes):
+        c = copy.deepcopy(config)
+        for key, value in shrunk.items():
+            if key == "vocab_size" and value < floor:
+                value = floor + 32 * i  # still different in each copy
+            setattr(c.text_config, key, value)
+        out.append(c)
+    return out
 
 
 def source_names(model) -> dict[int, list[str]]:
@@ -426,3 +470,112 @@ def export_skeleton(module, example: tuple, path: Path, export_kwargs: dict, pro
             **export_kwargs,
         )
     return {name: id(t) for name, t in module.state_dict(keep_vars=True).items()}
+
+
+def trace_weightless(
+    models: Sequence,
+    sizes: Sequence[dict[str, int]],
+    real_sizes: dict[str, int],
+    make: Callable[[object], tuple[object, tuple, dict]],
+    path: Path,
+    real_shapes: Callable[[list[str]], tuple[int, ...]],
+) -> dict[str, list[str]]:
+    """Trace `make(model)` for each shrunk placeholder model, check that the graphs differ only in size-carrying
+    dims, and write the first one to `path` with the real sizes. Returns {graph input: candidate names}.
+
+    `sizes[i]` are the SIZE_KEYS values `models[i]` was built with, `real_sizes` the checkpoint's; `make` returns
+    (module to trace, example inputs, torch.onnx.export keyword arguments); `real_shapes(names)` is the full-size
+    shape of the parameter known by `names`. Two traces, not one: a dim or constant equal to a shrunk size in one
+    trace could be a coincidence, but one that follows the size across both is not, and anything else that differs
+    is a size baked into the graph (a Reshape target, a scale constant) which rewriting the declared dims would
+    not fix: SizeBakedIn, before any weight is read.
+    """
+    import onnx
+
+    if len(models) != 2 or len(sizes) != 2:
+        raise ValueError("trace_weightless needs exactly two placeholder models built at two different size sets")
+    by_pair: dict[tuple[int, int], int] = {}
+    for key, real in real_sizes.items():
+        pair = (sizes[0][key], sizes[1][key])
+        if pair[0] == pair[1] or pair in by_pair:
+            raise ValueError(f"trace sizes {list(sizes)} must give every size key its own pair of distinct values")
+        by_pair[pair] = real
+    graphs, mappings = [], []
+    for i, model in enumerate(models):
+        module, example, kwargs = make(model)
+        trace_path = path.with_name(f"{path.stem}.trace{i}{path.suffix}")
+        ids = export_skeleton(module, example, trace_path, kwargs)
+        names = source_names(model)
+        mappings.append({g: names[t] for g, t in ids.items()})
+        graphs.append(onnx.load(str(trace_path), load_external_data=False))
+        trace_path.unlink()
+        del module, example
+    if mappings[0] != mappings[1]:
+        raise SizeBakedIn(f"{path.name}: the two weightless traces have different parameter inputs; report the model")
+    first, second = graphs
+    _same_nodes(first.graph, second.graph, path.name)
+    params = mappings[0]
+    for kind in ("input", "output"):
+        a_list, b_list = getattr(first.graph, kind), getattr(second.graph, kind)
+        if [v.name for v in a_list] != [v.name for v in b_list]:
+            raise SizeBakedIn(f"{path.name}: the two weightless traces have different graph {kind}s; report the model")
+        for a, b in zip(a_list, b_list):
+            if a.name in params:
+                _set_dims(a, real_shapes(params[a.name]))
+            else:
+                _set_dims(a, _real_dims(a, b, by_pair, path.name))
+    del first.graph.value_info[:]  # shapes of intermediate tensors at the shrunk sizes; onnxruntime infers its own
+    onnx.save_model(first, str(path))
+    return params
+
+
+def _same_nodes(a, b, graph_file: str) -> None:
+    """Every node (op, inputs, outputs, attributes, constant values) and initializer identical in both traces."""
+    if len(a.node) != len(b.node) or list(a.initializer) != list(b.initializer):
+        raise SizeBakedIn(
+            f"{graph_file}: tracing at two shrunk sizes gave {len(a.node)} vs {len(b.node)} nodes: the model's code "
+            f"branches on one of {SIZE_KEYS}; export with export_bundle(streamed=False) on a machine with RAM for "
+            "the fp32 model, or teach model_export/stream_export.py that size"
+        )
+    for x, y in zip(a.node, b.node):
+        if x != y:
+            raise SizeBakedIn(
+                f"{graph_file}: node {x.name or x.op_type!r} ({x.op_type}) differs between traces at two shrunk sizes: "
+                f"one of {SIZE_KEYS} is baked into an attribute or a constant, which the weightless trace cannot "
+                "restore; export with export_bundle(streamed=False) on a machine with RAM for the fp32 model, or "
+                "teach model_export/stream_export.py that size"
+            )
+
+
+def _dims(v) -> list:
+    return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+
+def _real_dims(a, b, by_pair: dict[tuple[int, int], int], graph_file: str) -> list:
+    """Declared dims of a graph input/output: kept where both traces agree, the real size where they follow one."""
+    da, db = _dims(a), _dims(b)
+    if len(da) != len(db):
+        raise SizeBakedIn(f"{graph_file}: {a.name!r} has rank {len(da)} vs {len(db)} in the two traces; report the model")
+    out = []
+    for x, y in zip(da, db):
+        if x == y:
+            out.append(x)
+        elif isinstance(x, int) and isinstance(y, int) and (x, y) in by_pair:
+            out.append(by_pair[(x, y)])
+        else:
+            raise SizeBakedIn(
+                f"{graph_file}: dim of {a.name!r} is {x} vs {y} in traces at two shrunk sizes, which is none of "
+                f"{SIZE_KEYS}; export with export_bundle(streamed=False) or teach model_export/stream_export.py that size"
+            )
+    return out
+
+
+def _set_dims(v, dims: Sequence) -> None:
+    shape = v.type.tensor_type.shape
+    if len(shape.dim) != len(dims):
+        raise SizeBakedIn(f"{v.name!r}: traced with rank {len(shape.dim)} but the checkpoint's tensor has rank {len(dims)}")
+    for d, real in zip(shape.dim, dims):
+        if isinstance(real, str):
+            d.dim_param = real
+        else:
+            d.dim_value = int(real)
