@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     from model_export.train_drafter import add_train_commands
 
     add_train_commands(sub)
+    from model_export.train_wakeword import add_wakeword_commands
+
+    add_wakeword_commands(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -98,6 +98,12 @@ class ActivationSettings(_Section):
     wake_phrases: list[str] = Field(default_factory=lambda: ["hey voiced"])
     wake_threshold: float = Field(0.75, gt=0.0, le=1.0)
     model_threshold: float = Field(0.5, ge=0.0, le=1.0, description="encoder-free bundles in wake mode: the model's p(yes, I was addressed) a turn needs to be answered")
+    wake_detector: Literal["transcript", "model"] = Field(
+        "transcript",
+        description="wake mode: 'transcript' matches wake_phrases in what the ASR heard; 'model' runs the wake-word model on the audio (works for encoder-free bundles too)",
+    )
+    wake_model: str = Field("hey_voiced", min_length=1, description="wake_detector=model: a classifier shipped in voiced/audio/wakeword_models by name, or a path to one (.onnx)")
+    wake_model_threshold: float = Field(0.9, gt=0.0, lt=1.0, description="wake_detector=model: the classifier score that counts as the wake phrase (benchmarks/wakeword.py)")
     follow_up_s: float = Field(8.0, ge=0.0, le=600.0)
     query_window_s: float = Field(8.0, ge=0.0, le=600.0, description="after the wake phrase said alone, how long the next turn counts as the query")
     end_of_turn: Literal["fixed", "adaptive"] = Field("adaptive", description="fixed: audio.hangover_ms always; adaptive: shorter when the words so far sound finished, longer mid-sentence")

@@ -33,6 +33,7 @@ from voiced.assistant import SPOKEN, Assistant
 from voiced.audio import vad
 from voiced.audio.activation import Activation, Decision
 from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy
+from voiced.audio.wakeword import LEAD_S, WakeWordDetector, WakeWordModel
 from voiced.config import Settings
 from voiced.speech.chunker import ClauseChunker
 from voiced.speech.tts import TTSEngine
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 LOCAL = "local"
 ECHO_TAIL_S = 0.25  # room reverb and output latency after our last sample still reach the mic
 SPECULATE_AFTER_S = 0.12  # short unvoiced stretches inside words pause the VAD too; ASR only real pauses
+BARE_WAKE_S = 0.3  # wake-word model: less speech than this after the detection means the phrase was said alone
 
 
 class Publisher(Protocol):
@@ -61,6 +63,7 @@ class Turn:
     query: str | None = None
     request_id: str | None = None
     pushed: bool = False  # push-to-talk: addressed by the button, no wake phrase needed
+    woken_s: float | None = None  # wake-word model fired for this turn: seconds of the segment after it; None: not
     speculative: asyncio.Future | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     t0: float = field(default_factory=time.monotonic)
@@ -83,6 +86,7 @@ class _Source:
     barge_samples: int | None = None  # counting speech during a reply to this source; None = not armed
     paused: bool = False  # silence after speech: its frames are not speech, so they do not count for barge-in
     ptt: bool = False
+    wake: WakeWordDetector | None = None  # activation.wake_detector = "model" in wake mode
 
     def drop_speculation(self) -> None:
         if self.pending is not None:
@@ -112,6 +116,10 @@ class Pipeline:
         self._tasks: set[asyncio.Task] = set()
         self._echo_until = 0.0
         self._endpoint = EndOfTurnPolicy(settings.activation, settings.audio)
+        act = settings.activation
+        # The wake-word model runs on every source's frames in front of the VAD, on this loop (about 25 ms of CPU
+        # per second of audio, one 2 ms call per 80 ms: benchmarks/wakeword.py); loaded once, state per source.
+        self._wake_model = WakeWordModel(act.wake_model) if act.mode == "wake" and act.wake_detector == "model" else None
         self._model = ThreadPoolExecutor(1, thread_name_prefix="voiced-model")
         self._asr = ThreadPoolExecutor(1, thread_name_prefix="voiced-asr")
         self._tts = ThreadPoolExecutor(1, thread_name_prefix="voiced-tts")
@@ -138,6 +146,8 @@ class Pipeline:
         st = self._source(source)
         if source == LOCAL and self.settings.audio.half_duplex:
             st.segmenter.muted = self._speaking()
+        if st.wake is not None:  # first, so a detection is known when the VAD ends the turn it belongs to
+            st.wake.feed(pcm)
         for ev in st.segmenter.feed(pcm):
             await self._on_vad(source, st, ev)
 
@@ -150,9 +160,9 @@ class Pipeline:
     def _source(self, source: str) -> _Source:
         st = self._sources.get(source)
         if st is None:
-            st = self._sources[source] = _Source(
-                vad.Segmenter(self.settings.audio, source=source), Activation(self.settings.activation)
-            )
+            act = self.settings.activation
+            wake = WakeWordDetector(self._wake_model, act.wake_model_threshold) if self._wake_model is not None else None
+            st = self._sources[source] = _Source(vad.Segmenter(self.settings.audio, source=source), Activation(act), wake=wake)
         return st
 
     def _speaking(self) -> bool:
@@ -217,7 +227,11 @@ class Pipeline:
             if not self.assistant.hears_audio:
                 self._publish(m.Error(code="unavailable", message="this bundle takes no audio; send a text_query"))
                 return
-            self._start(Turn(source=source, audio=ev.audio, speculative=spec, pushed=st.ptt))
+            woken_s = None
+            if st.wake is not None and (hits := st.wake.take(ev.t_start - LEAD_S)):
+                woken_s = ev.t_end - hits[-1].t
+                log.info("wake-word model fired for the turn on %s (score %.2f)", source, hits[-1].score)
+            self._start(Turn(source=source, audio=ev.audio, speculative=spec, pushed=st.ptt, woken_s=woken_s))
 
     def _speculate(self, st: _Source, audio: np.ndarray, tail: np.ndarray) -> None:
         """Transcribe the segment so far during the hangover; its words set the hangover (a finished sentence
@@ -300,11 +314,12 @@ class Pipeline:
         if not self.assistant.transcribes:
             # Encoder-free: no words to match a wake phrase or a stop word against. In wake mode the model itself
             # judges, in a short scoring pass, whether it was addressed; "always" and push-to-talk need no pass,
-            # nor does a turn inside the follow-up window. The audio is the query (turn.query stays None).
+            # nor does a turn inside the follow-up window, nor one the wake-word model judged (wake_detector =
+            # "model"). The audio is the query (turn.query stays None).
             activation = self._source(turn.source).activation
             now = time.monotonic()
             p_yes = None
-            if not turn.pushed and activation.wants_score(now):
+            if not turn.pushed and self._wake_model is None and activation.wants_score(now):
                 phrases = self.settings.activation.wake_phrases
                 try:
                     score = self.assistant.addressed_probability
@@ -317,7 +332,12 @@ class Pipeline:
                 threshold = self.settings.activation.model_threshold
                 ms = self.assistant.last_scoring_ms
                 log.info("turn %s: p(addressed)=%.3f (threshold %.2f) in %.0f ms", turn.id, p_yes, threshold, ms)
-            decision = Decision(True, "", "push-to-talk") if turn.pushed else activation.decide_addressed(p_yes, now)
+            if turn.pushed:
+                decision = Decision(True, "", "push-to-talk")
+            elif self._wake_model is not None:  # the wake-word model decided while the audio came in
+                decision = self._woken(activation, turn, None, now)
+            else:
+                decision = activation.decide_addressed(p_yes, now)
             if not decision.answer:
                 log.info("turn %s not answered (%s)", turn.id, decision.reason)
                 self._publish(m.TurnIgnored(source=turn.source, reason="not_addressed"))
@@ -345,7 +365,8 @@ class Pipeline:
                 self._interrupt(current)
             self._publish(m.TurnIgnored(source=turn.source, reason="stop_command"))
             return False
-        decision = activation.decide(text, time.monotonic())
+        now = time.monotonic()
+        decision = self._woken(activation, turn, text, now) if self._wake_model is not None else activation.decide(text, now)
         if turn.pushed and not decision.answer:
             wake = activation.match_wake(text)
             decision = Decision(True, wake.rest if wake and wake.rest else text, "push-to-talk")
@@ -356,6 +377,25 @@ class Pipeline:
         self._publish(m.Transcript(text=text, final=True, source=turn.source))
         turn.query = decision.query
         return True
+
+    def _woken(self, activation: Activation, turn: Turn, text: str | None, now: float) -> Decision:
+        """Wake mode with the wake-word model: the model, not the transcript, says whether the phrase was said;
+        a transcript only gives the query, with the phrase cut off by the transcript matcher when it finds it.
+        Activation's own rules then apply unchanged (a bare phrase waits for its query; follow-up window).
+        Encoder-free bundles hear the audio, phrase included, as the query (as they do in wake mode anyway)."""
+        phrases = self.settings.activation.wake_phrases
+        phrase = phrases[0] if phrases else "hey voiced"
+        if text is None:
+            if turn.woken_s is None:
+                return activation.decide_addressed(None, now) if not activation.wants_score(now) else Decision(False, "", "not-addressed")
+            if turn.woken_s < BARE_WAKE_S:
+                return activation.decide(phrase, now)  # the phrase alone: the next turn is the query
+            return Decision(True, "", "wake-model")
+        wake = activation.match_wake(text)
+        rest = wake.rest if wake is not None else text
+        if turn.woken_s is None:  # a phrase in the transcript that the model did not hear does not count
+            return activation.decide(rest, now) if rest else Decision(False, "", "not-addressed")
+        return activation.decide(f"{phrase}, {rest}" if rest else phrase, now)
 
     async def _turn_body(self, turn: Turn) -> None:
         self._set_state("thinking", turn.source)
