@@ -39,12 +39,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_ours(bundle_dir: Path, threads: int, decode: int, repeat: int, share: bool) -> dict:
+def run_ours(bundle_dir: Path, threads: int, decode: int, repeat: int, share: bool, context: int) -> dict:
     from voiced.model.bundle import load_bundle
     from voiced.model.engine import Engine, GenerationConfig
 
     b = load_bundle(bundle_dir)
     eng = Engine(b, threads=threads, share_buffer=share)
+    eng.max_context = context  # the KV capacity each conversation preallocates
     vocab = b.manifest.decoder.vocab_size
     out: dict = {"engine": f"voiced ({'shared' if share else 'concat'} KV)", "share_buffer": share}
     for n in PREFILL:
@@ -68,7 +69,7 @@ def run_ours(bundle_dir: Path, threads: int, decode: int, repeat: int, share: bo
     return out
 
 
-def run_genai(bundle_dir: Path, threads: int, decode: int, repeat: int) -> dict:
+def run_genai(bundle_dir: Path, threads: int, decode: int, repeat: int, context: int) -> dict:
     import onnxruntime_genai as og
 
     cfg = og.Config(str(bundle_dir))
@@ -85,14 +86,14 @@ def run_genai(bundle_dir: Path, threads: int, decode: int, repeat: int) -> dict:
     for n in PREFILL:
         times = []
         for r in range(repeat + 1):
-            g = generator(n + 8)
+            g = generator(context)
             t = time.perf_counter()
             g.append_tokens(prompt(vocab, n, r))
             times.append((time.perf_counter() - t) * 1e3)
         out[f"prefill_{n}_ms"] = round(statistics.median(times[1:]), 2)
     rates = []
     for r in range(repeat + 1):
-        g = generator(64 + decode + 8)
+        g = generator(context)
         g.append_tokens(prompt(vocab, 64, r))
         t = time.perf_counter()
         for _ in range(decode):
@@ -201,6 +202,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--decode", type=int, default=64)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--context", type=int, help="KV capacity for both engines (genai's max_length); default: the bundle's max_context, as in a conversation")
     p.add_argument("--only", choices=["concat", "shared", "genai"], help=argparse.SUPPRESS)
     p.add_argument("--drafter", choices=["on", "off", "both"], help="measure speculative decoding instead")
     p.add_argument("--draft-tokens", type=int, default=0, help="with --drafter: fixed k (0 = adaptive)")
@@ -209,18 +211,20 @@ def main() -> int:
         from tests.support.bundles import tiny_bundle
 
         a.bundle = tiny_bundle("int4")
+    if a.context is None:
+        a.context = json.loads((a.bundle / "manifest.json").read_text())["decoder"]["max_context"]
     if a.drafter:
         print(json.dumps(run_drafter(a.bundle, a.threads, a.decode, a.drafter, a.draft_tokens), indent=2))
         return 0
     if a.only:
-        fig = (run_genai(a.bundle, a.threads, a.decode, a.repeat) if a.only == "genai"
-               else run_ours(a.bundle, a.threads, a.decode, a.repeat, a.only == "shared"))  # fmt: skip
+        fig = (run_genai(a.bundle, a.threads, a.decode, a.repeat, a.context) if a.only == "genai"
+               else run_ours(a.bundle, a.threads, a.decode, a.repeat, a.only == "shared", a.context))  # fmt: skip
         print(json.dumps(fig))
         return 0
     results = []
     for only in ("concat", "shared", "genai"):
         cmd = [sys.executable, __file__, "--bundle", str(a.bundle), "--threads", str(a.threads),
-               "--decode", str(a.decode), "--repeat", str(a.repeat), "--only", only]  # fmt: skip
+               "--decode", str(a.decode), "--repeat", str(a.repeat), "--context", str(a.context), "--only", only]  # fmt: skip
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             results.append({"engine": only, "error": r.stderr.strip().splitlines()[-1:]})
@@ -229,7 +233,7 @@ def main() -> int:
     ok = {r["engine"]: r for r in results if "error" not in r}
     best = max((r for r in ok.values() if r["engine"].startswith("voiced")), key=lambda r: r["decode_tok_s"], default=None)
     genai = ok.get("onnxruntime-genai")
-    out = {"bundle": str(a.bundle), "threads": a.threads, **bundle_figures(a.bundle), "engines": results}
+    out = {"bundle": str(a.bundle), "threads": a.threads, "context": a.context, **bundle_figures(a.bundle), "engines": results}
     if best and genai:
         out["ours_vs_genai"] = {
             "best_kv_mode": best["engine"],
