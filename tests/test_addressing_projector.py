@@ -9,8 +9,6 @@ addressing has to be measured on the real bundle.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any
 
@@ -21,13 +19,12 @@ from protocol import messages as m
 from protocol.client import VoicedClient
 from tests.support.gemma4 import tiny_bundle
 from tests.support.speech import compose
+from tests.support.turn import daemon
 from voiced.assistant import ADDRESS_SYSTEM_PROMPT, SPOKEN, Assistant, answer_token_ids
 from voiced.audio.activation import Activation, Decision
 from voiced.config import ActivationSettings, Settings, load_settings
 from voiced.model.bundle import load_bundle
 from voiced.pipeline import Pipeline
-from voiced.server.ws import VoicedServer
-from voiced.speech.tts import make_tts
 from voiced.turn_cli import Collector
 
 TOKEN = "test-token-0123456789abcdef"
@@ -61,18 +58,8 @@ def _fresh_assistant() -> Assistant:
     return a
 
 
-@asynccontextmanager
-async def _daemon(settings: Settings) -> AsyncIterator[tuple[Pipeline, VoicedServer, Collector]]:
-    pipeline = Pipeline(settings, _fresh_assistant(), make_tts(settings.tts), None, pace=False)
-    collector = Collector()
-    pipeline.add_publisher(collector)
-    server = VoicedServer(settings.server, pipeline, TOKEN)
-    pipeline.add_publisher(server)
-    async with server:
-        try:
-            yield pipeline, server, collector
-        finally:
-            await pipeline.aclose()
+def _daemon(settings: Settings):
+    return daemon(settings, TOKEN, assistant=_fresh_assistant(), pace=False)
 
 
 async def _say(pipeline: Pipeline, words: str, seed: int) -> None:

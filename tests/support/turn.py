@@ -71,8 +71,11 @@ def shared_assistant(settings: Settings) -> Assistant:
 
 
 @asynccontextmanager
-async def daemon(settings: Settings, token: str = "test-token-0123456789abcdef", **pipeline_kw: Any) -> AsyncIterator[tuple[Pipeline, VoicedServer, Collector]]:
-    pipeline = Pipeline(settings, shared_assistant(settings), make_tts(settings.tts), **pipeline_kw)
+async def daemon(
+    settings: Settings, token: str = "test-token-0123456789abcdef", assistant: Assistant | None = None, **pipeline_kw: Any
+) -> AsyncIterator[tuple[Pipeline, VoicedServer, Collector]]:
+    """A pipeline and a real server on 127.0.0.1; `assistant` defaults to the shared one of the settings' bundle."""
+    pipeline = Pipeline(settings, assistant or shared_assistant(settings), make_tts(settings.tts), **pipeline_kw)
     collector = Collector()
     pipeline.add_publisher(collector)
     server = VoicedServer(settings.server, pipeline, token)
