@@ -84,6 +84,7 @@ async def one(url: str, question: str, seed: int) -> dict:
         "first_token_ms": t.get("first_token"),
         "first_clause_ms": t.get("first_clause"),
         "prefill_tokens": t.get("prefill_tokens"),
+        "prefill_while_speaking_tokens": t.get("prefill_while_speaking_tokens", 0.0),
     }
 
 
@@ -93,10 +94,11 @@ async def main() -> None:
     ap.add_argument("--end-of-turn", choices=["adaptive", "fixed"], default="adaptive")
     ap.add_argument("--n", type=int, default=len(QUESTIONS))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prefill-while-speaking", type=float, default=2.0, help="activation.prefill_while_speaking_s (0 = off)")
     args = ap.parse_args()
     settings, _ = load_settings(None, {
         "server": {"port": 0}, "model": {"threads": args.threads, "bundle": args.bundle},
-        "audio": {"input_device": "none", "output_device": "none"}, "activation": {"end_of_turn": args.end_of_turn},
+        "audio": {"input_device": "none", "output_device": "none"}, "activation": {"end_of_turn": args.end_of_turn, "prefill_while_speaking_s": args.prefill_while_speaking},
     })  # fmt: skip
     assistant = Assistant(load_bundle(store.ensure_prepared(args.bundle, progress=False)), settings.model)
     pipeline = Pipeline(settings, assistant, make_tts(settings.tts), None, pace=False)
@@ -122,6 +124,7 @@ async def main() -> None:
         "median_stage_ms_after_detection": {"asr": med("asr_ms"), "first_token": med("first_token_ms"),
                                              "first_clause": med("first_clause_ms")},
         "median_prefill_tokens_at_turn": med("prefill_tokens"),
+        "median_prefill_while_speaking_tokens": med("prefill_while_speaking_tokens"),
         "turns": rows,
     }, indent=1))  # fmt: skip
 

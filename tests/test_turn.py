@@ -137,3 +137,32 @@ async def test_half_duplex_own_voice_does_not_start_a_turn() -> None:
     # control: without half duplex the same echo is heard as speech, so the assertion above can fail
     open_mic = await run(False)
     assert sum(isinstance(x, m.SpeechStarted) for x in open_mic) >= 2
+
+
+async def _speak_in_real_time(pipeline, pcm: np.ndarray) -> None:
+    """30 ms blocks at the pace a microphone delivers them, so passes that run while the user speaks can run."""
+    t0 = asyncio.get_running_loop().time()
+    for n, i in enumerate(range(0, len(pcm), 480)):
+        await pipeline.feed("local", pcm[i : i + 480])
+        await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.03 - asyncio.get_running_loop().time()))
+
+
+@pytest.mark.parametrize("every_s", [0.8, 0.0])
+async def test_words_are_prefilled_while_the_user_is_still_speaking(every_s: float) -> None:
+    """A long question, spoken in real time: with prefill_while_speaking_s its first words are in the cache before
+    the speaker stops (counted in reply_done's timings), and the turn is answered as usual; 0 turns it off."""
+    settings = turn_settings(activation={"prefill_while_speaking_s": every_s})
+    question = "Could you please tell me, in one short sentence, what the capital city of France is?"
+    pcm = compose([0.4, question, 1.2], seed=3).pcm
+    async with daemon(settings, TOKEN) as (pipeline, _, collector):
+        await _speak_in_real_time(pipeline, pcm)
+        await asyncio.wait_for(collector.finished.wait(), 60)
+    done = next(x for x in collector.messages if isinstance(x, m.ReplyDone))
+    transcript = next(x.text for x in collector.messages if isinstance(x, m.Transcript) and x.final)
+    assert {"capital", "france"} <= set(transcript.lower().replace("?", "").replace(",", "").split()), transcript
+    early = done.timings_ms.get("prefill_while_speaking_tokens", 0)
+    print(f"\nprefilled while speaking: {early:.0f} tokens; timings {done.timings_ms}")
+    if every_s:
+        assert early >= 5, done.timings_ms  # several words' worth, plus the template's closing tokens
+    else:
+        assert early == 0, done.timings_ms

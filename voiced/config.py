@@ -107,6 +107,7 @@ class ActivationSettings(_Section):
     follow_up_s: float = Field(8.0, ge=0.0, le=600.0)
     query_window_s: float = Field(8.0, ge=0.0, le=600.0, description="after the wake phrase said alone, how long the next turn counts as the query")
     end_of_turn: Literal["fixed", "adaptive"] = Field("adaptive", description="fixed: audio.hangover_ms always; adaptive: shorter when the words so far sound finished, longer mid-sentence")
+    prefill_while_speaking_s: float = Field(2.0, ge=0.0, le=30.0, description="ASR bundles: every this many seconds of speech, transcribe the segment so far and prefill its words while the user still speaks (0 = off)")
     hangover_complete_ms: int = Field(300, ge=60, le=5000, description="adaptive end of turn: silence that ends a turn that sounds finished")
     hangover_incomplete_ms: int = Field(1500, ge=60, le=10000, description="adaptive end of turn: silence allowed mid-sentence ('... and', 'um', a trailing comma)")
     stop_words: list[str] = Field(default_factory=lambda: ["stop", "cancel"])

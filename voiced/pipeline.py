@@ -5,6 +5,9 @@ single-thread executors so they overlap on two cores: ASR, the model (one KV cac
 Text flows model -> chunker -> TTS clause by clause, so speech starts at the first clause, not the last token.
 
 Latency tricks, in the order the audio meets them:
+- while the user speaks, every `activation.prefill_while_speaking_s` of new speech the segment so far is
+  transcribed and its words but the last (which may still be cut) are prefilled into the cache, on cores that
+  are idle then, so what is left at the end of the turn does not grow with the length of the utterance;
 - at the first pause (SpeechPaused) the segment so far is transcribed and its prompt prefilled speculatively,
   during the hangover; if the speaker resumes, the result is dropped (sync() keeps whatever prefix still holds);
 - the system prompt and history stay in the KV cache between turns (Assistant.prepare / Conversation.sync).
@@ -64,6 +67,7 @@ class Turn:
     request_id: str | None = None
     pushed: bool = False  # push-to-talk: addressed by the button, no wake phrase needed
     woken_s: float | None = None  # wake-word model fired for this turn: seconds of the segment after it; None: not
+    early_tokens: int = 0  # prompt tokens prefilled while the user was still speaking
     speculative: asyncio.Future | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     t0: float = field(default_factory=time.monotonic)
@@ -87,6 +91,9 @@ class _Source:
     paused: bool = False  # silence after speech: its frames are not speech, so they do not count for barge-in
     ptt: bool = False
     wake: WakeWordDetector | None = None  # activation.wake_detector = "model" in wake mode
+    early: asyncio.Future | None = None  # a transcribe-and-prefill pass while speaking (one at a time)
+    early_at: int = 0  # samples of the segment the last such pass started from
+    early_tokens: int = 0
 
     def drop_speculation(self) -> None:
         if self.pending is not None:
@@ -176,6 +183,7 @@ class Pipeline:
         if isinstance(ev, vad.SpeechStarted):
             st.audio = [ev.pre_roll]
             st.paused = False
+            st.early_at = st.early_tokens = 0
             st.drop_speculation()
             st.segmenter.hangover_ms = self._endpoint.at_start().ms
             self._publish(m.SpeechStarted(t=ev.t, source=source))
@@ -185,6 +193,8 @@ class Pipeline:
                 self._set_state("listening", source)
         elif isinstance(ev, vad.SpeechFrames):
             st.audio.append(ev.pcm)
+            if not st.paused:
+                self._maybe_prefill_early(st)
             if st.barge_samples is not None and turn is not None and not st.paused:
                 st.barge_samples += len(ev.pcm)
                 if st.barge_samples * 1000 >= self.settings.activation.barge_in_min_ms * vad.RATE:
@@ -231,7 +241,38 @@ class Pipeline:
             if st.wake is not None and (hits := st.wake.take(ev.t_start - LEAD_S)):
                 woken_s = ev.t_end - hits[-1].t
                 log.info("wake-word model fired for the turn on %s (score %.2f)", source, hits[-1].score)
-            self._start(Turn(source=source, audio=ev.audio, speculative=spec, pushed=st.ptt, woken_s=woken_s))
+            turn = Turn(source=source, audio=ev.audio, speculative=spec, pushed=st.ptt, woken_s=woken_s)
+            turn.early_tokens = st.early_tokens
+            self._start(turn)
+
+    def _maybe_prefill_early(self, st: _Source) -> None:
+        """Start a transcribe-and-prefill pass over the segment so far when enough new speech has come since the
+        last one and none is running. Only while nothing else needs the cores: no turn in progress, no pause
+        speculation (which supersedes it)."""
+        every = self.settings.activation.prefill_while_speaking_s
+        if every <= 0 or not self.assistant.transcribes or self.turn is not None or st.speculative is not None:
+            return
+        if st.early is not None and not st.early.done():
+            return
+        samples = sum(len(a) for a in st.audio)
+        if samples - st.early_at < every * vad.RATE:
+            return
+        st.early_at = samples
+        audio = np.concatenate(st.audio)
+
+        async def run() -> None:
+            try:
+                text = await self._run(self._asr, self.assistant.transcribe, audio)
+                words = text.split()[:-1]  # the last word may be cut mid-way: it would only be prefilled twice
+                if not words or self.turn is not None or st.speculative is not None or not st.audio:
+                    return
+                addressed = st.activation.peek(" ".join(words), time.monotonic())
+                if addressed.answer and addressed.query:
+                    st.early_tokens += await self._run(self._model, self.assistant.prepare, addressed.query)
+            except Exception as e:  # a guess: the end of the turn transcribes and prefills whatever is missing
+                log.warning("prefill while speaking failed: %s", e)
+
+        st.early = self._spawn(run())
 
     def _speculate(self, st: _Source, audio: np.ndarray, tail: np.ndarray) -> None:
         """Transcribe the segment so far during the hangover; its words set the hangover (a finished sentence
@@ -511,6 +552,8 @@ class Pipeline:
         for key in ("prefill_tokens", "prefill_ms", "decode_tokens", "decode_ms"):
             if isinstance(stats.get(key), (int, float)):
                 out[key] = round(float(stats[key]), 1)
+        if turn.early_tokens:
+            out["prefill_while_speaking_tokens"] = float(turn.early_tokens)
         return out
 
     # -- plumbing -------------------------------------------------------------------------------------------
