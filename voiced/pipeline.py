@@ -264,8 +264,8 @@ class Pipeline:
             try:
                 text = await self._run(self._asr, self.assistant.transcribe, audio)
                 words = text.split()[:-1]  # the last word may be cut mid-way: it would only be prefilled twice
-                if not words or self.turn is not None or st.speculative is not None or not st.audio:
-                    return
+                if not words or self.turn is not None or st.paused or st.speculative is not None or not st.audio:
+                    return  # the pause's own speculation (more audio) supersedes this pass: leave it the cores
                 addressed = st.activation.peek(" ".join(words), time.monotonic())
                 if addressed.answer and addressed.query:
                     st.early_tokens += await self._run(self._model, self.assistant.prepare, addressed.query)
