@@ -45,6 +45,15 @@ QUESTIONS = [
     "Tell me a fun fact about octopuses.",
     "Set a timer for ten minutes.",
 ]
+# long requests (4-6 s of speech): the prompt work at the end of the turn grows with them unless it is done early
+LONG = [
+    "I am planning a trip next spring and I would like to know what the capital city of Japan is called.",
+    "My daughter asked me this at dinner and I did not know, so tell me how many legs a spider has.",
+    "If I have fifteen apples and my neighbour gives me twenty seven more, how many apples do I have now?",
+    "We were talking about the solar system at school today, which planet is the one called the red planet?",
+    "I keep forgetting this one, when you mix the colours blue and yellow together, what do you get?",
+    "Before I go to bed tonight, could you tell me what the largest ocean on the whole planet Earth is?",
+]
 TOKEN = "bench-token-0123456789abcdef"
 
 
@@ -93,6 +102,7 @@ async def main() -> None:
     ap.add_argument("--bundle", default="default")
     ap.add_argument("--end-of-turn", choices=["adaptive", "fixed"], default="adaptive")
     ap.add_argument("--n", type=int, default=len(QUESTIONS))
+    ap.add_argument("--long", action="store_true", help="long requests (4-6 s of speech) instead of short questions")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prefill-while-speaking", type=float, default=2.0, help="activation.prefill_while_speaking_s (0 = off)")
     args = ap.parse_args()
@@ -107,7 +117,7 @@ async def main() -> None:
     pipeline.add_publisher(server)
     rows = []
     async with server:
-        for i, q in enumerate(QUESTIONS[: args.n]):
+        for i, q in enumerate((LONG if args.long else QUESTIONS)[: args.n]):
             await pipeline.on_forget("bench")
             rows.append(await one(server.url, q, seed=i))
     await pipeline.aclose()
@@ -117,7 +127,7 @@ async def main() -> None:
     med = lambda k: round(statistics.median(r[k] for r in rows if r[k] is not None), 1)  # noqa: E731
     print(json.dumps({
         "bundle": assistant.bundle.manifest.name, "threads": args.threads, "end_of_turn": args.end_of_turn,
-        "n": len(rows),
+        "n": len(rows), "questions": "long" if args.long else "short",
         "last_word_to_first_audio_ms": {"p50": pct(lw, 0.5), "p90": pct(lw, 0.9)},
         "beyond_end_of_turn_ms": {"p50": pct(det, 0.5), "p90": pct(det, 0.9)},
         "end_of_turn_window_ms": {"p50": pct(window, 0.5), "p90": pct(window, 0.9)},
