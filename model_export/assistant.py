@@ -222,12 +222,10 @@ def add_assistant_commands(subparsers: argparse._SubParsersAction) -> argparse.A
 
 
 def _run(args: argparse.Namespace) -> int:
-    import sys
-
+    from model_export.progress import printer
     from voiced.model.manifest import Manifest
 
-    def say(msg: str) -> None:
-        print(f"[gemma4-assistant] {msg}", file=sys.stderr, flush=True)
+    say = printer("gemma4-assistant")
 
     if not (args.output / "manifest.json").is_file():
         raise SystemExit(f"{args.output} is not a bundle (no manifest.json). Fix: export the target first (`python -m model_export gemma4 ...`)")

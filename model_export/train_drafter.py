@@ -26,7 +26,6 @@ import json
 import math
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -35,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from model_export.progress import printer
 
 DRAFTER = "drafter.onnx"
 VOCAB_MAP = "drafter_vocab.npy"
@@ -744,9 +745,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 
 def _run(args: argparse.Namespace) -> int:
-    def say(msg: str) -> None:
-        print(f"[train-drafter] {msg}", file=sys.stderr, flush=True)
-
+    say = printer("train-drafter")
     if not (args.bundle / "manifest.json").is_file():
         raise SystemExit(f"{args.bundle} is not a bundle (no manifest.json). Fix: give a bundle folder (`voiced model list`)")
     opts = Options(precision=args.precision, threads=args.threads, draft_vocab=args.draft_vocab, data_file=args.data)

@@ -34,7 +34,6 @@ import argparse
 import io
 import json
 import subprocess
-import sys
 import time
 import wave
 from collections.abc import Callable
@@ -43,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from model_export.progress import printer
 
 RATE = 16000
 HOP = 160  # mel hop (samples)
@@ -489,11 +490,7 @@ def add_wakeword_commands(subparsers: argparse._SubParsersAction) -> argparse.Ar
 
 
 def _run(args: argparse.Namespace) -> int:
-    t0 = time.monotonic()
-
-    def say(msg: str) -> None:
-        print(f"[train-wakeword {time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
+    say = printer("train-wakeword")
     plan = Plan(
         positives=args.positives, negatives=args.negatives, epochs=args.epochs, seed=args.seed, threads=args.threads,
         layer_dim=args.layer_dim, data=args.data,

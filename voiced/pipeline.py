@@ -92,7 +92,7 @@ class _Source:
     ptt: bool = False
     wake: WakeWordDetector | None = None  # activation.wake_detector = "model" in wake mode
     early: asyncio.Future | None = None  # a transcribe-and-prefill pass while speaking (one at a time)
-    early_at: int = 0  # samples of the segment the last such pass started from
+    early_at: float = 0.0  # stream time the last such pass heard up to (at first: where the segment's audio begins)
     early_tokens: int = 0
 
     def drop_speculation(self) -> None:
@@ -183,7 +183,7 @@ class Pipeline:
         if isinstance(ev, vad.SpeechStarted):
             st.audio = [ev.pre_roll]
             st.paused = False
-            st.early_at = st.early_tokens = 0
+            st.early_at, st.early_tokens = ev.t - len(ev.pre_roll) / vad.RATE, 0
             st.drop_speculation()
             st.segmenter.hangover_ms = self._endpoint.at_start().ms
             self._publish(m.SpeechStarted(t=ev.t, source=source))
@@ -194,7 +194,7 @@ class Pipeline:
         elif isinstance(ev, vad.SpeechFrames):
             st.audio.append(ev.pcm)
             if not st.paused:
-                self._maybe_prefill_early(st)
+                self._maybe_prefill_early(st, ev.t + len(ev.pcm) / vad.RATE)
             if st.barge_samples is not None and turn is not None and not st.paused:
                 st.barge_samples += len(ev.pcm)
                 if st.barge_samples * 1000 >= self.settings.activation.barge_in_min_ms * vad.RATE:
@@ -241,11 +241,11 @@ class Pipeline:
             if st.wake is not None and (hits := st.wake.take(ev.t_start - LEAD_S)):
                 woken_s = ev.t_end - hits[-1].t
                 log.info("wake-word model fired for the turn on %s (score %.2f)", source, hits[-1].score)
-            turn = Turn(source=source, audio=ev.audio, speculative=spec, pushed=st.ptt, woken_s=woken_s)
-            turn.early_tokens = st.early_tokens
-            self._start(turn)
+            self._start(
+                Turn(source=source, audio=ev.audio, speculative=spec, pushed=st.ptt, woken_s=woken_s, early_tokens=st.early_tokens)
+            )
 
-    def _maybe_prefill_early(self, st: _Source) -> None:
+    def _maybe_prefill_early(self, st: _Source, heard_to: float) -> None:
         """Start a transcribe-and-prefill pass over the segment so far when enough new speech has come since the
         last one and none is running. Only while nothing else needs the cores: no turn in progress, no pause
         speculation (which supersedes it)."""
@@ -254,10 +254,9 @@ class Pipeline:
             return
         if st.early is not None and not st.early.done():
             return
-        samples = sum(len(a) for a in st.audio)
-        if samples - st.early_at < every * vad.RATE:
+        if heard_to - st.early_at < every:
             return
-        st.early_at = samples
+        st.early_at = heard_to
         audio = np.concatenate(st.audio)
 
         async def run() -> None:
