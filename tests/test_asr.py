@@ -103,3 +103,21 @@ def test_recognizer_for_reads_the_bundle_layout(tmp_path) -> None:
     rec = recognizer_for(tmp_path, AsrAudio(dir="asr"), threads=1, hotwords="hey voiced")
     assert rec.model_dir == tmp_path / "asr" and rec.threads == 1 and rec.hotwords == "hey voiced"
     assert "voiced" in words(rec.transcribe(espeak("hey voiced, what time is it?")).text)
+
+
+@pytest.mark.slow
+def test_short_window_at_30_s_is_faster_whispers_own_decode(rec: Recognizer) -> None:
+    """The short-window path reuses faster-whisper's features, prompt and suppression: on the native window it
+    must give what WhisperModel.transcribe gives, so any difference at 15 s is the window's alone."""
+    full = Recognizer(tiny_en_dir(), threads=2, window_s=30.0)
+    assert full._short is None  # 30 s: faster-whisper's own transcribe
+    for question, _ in QUESTIONS[:3]:
+        pcm = espeak(question)
+        audio = pcm.astype(np.float32) / 32768.0
+        assert rec._short is not None
+        assert rec._short.transcribe(audio, 30.0, 64) == full.transcribe(pcm).text
+
+
+def test_asr_window_outside_whispers_range_is_refused_naming_the_setting() -> None:
+    with pytest.raises(AsrError, match="model.asr_window_s"):
+        Recognizer(tiny_en_dir(), window_s=45.0)

@@ -31,7 +31,9 @@ QUESTIONS: list[tuple[str, list[str]]] = [
     ("What is the capital of Spain?", ["madrid"]),
     ("What is the largest ocean on Earth?", ["pacific"]),
     ("What is the capital of Japan?", ["tokyo"]),
-    ("What is the capital of Italy?", ["rome"]),
+    # not Italy: espeak's "of Italy" is heard as "immediately" by Whisper tiny.en at every encoder window (15-30 s,
+    # whole clips at 130 and 150 wpm); whether the test passed hung on where the VAD cut the segment
+    ("What is the capital of Germany?", ["berlin"]),
     ("What color do you get when you mix blue and yellow?", ["green"]),
 ]
 

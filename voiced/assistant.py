@@ -62,7 +62,7 @@ class Assistant:
         if isinstance(audio, AsrAudio):
             from voiced.model.asr import recognizer_for
 
-            self.recognizer = recognizer_for(bundle.dir, audio, threads=threads, hotwords=hotwords)
+            self.recognizer = recognizer_for(bundle.dir, audio, threads=threads, hotwords=hotwords, window_s=settings.asr_window_s)
         elif isinstance(audio, ProjectorAudio):
             from voiced.model.audio_in import AudioProjector
 

@@ -77,6 +77,7 @@ class ModelSettings(_Section):
     system_prompt: str | None = Field(None, description="none = the bundle's own prompt suited to its model")
     history_turns: int = Field(8, ge=0, le=1000, description="exchanges remembered; oldest dropped first")
     history_tokens: int = Field(1536, ge=64, description="token budget of the whole prompt; oldest turns dropped first")
+    asr_window_s: float = Field(15.0, ge=5.0, le=30.0, description="ASR bundles: Whisper's encoder window for a short segment (30 = Whisper's own, exact; 15 = ~2x faster, +0.4 WER points on real speech)")
     drafter: Literal["auto", "on", "off"] = "auto"
     draft_tokens: int = Field(0, ge=0, le=16, description="0 = adapt k to the measured acceptance")
 

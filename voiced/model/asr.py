@@ -11,6 +11,12 @@ bundle). The settings are chosen for latency on 2 cores, where every 100 ms befo
 - a token budget from the audio length (`_token_budget`): greedy decoding without temperature fallback can loop.
 - a cheap energy gate: a segment with no sample above ~-50 dBFS is returned as "" without running the model
   (Whisper likes to hallucinate "Thank you." on silence, and it saves ~0.3 s).
+- a shorter encoder window (`window_s`, default 15 s): Whisper's encoder always sees 30 s, zero-padded, and on
+  2 cores that costs ~450 ms for a 2 s question whatever its length; CTranslate2 takes shorter inputs, so a
+  segment is padded to max(window_s, its length + 3 s) instead. Measured on the real recorded speech
+  (benchmarks/asr.py --window): 15 s cuts the time per short utterance ~2x for +0.4 WER points; below ~10 s
+  Whisper starts to repeat itself, so a result that compresses too well (a loop) is redone on the full 30 s
+  window. 30 reproduces faster-whisper's own transcription token for token.
 
 Concurrency: the pipeline transcribes speculatively at the first pause (SpeechPaused) from a worker thread, and
 again at the end of the turn, possibly while the speculative call is still running. `transcribe()` may be
@@ -36,6 +42,10 @@ SAMPLE_RATE = 16000
 _SILENCE_PEAK = 100
 _MAX_TOKENS = 220  # Whisper's context is 448; leave room for the prompt (hotwords) and the start tokens
 _MODEL_FILES = ("model.bin", "config.json")
+_FULL_WINDOW_S = 30.0  # Whisper's native window
+_WINDOW_PAD_S = 3.0  # zero-padding after the speech, at least; less makes Whisper cut or repeat the last words
+_LOOP_RATIO = 2.4  # gzip compression ratio above which a transcript is a loop (Whisper's own threshold)
+_NO_SPEECH = (0.6, -1.0)  # no-speech probability above and mean log-prob below: silence (faster-whisper's rule)
 
 
 class AsrError(Exception):
@@ -86,9 +96,13 @@ class Recognizer:
         *,
         hotwords: str | None = None,
         compute_type: str = "int8",
+        window_s: float = 15.0,
     ) -> None:
         """`hotwords` biases the decoder toward words it would otherwise miss, such as a wake phrase
-        ("hey voiced" is heard as "hey boys" without it); benchmarks/asr.py measures what it costs in WER."""
+        ("hey voiced" is heard as "hey boys" without it); benchmarks/asr.py measures what it costs in WER.
+        `window_s`: the shortest encoder window (see the module docstring); 30 = Whisper's own."""
+        if not 1.0 <= window_s <= _FULL_WINDOW_S:
+            raise AsrError(f"ASR window of {window_s} s: it must be between 1 and 30 s (Whisper's window); set model.asr_window_s")
         model_dir = Path(model_dir)
         missing = [f for f in _MODEL_FILES if not (model_dir / f).is_file()]
         if missing:
@@ -102,6 +116,7 @@ class Recognizer:
         self.language = language
         self.hotwords = hotwords or None
         self.threads = threads or _default_threads()
+        self.window_s = float(window_s)
         self._lock = threading.Lock()
         try:
             self._model = WhisperModel(
@@ -111,6 +126,9 @@ class Recognizer:
             raise AsrError(f"cannot load the faster-whisper model in {model_dir} ({e}); rebuild the bundle with `voiced model prepare`") from e
         if language is not None and not self._model.model.is_multilingual and language != "en":
             raise AsrError(f"the model in {model_dir} is English-only; set the bundle's audio.language to 'en' or null")
+        self._short: _ShortWindow | None = None
+        if self.window_s < _FULL_WINDOW_S and language is not None:  # a multilingual guess needs the full pass
+            self._short = _ShortWindow(self._model, language, self.hotwords)
 
     def warm_up(self) -> None:
         """The first decode allocates buffers and is ~3x slower; pay that at daemon start, not on a turn."""
@@ -127,6 +145,15 @@ class Recognizer:
         return Transcript(text, took, audio_ms, found)
 
     def _run(self, audio: np.ndarray, words: bool) -> tuple[str, float, tuple[Word, ...]]:
+        seconds = len(audio) / SAMPLE_RATE
+        if self._short is not None and not words and seconds + _WINDOW_PAD_S <= _FULL_WINDOW_S:
+            with self._lock:
+                t0 = time.perf_counter()
+                window = max(self.window_s, seconds + _WINDOW_PAD_S)
+                text = self._short.transcribe(audio, window, _token_budget(len(audio)))
+                if text is not None:
+                    return text, 1000.0 * (time.perf_counter() - t0), ()
+            # a loop on the short window: the full pass below decides (its time is counted from here)
         with self._lock:
             t0 = time.perf_counter()
             segments, _ = self._model.transcribe(
@@ -151,6 +178,45 @@ class Recognizer:
         return text, took, found
 
 
+class _ShortWindow:
+    """One greedy decode of a segment on an encoder window shorter than 30 s, with faster-whisper's own feature
+    extractor, prompt and token suppression (so at 30 s it is the same decode as `WhisperModel.transcribe`)."""
+
+    def __init__(self, model, language: str, hotwords: str | None):
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        self.model = model
+        self.tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
+        self.prompt = model.get_prompt(self.tokenizer, [], without_timestamps=True, hotwords=hotwords)
+        self.suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
+
+    def transcribe(self, audio: np.ndarray, window_s: float, max_tokens: int) -> str | None:
+        """The text, "" for silence, or None when the decode looped and the full window should decide."""
+        from faster_whisper.transcribe import get_compression_ratio
+
+        features = self.model.feature_extractor(audio)  # log-mel, [mels, 100 per second]
+        frames = int(round(window_s * 100))
+        have = features.shape[-1]
+        if have < frames:  # zeros, as faster-whisper pads its 30 s window
+            features = np.pad(features, ((0, 0), (0, frames - have)))
+        else:
+            features = features[:, :frames]
+        encoded = self.model.encode(np.ascontiguousarray(features))
+        result = self.model.model.generate(
+            encoded, [self.prompt], beam_size=1, max_length=len(self.prompt) + max_tokens, return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self.suppress,
+        )[0]  # fmt: skip
+        tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
+        text = self.tokenizer.decode(tokens).strip()
+        mean_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if result.no_speech_prob > _NO_SPEECH[0] and mean_logprob < _NO_SPEECH[1]:
+            return ""
+        if text and get_compression_ratio(text) > _LOOP_RATIO:
+            return None
+        return text
+
+
 def _token_budget(samples: int) -> int:
     """Greedy Whisper can fall into a loop ("1, 0, 1, 0, ..." for 400 tokens, ~5 s on 2 cores). Nobody says
     more than ~6 tokens a second, so a budget from the audio length bounds both the garbage and the latency."""
@@ -172,8 +238,10 @@ def _as_float(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
     return pcm.astype(np.float32) / 32768.0
 
 
-def recognizer_for(bundle_dir: Path, spec: AsrAudio, threads: int = 0, *, hotwords: str | None = None) -> Recognizer:
+def recognizer_for(
+    bundle_dir: Path, spec: AsrAudio, threads: int = 0, *, hotwords: str | None = None, window_s: float = 15.0
+) -> Recognizer:
     """The recogniser a cascade bundle's manifest asks for (its `audio` entry)."""
     if spec.engine != "faster-whisper":  # the manifest's Literal keeps this unreachable today; a new engine lands here
         raise AsrError(f"ASR engine {spec.engine!r} is not supported; this voiced runs faster-whisper bundles")
-    return Recognizer(Path(bundle_dir) / spec.dir, threads=threads, language=spec.language, hotwords=hotwords)
+    return Recognizer(Path(bundle_dir) / spec.dir, threads=threads, language=spec.language, hotwords=hotwords, window_s=window_s)
