@@ -12,9 +12,9 @@ bundle). The settings are chosen for latency on 2 cores, where every 100 ms befo
 - a cheap energy gate: a segment with no sample above ~-50 dBFS is returned as "" without running the model
   (Whisper likes to hallucinate "Thank you." on silence, and it saves ~0.3 s).
 - a shorter encoder window (`window_s`, default 15 s): Whisper's encoder always sees 30 s, zero-padded, and on
-  2 cores that costs ~450 ms for a 2 s question whatever its length; CTranslate2 takes shorter inputs, so a
+  2 cores that costs ~500 ms for a 2 s question whatever its length; CTranslate2 takes shorter inputs, so a
   segment is padded to max(window_s, its length + 3 s) instead. Measured on the real recorded speech
-  (benchmarks/asr.py --window): 15 s cuts the time per short utterance ~2x for +0.4 WER points; below ~10 s
+  (benchmarks/asr.py --windows 15,30): 15 s cuts the time per short utterance ~2x for +0.4 WER points; below ~10 s
   Whisper starts to repeat itself, so a result that compresses too well (a loop) is redone on the full 30 s
   window. 30 reproduces faster-whisper's own transcription token for token.
 
@@ -146,16 +146,14 @@ class Recognizer:
 
     def _run(self, audio: np.ndarray, words: bool) -> tuple[str, float, tuple[Word, ...]]:
         seconds = len(audio) / SAMPLE_RATE
-        if self._short is not None and not words and seconds + _WINDOW_PAD_S <= _FULL_WINDOW_S:
-            with self._lock:
-                t0 = time.perf_counter()
+        with self._lock:
+            t0 = time.perf_counter()
+            if self._short is not None and not words and seconds + _WINDOW_PAD_S <= _FULL_WINDOW_S:
                 window = max(self.window_s, seconds + _WINDOW_PAD_S)
                 text = self._short.transcribe(audio, window, _token_budget(len(audio)))
                 if text is not None:
                     return text, 1000.0 * (time.perf_counter() - t0), ()
-            # a loop on the short window: the full pass below decides (its time is counted from here)
-        with self._lock:
-            t0 = time.perf_counter()
+                # a loop on the short window: the full window below decides
             segments, _ = self._model.transcribe(
                 audio,
                 language=self.language,
