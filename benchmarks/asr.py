@@ -1,7 +1,7 @@
 """ASR accuracy and latency of the cascade's recogniser: real recorded speech beside espeak-ng speech of the
 same sentences, with and without the wake phrase as a decoder hotword. Prints one JSON object.
 
-    python benchmarks/asr.py [--speech DIR] [--model DIR] [--threads 2] [--limit N] [--windows 30,15]
+    python benchmarks/asr.py [--speech DIR] [--model DIR] [--threads 2] [--limit N] [--windows 15,30]
 
 Real speech: entries of kind `wer` in DIR/manifest.json (default /work/shared/speech, or $VOICED_SPEECH_DIR)
 that have a transcript, a local file and no `transcript_reliable: false`. The folder is never copied into the
@@ -168,15 +168,14 @@ def main() -> None:
         print(note, file=sys.stderr)
         result["note"] = note
         sentences = FALLBACK_SENTENCES
-    result["espeak_same_sentences"] = run(rec, [(s, espeak(s)) for s in sentences])
+    synthetic = [(s, espeak(s)) for s in sentences]
+    result["espeak_same_sentences"] = run(rec, synthetic)
 
     if len(windows) > 1:
         recs = {w: (rec if w == windows[0] else Recognizer(args.model, threads=args.threads, window_s=w)) for w in windows}
         for r in recs.values():
             r.warm_up()
-        sets = {"espeak": [(s, espeak(s)) for s in sentences]}
-        if "real_speech" in result:
-            sets = {"real": real, **sets}
+        sets = {"real": real, "espeak": synthetic} if "real_speech" in result else {"espeak": synthetic}
         table: dict = {}
         for name, clips in sets.items():
             got = run_interleaved(recs, clips)
