@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -95,21 +94,17 @@ def prefill_fixed(engine, n_tokens: int, reps: int = 2) -> float:
 
 
 def asr_ms(asr_dir: Path, threads: int) -> dict:
-    import numpy as np
-    from faster_whisper import WhisperModel
+    """The daemon's own recogniser (voiced.model.asr, its default encoder window) on espeak questions."""
+    from tests.support.speech import espeak
+    from voiced.model.asr import Recognizer
 
-    model = WhisperModel(str(asr_dir), device="cpu", compute_type="int8", cpu_threads=threads)
+    model = Recognizer(asr_dir, threads=threads)
+    model.warm_up()
     times, texts = [], []
     for q, _ in QUESTIONS[:4]:
-        wav = subprocess.run(["espeak-ng", "-v", "en-us", "-s", "165", "--stdout", q], check=True, capture_output=True).stdout
-        pcm = np.frombuffer(wav[44:], dtype=np.int16).astype(np.float32) / 32768.0  # 22050 Hz from espeak
-        import soxr
-
-        audio = soxr.resample(pcm, 22050, 16000)
-        t0 = time.perf_counter()
-        segs, _ = model.transcribe(audio, language="en", beam_size=1)
-        texts.append(" ".join(s.text.strip() for s in segs))
-        times.append((time.perf_counter() - t0) * 1e3)
+        t = model.transcribe(espeak(q))
+        texts.append(t.text)
+        times.append(t.ms)
     return {"asr_ms_per_utterance": round(sum(times) / len(times), 1), "asr_transcripts": texts, "_model": model}
 
 
