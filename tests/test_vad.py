@@ -109,6 +109,27 @@ def test_noise_only_gives_no_turn(name: str) -> None:
     assert not [e for e in events if isinstance(e, (SpeechEnded, SpeechStarted))]
 
 
+@pytest.mark.parametrize("text", ["What is the capital of France?", "Set a timer for five minutes.", "How many legs does a spider have?"])
+def test_speech_after_digital_silence_starts_at_its_first_sound(text: str) -> None:
+    # Zeros give the noise gate no floor; the onset used to come ~0.4 s late (past the pre-roll: the first word lost).
+    rec = compose([0.5, text, 1.0], noise_dbfs=None, wpm=175)
+    events = run(rec.pcm)
+    found = turns(events)
+    assert len(found) == 1
+    assert abs(found[0].t_start - rec.segments[0][0]) <= 0.05, (found[0].t_start, rec.segments[0])
+    started = [e for e in events if isinstance(e, SpeechStarted)][0]
+    assert len(started.pre_roll) == 300 * 16  # the full pre-roll of zeros before the first sound
+    assert np.concatenate([started.pre_roll] + [e.pcm for e in events if isinstance(e, SpeechFrames)]).size == found[0].audio.size
+
+
+@pytest.mark.parametrize("dbfs", [-45, -30, -20])
+def test_noise_switching_on_after_zeros_starts_no_turn(dbfs: float) -> None:
+    # The backdating only moves an onset the gate already accepted: a stream of zeros that turns into loud noise
+    # (a device opening) is still no turn.
+    pcm = np.concatenate([np.zeros(16000, np.int16), noise(6, dbfs, seed=3)])
+    assert not [e for e in run(pcm) if isinstance(e, (SpeechEnded, SpeechStarted))]
+
+
 def test_speech_in_steady_noise_is_still_found() -> None:
     rec = compose([1.5, "Turn on the kitchen lights please.", 1.5], noise_dbfs=-35.0)
     n = np.arange(len(rec.pcm)) / 16000

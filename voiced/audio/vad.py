@@ -41,10 +41,19 @@ RATE = 16000
 # or two odd frames, such as the one where a stream switches from zeros to room noise, cannot drag it down).
 # Speech dips to the floor between syllables and words well within that window; stationary noise never rises
 # above it. The price: noise that switches on mid-stream can pass for speech until the window has seen it.
+# After digital silence (a browser's noise suppression, a gated satellite, a WAV file's padding)
+# there is no floor yet, and the gate measures the first syllables against their own quietest frames: the onset
+# came ~0.4 s late, past the pre-roll, and Whisper lost the first word ("What is the capital of France?" ->
+# "the capital of France."). So once the gate has opened a turn, its onset moves back to the first sound after
+# the digital silence, when that is at most BACKDATE_MS earlier: on such a stream, any sound is the signal.
+# Gaps of zeros shorter than ZERO_GAP_MS are inside the speech (synthetic voices put exact zeros between words).
+# Noise that switches on after zeros still has to pass the gate to open a turn at all.
 NOISE_MARGIN_DB = 6.0
 NOISE_WINDOW_S = 1.5
 _FLOOR_RANK = 2
 _DIGITAL_SILENCE_DB = -90.0
+BACKDATE_MS = 900
+ZERO_GAP_MS = 150
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,8 @@ class Segmenter:
         self._window_frames = max(1, round(settings.start_window_ms / settings.frame_ms))
         self._start_count = math.ceil(settings.start_ratio * self._window_frames - 1e-9)
         self._pre_roll_frames = round(settings.pre_roll_ms / settings.frame_ms)
+        self._backdate_frames = round(BACKDATE_MS / settings.frame_ms)
+        self._zero_gap_frames = max(1, round(ZERO_GAP_MS / settings.frame_ms))
         self._max_frames = max(1, round(settings.max_segment_s * 1000 / settings.frame_ms))
         self._min_speech_s = settings.min_speech_ms / 1000
         self._noise_frames = max(1, round(NOISE_WINDOW_S * 1000 / settings.frame_ms))
@@ -190,7 +201,7 @@ class Segmenter:
             voiced = is_speech(frame.tobytes(), RATE, self.frame_len) and db > noise_db + margin
             self._pos += self.frame_len
             if not self._in_speech:
-                self._idle_frame(frame, voiced, t, out)
+                self._idle_frame(frame, voiced, t, out, db > _DIGITAL_SILENCE_DB)
                 continue
             events = self._speech_frame(frame, voiced, t)
             if not events:
@@ -230,7 +241,9 @@ class Segmenter:
 
     def _to_idle(self) -> None:
         self._in_speech = False
-        self._ring: deque[np.ndarray] = deque(maxlen=self._pre_roll_frames + self._window_frames)
+        size = self._pre_roll_frames + self._window_frames + self._backdate_frames
+        self._ring: deque[np.ndarray] = deque(maxlen=size)
+        self._sound: deque[bool] = deque(maxlen=size)  # per ring frame: not digital silence
         self._window: deque[bool] = deque(maxlen=self._window_frames)
         self._audio: list[np.ndarray] = []
         self._pre_roll_len = 0
@@ -239,8 +252,10 @@ class Segmenter:
         self._silent_run = 0
         self._speech_frames = 0
 
-    def _idle_frame(self, frame: np.ndarray, voiced: bool, t: float, out: list[Event]) -> None:
+    def _idle_frame(self, frame: np.ndarray, voiced: bool, t: float, out: list[Event], sound: bool) -> None:
+        """`sound`: the frame is not digital silence."""
         self._ring.append(frame)
+        self._sound.append(sound)
         self._window.append(voiced)
         if len(self._window) < self._window_frames or sum(self._window) < self._start_count:
             return
@@ -248,11 +263,12 @@ class Segmenter:
         onset = self._window.index(True)
         ring = list(self._ring)
         k = len(ring) - self._window_frames + onset
-        pre = ring[max(0, k - self._pre_roll_frames) : k]
-        speech = ring[k:]
+        backdated = self._backdate(k)
+        pre = ring[max(0, k - backdated - self._pre_roll_frames) : k - backdated]
+        speech = ring[k - backdated :]
         pre_roll = np.concatenate(pre) if pre else _EMPTY
         t_start = t - (len(speech) - 1) * self.frame_len / RATE
-        flags = list(self._window)[onset:]
+        flags = [True] * backdated + list(self._window)[onset:]
         self._open(t_start, pre_roll)
         self._audio.extend(speech)
         self._speech_frames = len(speech)
@@ -264,6 +280,21 @@ class Segmenter:
         if self._silent_run:
             out.append(SpeechPaused(self.source, self._t_last_voiced))
 
+    def _backdate(self, k: int) -> int:
+        """How many frames before ring index `k` belong to the turn: the sound since the last stretch of digital
+        silence (ZERO_GAP_MS or longer), when that ended at most BACKDATE_MS earlier; 0 otherwise."""
+        sound = list(self._sound)
+        lo = max(0, k - self._backdate_frames)
+        j, zeros = k, 0
+        for i in range(k - 1, lo - 1, -1):
+            if sound[i]:
+                j, zeros = i, 0
+            else:
+                zeros += 1
+                if zeros >= self._zero_gap_frames:
+                    return k - j
+        return 0  # no long silence within reach: the stream is not one of zeros, the gate's onset stands
+
     def _open(self, t_start: float, pre_roll: np.ndarray) -> None:
         self._in_speech = True
         self._t_start = t_start
@@ -272,6 +303,7 @@ class Segmenter:
         self._silent_run = 0
         self._speech_frames = 0
         self._ring.clear()
+        self._sound.clear()
         self._window.clear()
 
     def _speech_frame(self, frame: np.ndarray, voiced: bool, t: float) -> list[Event]:
