@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from num2words import num2words
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -73,12 +75,15 @@ async def one(url: str, question: str, seed: int) -> dict:
         t0 = time.monotonic()
         first_audio: float | None = None
         done: m.ReplyDone | None = None
+        heard = ""
 
         async def listen() -> None:
-            nonlocal first_audio, done
+            nonlocal first_audio, done, heard
             async for msg in c.events():
                 if isinstance(msg, AudioChunk) and first_audio is None:
                     first_audio = time.monotonic()
+                if isinstance(msg, m.Transcript) and msg.final:
+                    heard = msg.text
                 if isinstance(msg, m.ReplyDone):
                     done = msg
                     return
@@ -90,6 +95,7 @@ async def one(url: str, question: str, seed: int) -> dict:
     t = done.timings_ms
     return {
         "question": question,
+        "heard": heard,
         "reply": done.text,
         "last_word_to_first_audio_ms": round((first_audio - (t0 + speech_end_s)) * 1e3, 1),
         "detected_to_first_audio_ms": t.get("end_of_speech_to_first_audio"),
@@ -142,6 +148,12 @@ async def main() -> None:
         print(json.dumps(summary(args, assistant, next(iter(by_window.values()))), indent=1))
 
 
+def words(text: str) -> list[str]:
+    """Lower-case words, digits spelled out ("10" == "ten"), punctuation gone."""
+    text = re.sub(r"\d+", lambda d: " " + num2words(int(d.group())) + " ", text.lower())
+    return re.sub(r"[^a-z ]", " ", text).split()
+
+
 def summary(args: argparse.Namespace, assistant: Assistant, rows: list[dict]) -> dict:
     lw = [r["last_word_to_first_audio_ms"] for r in rows]
     det = [r["detected_to_first_audio_ms"] for r in rows if r["detected_to_first_audio_ms"] is not None]
@@ -157,6 +169,7 @@ def summary(args: argparse.Namespace, assistant: Assistant, rows: list[dict]) ->
                                              "first_clause": med("first_clause_ms")},
         "median_prefill_tokens_at_turn": med("prefill_tokens"),
         "median_prefill_while_speaking_tokens": med("prefill_while_speaking_tokens"),
+        "heard_word_for_word": f"{sum(words(r['heard']) == words(r['question']) for r in rows)}/{len(rows)}",
         "turns": rows,
     }  # fmt: skip
 

@@ -210,9 +210,7 @@ class Pipeline:
                 st.segmenter.hangover_ms = self._endpoint.decide(None, tail, words_pending=hears).ms
                 if hears:
                     st.drop_speculation()
-                    st.pending = asyncio.get_running_loop().call_later(
-                        SPECULATE_AFTER_S, self._speculate, st, audio, tail
-                    )
+                    st.pending = asyncio.get_running_loop().call_later(SPECULATE_AFTER_S, self._speculate, st, tail)
         elif isinstance(ev, vad.SpeechResumed):
             st.paused = False
             st.drop_speculation()
@@ -273,10 +271,14 @@ class Pipeline:
 
         st.early = self._spawn(run())
 
-    def _speculate(self, st: _Source, audio: np.ndarray, tail: np.ndarray) -> None:
+    def _speculate(self, st: _Source, tail: np.ndarray) -> None:
         """Transcribe the segment so far during the hangover; its words set the hangover (a finished sentence
-        ends the turn sooner, "... and" holds it open), and its prompt is prefilled if the model is free."""
+        ends the turn sooner, "... and" holds it open), and its prompt is prefilled if the model is free.
+        The audio is taken now, SPECULATE_AFTER_S into the pause, not at its first frame: a last word's soft end
+        (a decaying vowel, a final consonant) falls below the gate before it is over, and Whisper given the
+        word cut there guesses another one."""
         st.pending = None
+        audio = np.concatenate(st.audio)
 
         async def run() -> str:
             text = await self._run(self._asr, self.assistant.transcribe, audio)
