@@ -10,7 +10,7 @@ import soxr
 
 from tests.support.asr import shared_recognizer, tiny_en_dir, words
 from tests.support.speech import espeak, noise
-from voiced.model.asr import AsrError, Recognizer, Transcript, recognizer_for
+from voiced.model.asr import AsrError, Recognizer, Transcript, looks_like_loop, recognizer_for
 from voiced.model.manifest import AsrAudio
 
 QUESTIONS = [
@@ -121,3 +121,19 @@ def test_short_window_at_30_s_is_faster_whispers_own_decode(rec: Recognizer) -> 
 def test_asr_window_outside_whispers_range_is_refused_naming_the_setting() -> None:
     with pytest.raises(AsrError, match="model.asr_window_s"):
         Recognizer(tiny_en_dir(), window_s=45.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "loop"),
+    [
+        ("5, 5, 5, 5, 5, 5, 5,", True),  # real speech "five five", cut at a pause
+        ("4.3.3.3.3.3.3.3", True),
+        ("and the and the and the and the and the and the and the and the and the and the", True),  # gzip's case
+        ("5 5.", False),
+        ("No, no, no.", False),
+        ("What is the capital of France?", False),
+        ("", False),
+    ],
+)
+def test_loop_check_catches_short_and_long_repeats(text: str, loop: bool) -> None:
+    assert looks_like_loop(text) is loop

@@ -28,6 +28,7 @@ for the one in flight to finish; it does not cancel it. Callers that no longer w
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ _MODEL_FILES = ("model.bin", "config.json")
 _FULL_WINDOW_S = 30.0  # Whisper's native window
 _WINDOW_PAD_S = 3.0  # zero-padding after the speech, at least; less makes Whisper cut or repeat the last words
 _LOOP_RATIO = 2.4  # gzip compression ratio above which a transcript is a loop (Whisper's own threshold)
+_LOOP_RUN = 4  # the same word this many times in a row: a loop too short for gzip to see ("5, 5, 5, 5, 5, 5,")
 _NO_SPEECH = (0.6, -1.0)  # no-speech probability above and mean log-prob below: silence (faster-whisper's rule)
 
 
@@ -191,8 +193,6 @@ class _ShortWindow:
 
     def transcribe(self, audio: np.ndarray, window_s: float, max_tokens: int) -> str | None:
         """The text, "" for silence, or None when the decode looped and the full window should decide."""
-        from faster_whisper.transcribe import get_compression_ratio
-
         features = self.model.feature_extractor(audio)  # log-mel, [mels, 100 per second]
         frames = int(round(window_s * 100))
         have = features.shape[-1]
@@ -210,9 +210,29 @@ class _ShortWindow:
         mean_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > _NO_SPEECH[0] and mean_logprob < _NO_SPEECH[1]:
             return ""
-        if text and get_compression_ratio(text) > _LOOP_RATIO:
+        if looks_like_loop(text):
             return None
         return text
+
+
+def looks_like_loop(text: str) -> bool:
+    """Greedy Whisper repeating itself: a transcript that compresses too well (Whisper's own rule, for long
+    loops), or one word _LOOP_RUN times in a row (short loops: "five five" heard at a pause as "5, 5, 5, 5, 5, 5,"
+    on real speech, "4.3.3.3.3.3.3.3" on espeak). A speaker who really says "no no no no" costs one full-window
+    pass, which then decides."""
+    from faster_whisper.transcribe import get_compression_ratio
+
+    if not text:
+        return False
+    if get_compression_ratio(text) > _LOOP_RATIO:
+        return True
+    run, last = 0, None
+    for w in re.findall(r"\w+", text.lower()):
+        run = run + 1 if w == last else 1
+        last = w
+        if run >= _LOOP_RUN:
+            return True
+    return False
 
 
 def _token_budget(samples: int) -> int:
