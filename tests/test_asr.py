@@ -137,3 +137,14 @@ def test_asr_window_outside_whispers_range_is_refused_naming_the_setting() -> No
 )
 def test_loop_check_catches_short_and_long_repeats(text: str, loop: bool) -> None:
     assert looks_like_loop(text) is loop
+
+
+def test_a_repeated_word_falls_back_to_the_full_window_and_keeps_the_words() -> None:
+    # A real repetition looks like a loop to the short window: the full 30 s window decides, and the words stay.
+    rec = shared_recognizer()
+    said = np.concatenate([np.zeros(4000, np.int16), espeak("no no no no no no", wpm=160), np.zeros(8000, np.int16)])
+    got = rec.transcribe(said)
+    assert got.window_s == 30.0, got
+    assert got.text.lower().count("no") >= 4, got
+    plain = rec.transcribe(np.concatenate([np.zeros(4000, np.int16), espeak("Turn on the kitchen lights.", wpm=160)]))
+    assert plain.window_s == rec.window_s == 15.0 and "kitchen" in words(plain.text), plain

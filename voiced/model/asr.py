@@ -68,12 +68,14 @@ class Transcript:
 
     `ms` is the compute time of this call (not counting a wait for another call), so the pipeline can report
     where a turn's latency went. `words` is filled only when asked for (it costs an alignment pass).
+    `window_s`: the encoder window that gave the text (30 after a loop on the short one; 0 when no model ran).
     """
 
     text: str
     ms: float
     audio_ms: float = 0.0
     words: tuple[Word, ...] = field(default_factory=tuple)
+    window_s: float = 0.0
 
     @property
     def empty(self) -> bool:
@@ -143,10 +145,10 @@ class Recognizer:
         audio_ms = 1000.0 * len(audio) / SAMPLE_RATE
         if audio.size == 0 or float(np.max(np.abs(audio))) * 32768 < _SILENCE_PEAK:
             return Transcript("", 0.0, audio_ms)
-        text, took, found = self._run(audio, words=words)
-        return Transcript(text, took, audio_ms, found)
+        text, took, found, window = self._run(audio, words=words)
+        return Transcript(text, took, audio_ms, found, window)
 
-    def _run(self, audio: np.ndarray, words: bool) -> tuple[str, float, tuple[Word, ...]]:
+    def _run(self, audio: np.ndarray, words: bool) -> tuple[str, float, tuple[Word, ...], float]:
         seconds = len(audio) / SAMPLE_RATE
         with self._lock:
             t0 = time.perf_counter()
@@ -154,7 +156,7 @@ class Recognizer:
                 window = max(self.window_s, seconds + _WINDOW_PAD_S)
                 text = self._short.transcribe(audio, window, _token_budget(len(audio)))
                 if text is not None:
-                    return text, 1000.0 * (time.perf_counter() - t0), ()
+                    return text, 1000.0 * (time.perf_counter() - t0), (), window
                 # a loop on the short window: the full window below decides
             segments, _ = self._model.transcribe(
                 audio,
@@ -175,7 +177,7 @@ class Recognizer:
         found = tuple(
             Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)) for s in segments for w in (s.words or ()) if w.word.strip()
         )
-        return text, took, found
+        return text, took, found, _FULL_WINDOW_S
 
 
 class _ShortWindow:
