@@ -4,7 +4,11 @@ Prints one JSON object: prefill ms for 64 and 512 tokens, decode tok/s, peak RSS
 parameter. Each engine runs in its own subprocess so that peak RSS is its own. Without --bundle it uses the tiny
 int4 test bundle (built once and cached), which measures overheads, not a real model.
 
-    .venv/bin/python benchmarks/decode.py --bundle DIR [--threads 2] [--decode 64] [--repeat 3]
+    .venv/bin/python benchmarks/decode.py --bundle DIR [--threads 2] [--decode 64] [--repeat 3] [--rounds 3]
+        [--engines concat,shared,genai] [--prefill 64,512 | --prefill '']
+
+The engines alternate round by round; `ours_vs_genai` gives the ratio of medians, the ratio of means and the
+ratio within each round (ours over genai in the same round, so a slow stretch of the machine hits both).
 
 With `--drafter on|off|both` it measures speculative decoding instead (one process, same prompts, greedy):
 tok/s without and with the bundle's drafter, their ratio, tokens per decoder call, mean accepted drafts per
@@ -39,7 +43,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_ours(bundle_dir: Path, threads: int, decode: int, repeat: int, share: bool, context: int) -> dict:
+def run_ours(bundle_dir: Path, threads: int, decode: int, repeat: int, share: bool, context: int, prefill: tuple[int, ...] = PREFILL) -> dict:
     from voiced.model.bundle import load_bundle
     from voiced.model.engine import Engine, GenerationConfig
 
@@ -48,7 +52,7 @@ def run_ours(bundle_dir: Path, threads: int, decode: int, repeat: int, share: bo
     eng.max_context = context  # the KV capacity each conversation preallocates
     vocab = b.manifest.decoder.vocab_size
     out: dict = {"engine": f"voiced ({'shared' if share else 'concat'} KV)", "share_buffer": share}
-    for n in PREFILL:
+    for n in prefill:
         times = []
         for r in range(repeat + 1):
             conv = eng.conversation()
@@ -69,7 +73,7 @@ def run_ours(bundle_dir: Path, threads: int, decode: int, repeat: int, share: bo
     return out
 
 
-def run_genai(bundle_dir: Path, threads: int, decode: int, repeat: int, context: int) -> dict:
+def run_genai(bundle_dir: Path, threads: int, decode: int, repeat: int, context: int, prefill: tuple[int, ...] = PREFILL) -> dict:
     import onnxruntime_genai as og
 
     cfg = og.Config(str(bundle_dir))
@@ -83,7 +87,7 @@ def run_genai(bundle_dir: Path, threads: int, decode: int, repeat: int, context:
         params.set_search_options(max_length=max_length, do_sample=False)
         return og.Generator(model, params)
 
-    for n in PREFILL:
+    for n in prefill:
         times = []
         for r in range(repeat + 1):
             g = generator(context)
@@ -218,9 +222,12 @@ def main() -> int:
     p.add_argument("--context", type=int, help="KV capacity for both engines (genai's max_length); default: the bundle's max_context, as in a conversation")
     p.add_argument("--rounds", type=int, default=3, help="engine subprocesses alternate this many times; medians are reported")
     p.add_argument("--only", choices=["concat", "shared", "genai"], help=argparse.SUPPRESS)
+    p.add_argument("--engines", default="concat,shared,genai", help="which engines alternate (concat, shared, genai)")
+    p.add_argument("--prefill", default="64,512", help="prompt lengths whose prefill is timed ('' = decode only, faster rounds)")
     p.add_argument("--drafter", choices=["on", "off", "both"], help="measure speculative decoding instead")
     p.add_argument("--draft-tokens", type=int, default=0, help="with --drafter: fixed k (0 = adaptive)")
     a = p.parse_args()
+    prefill = tuple(int(n) for n in a.prefill.split(",") if n.strip())
     if a.bundle is None:
         from tests.support.bundles import tiny_bundle
 
@@ -231,15 +238,15 @@ def main() -> int:
         print(json.dumps(run_drafter(a.bundle, a.threads, a.decode, a.drafter, a.draft_tokens), indent=2))
         return 0
     if a.only:
-        fig = (run_genai(a.bundle, a.threads, a.decode, a.repeat, a.context) if a.only == "genai"
-               else run_ours(a.bundle, a.threads, a.decode, a.repeat, a.only == "shared", a.context))  # fmt: skip
+        fig = (run_genai(a.bundle, a.threads, a.decode, a.repeat, a.context, prefill) if a.only == "genai"
+               else run_ours(a.bundle, a.threads, a.decode, a.repeat, a.only == "shared", a.context, prefill))  # fmt: skip
         print(json.dumps(fig))
         return 0
     runs: dict[str, list[dict]] = {}
     for _ in range(a.rounds):  # engines alternate round by round: a noisy stretch of the machine hits all of them
-        for only in ("concat", "shared", "genai"):
-            cmd = [sys.executable, __file__, "--bundle", str(a.bundle), "--threads", str(a.threads),
-                   "--decode", str(a.decode), "--repeat", str(a.repeat), "--context", str(a.context), "--only", only]  # fmt: skip
+        for only in a.engines.split(","):
+            cmd = [sys.executable, __file__, "--bundle", str(a.bundle), "--threads", str(a.threads), "--decode", str(a.decode),
+                   "--repeat", str(a.repeat), "--context", str(a.context), "--only", only, "--prefill", a.prefill]  # fmt: skip
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 runs.setdefault(only, []).append({"engine": only, "error": r.stderr.strip().splitlines()[-1:]})
@@ -251,11 +258,16 @@ def main() -> int:
     genai = ok.get("onnxruntime-genai")
     out = {"bundle": str(a.bundle), "threads": a.threads, "context": a.context, **bundle_figures(a.bundle), "engines": results}
     if best and genai:
+        mode = "shared" if "shared" in best["engine"] else "concat"
+        # Round by round, ours against genai in the same round: the machine's slow stretches cancel out.
+        paired = [o["decode_tok_s"] / g["decode_tok_s"] for o, g in zip(runs[mode], runs["genai"]) if "error" not in o and "error" not in g]
         out["ours_vs_genai"] = {
             "best_kv_mode": best["engine"],
             "decode_ratio": round(best["decode_tok_s"] / genai["decode_tok_s"], 3),
-            "prefill_64_ratio": round(genai["prefill_64_ms"] / best["prefill_64_ms"], 3),
-            "prefill_512_ratio": round(genai["prefill_512_ms"] / best["prefill_512_ms"], 3),
+            "decode_ratio_paired_rounds": [round(r, 3) for r in paired],
+            "decode_ratio_paired_median": round(statistics.median(paired), 3),
+            "decode_ratio_of_means": round(statistics.mean(best["decode_tok_s_rounds"]) / statistics.mean(genai["decode_tok_s_rounds"]), 3),
+            **{f"prefill_{n}_ratio": round(genai[f"prefill_{n}_ms"] / best[f"prefill_{n}_ms"], 3) for n in prefill},
         }
     print(json.dumps(out, indent=2))
     return 0
