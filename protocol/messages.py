@@ -224,7 +224,7 @@ class ReplyDone(_Message):
     reply_id: str
     text: str
     interrupted: bool = False
-    timings_ms: dict[str, float] = Field(default_factory=dict, description="the turn's latency breakdown")
+    timings_ms: dict[str, float] = Field(default_factory=dict, description="the turn's latency breakdown; keys in PROTOCOL.md (reply_done)")
 
 
 class Error(_Message):

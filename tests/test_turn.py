@@ -54,7 +54,13 @@ async def test_spoken_question_reaches_every_listener_as_speech() -> None:
     assert reply.text.strip(), "the model said nothing"
     assert reply.rate == 16000 and reply.audio().size > 16000 * 0.3
     assert _rms(reply.audio()) > 300, "reply audio is silent"
-    assert reply.timings_ms["end_of_speech_to_first_audio"] > 0
+    t = reply.timings_ms
+    assert t["end_of_speech_to_first_audio"] > 0
+    # The silence that ended the turn is measured, not assumed (the adaptive end of turn varies it between its
+    # bounds), and last word -> first audio adds it to the time after the end of speech.
+    act = settings.activation
+    assert act.hangover_complete_ms <= t["end_of_turn_silence"] <= act.hangover_incomplete_ms + 2 * settings.audio.frame_ms, t
+    assert t["last_word_to_first_audio"] == pytest.approx(t["end_of_speech_to_first_audio"] + t["end_of_turn_silence"], abs=0.2)
 
     states = [x.state for x in msgs_a if isinstance(x, m.State)]
     assert states[:4] == ["listening", "thinking", "speaking", "idle"], states

@@ -68,6 +68,7 @@ class Turn:
     pushed: bool = False  # push-to-talk: addressed by the button, no wake phrase needed
     woken_s: float | None = None  # wake-word model fired for this turn: seconds of the segment after it; None: not
     early_tokens: int = 0  # prompt tokens prefilled while the user was still speaking
+    silence_ms: float | None = None  # the silence after the last word that ended the turn (the hangover waited)
     speculative: asyncio.Future | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     t0: float = field(default_factory=time.monotonic)
@@ -94,6 +95,7 @@ class _Source:
     early: asyncio.Future | None = None  # a transcribe-and-prefill pass while speaking (one at a time)
     early_at: float = 0.0  # stream time the last such pass heard up to (at first: where the segment's audio begins)
     early_tokens: int = 0
+    pre_roll_s: float = 0.0  # the open segment's pre-roll: its audio starts this long before its onset
 
     def drop_speculation(self) -> None:
         if self.pending is not None:
@@ -182,6 +184,7 @@ class Pipeline:
         turn = self.turn
         if isinstance(ev, vad.SpeechStarted):
             st.audio = [ev.pre_roll]
+            st.pre_roll_s = len(ev.pre_roll) / vad.RATE
             st.paused = False
             st.early_at, st.early_tokens = ev.t - len(ev.pre_roll) / vad.RATE, 0
             st.drop_speculation()
@@ -239,9 +242,12 @@ class Pipeline:
             if st.wake is not None and (hits := st.wake.take(ev.t_start - LEAD_S)):
                 woken_s = ev.t_end - hits[-1].t
                 log.info("wake-word model fired for the turn on %s (score %.2f)", source, hits[-1].score)
+            # The segment's audio runs to the last frame fed, so past its last voiced frame lies the silence waited.
+            silence_ms = max(0.0, (ev.t_start - st.pre_roll_s + len(ev.audio) / vad.RATE - ev.t_end) * 1e3)
             self._start(
-                Turn(source=source, audio=ev.audio, speculative=spec, pushed=st.ptt, woken_s=woken_s, early_tokens=st.early_tokens)
-            )
+                Turn(source=source, audio=ev.audio, speculative=spec, pushed=st.ptt, woken_s=woken_s,
+                     early_tokens=st.early_tokens, silence_ms=silence_ms)
+            )  # fmt: skip
 
     def _maybe_prefill_early(self, st: _Source, heard_to: float) -> None:
         """Start a transcribe-and-prefill pass over the segment so far when enough new speech has come since the
@@ -545,11 +551,13 @@ class Pipeline:
         for name in ("first_token", "first_clause", "first_audio", "done"):
             if name in t:
                 out[name] = t[name]
+        if turn.silence_ms is not None:
+            out["end_of_turn_silence"] = round(turn.silence_ms, 1)
         if "first_audio" in t:
             out["end_of_speech_to_first_audio"] = t["first_audio"]
-            if turn.audio is not None:
-                # the user stopped talking one hangover before we could know it
-                out["last_word_to_first_audio"] = round(t["first_audio"] + self.settings.audio.hangover_ms, 1)
+            if turn.silence_ms is not None:
+                # the user stopped talking one end-of-turn silence before we could know it (adaptive: not a constant)
+                out["last_word_to_first_audio"] = round(t["first_audio"] + turn.silence_ms, 1)
         for key in ("prefill_tokens", "prefill_ms", "decode_tokens", "decode_ms"):
             if isinstance(stats.get(key), (int, float)):
                 out[key] = round(float(stats[key]), 1)
