@@ -269,6 +269,7 @@ def main() -> int:
             "decode_ratio": round(best["decode_tok_s"] / genai["decode_tok_s"], 3),
             "decode_ratio_paired_rounds": [round(r, 3) for r in paired],
             "decode_ratio_paired_median": round(statistics.median(paired), 3),
+            "decode_ratio_paired_mean_sd": [round(statistics.mean(paired), 3), round(statistics.stdev(paired), 3) if len(paired) > 1 else None],
             "decode_ratio_of_means": round(statistics.mean(best["decode_tok_s_rounds"]) / statistics.mean(genai["decode_tok_s_rounds"]), 3),
             **{f"prefill_{n}_ratio": round(genai[f"prefill_{n}_ms"] / best[f"prefill_{n}_ms"], 3) for n in prefill},
         }
