@@ -4,38 +4,32 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-_T0 = time.monotonic()
-
-
-def _say(msg: str) -> None:
-    print(f"[model_export {time.monotonic() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+from model_export.progress import printer
 
 
 def _tiny(args: argparse.Namespace) -> int:
     from model_export.builder import export_hf
     from model_export.tiny import make_tiny_qwen2
 
+    say = printer("model_export tiny-qwen2")
     out = Path(args.output)
     if (out / "manifest.json").exists() and not args.force:
-        _say(f"{out} already holds a bundle; pass --force to rebuild")
+        say(f"{out} already holds a bundle; pass --force to rebuild")
         return 0
     shutil.rmtree(out, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="voiced-tiny-hf-") as hf:
-        _say("tiny random Qwen2 checkpoint")
+        say("tiny random Qwen2 checkpoint")
         make_tiny_qwen2(Path(hf), layers=args.layers, hidden=args.hidden, seed=args.seed)
         m = export_hf(
-            Path(hf), out, args.precision, _say,
+            Path(hf), out, args.precision, say,
             name=args.name, family="qwen2", description="random-weight tiny Qwen2 for tests (answers are noise)",
             source={"checkpoint": f"model_export.tiny seed={args.seed}"},
             system_prompt="You are a test model.",
         )  # fmt: skip
-    _say(f"bundle {m.name} -> {out}")
+    say(f"bundle {m.name} -> {out}")
     print(out)
     return 0
 
@@ -43,7 +37,8 @@ def _tiny(args: argparse.Namespace) -> int:
 def _default(args: argparse.Namespace) -> int:
     from model_export.sources import prepare
 
-    out = prepare(args.name, Path(args.output), precision=args.precision, progress=_say, cache=args.cache, block_size=args.block_size)
+    say = printer("model_export default")
+    out = prepare(args.name, Path(args.output), precision=args.precision, progress=say, cache=args.cache, block_size=args.block_size)
     print(out)
     return 0
 
