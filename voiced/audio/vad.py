@@ -56,6 +56,12 @@ BACKDATE_MS = 900
 ZERO_GAP_MS = 150
 
 
+def _energy_db(frames: np.ndarray) -> np.ndarray:
+    """dBFS of each int16 frame (rows)."""
+    f = frames.astype(np.float32)
+    return 10.0 * np.log10(np.einsum("ij,ij->i", f, f) / (frames.shape[1] * 32768.0**2) + 1e-10)
+
+
 @dataclass(frozen=True, slots=True)
 class SpeechStarted:
     source: str
@@ -184,8 +190,7 @@ class Segmenter:
         if self._muted:
             self._pos += n * self.frame_len
             return out
-        f = frames.astype(np.float32)
-        energy_db = (10.0 * np.log10(np.einsum("ij,ij->i", f, f) / (self.frame_len * 32768.0**2) + 1e-10)).tolist()
+        energy_db = _energy_db(frames).tolist()
         run: list[np.ndarray] = []  # speech frames not yet emitted
         run_t = 0.0
         is_speech = self._vad.is_speech
@@ -201,7 +206,7 @@ class Segmenter:
             voiced = is_speech(frame.tobytes(), RATE, self.frame_len) and db > noise_db + margin
             self._pos += self.frame_len
             if not self._in_speech:
-                self._idle_frame(frame, voiced, t, out, db > _DIGITAL_SILENCE_DB)
+                self._idle_frame(frame, voiced, t, out)
                 continue
             events = self._speech_frame(frame, voiced, t)
             if not events:
@@ -241,9 +246,7 @@ class Segmenter:
 
     def _to_idle(self) -> None:
         self._in_speech = False
-        size = self._pre_roll_frames + self._window_frames + self._backdate_frames
-        self._ring: deque[np.ndarray] = deque(maxlen=size)
-        self._sound: deque[bool] = deque(maxlen=size)  # per ring frame: not digital silence
+        self._ring: deque[np.ndarray] = deque(maxlen=self._pre_roll_frames + self._window_frames + self._backdate_frames)
         self._window: deque[bool] = deque(maxlen=self._window_frames)
         self._audio: list[np.ndarray] = []
         self._pre_roll_len = 0
@@ -252,10 +255,8 @@ class Segmenter:
         self._silent_run = 0
         self._speech_frames = 0
 
-    def _idle_frame(self, frame: np.ndarray, voiced: bool, t: float, out: list[Event], sound: bool) -> None:
-        """`sound`: the frame is not digital silence."""
+    def _idle_frame(self, frame: np.ndarray, voiced: bool, t: float, out: list[Event]) -> None:
         self._ring.append(frame)
-        self._sound.append(sound)
         self._window.append(voiced)
         if len(self._window) < self._window_frames or sum(self._window) < self._start_count:
             return
@@ -263,7 +264,7 @@ class Segmenter:
         onset = self._window.index(True)
         ring = list(self._ring)
         k = len(ring) - self._window_frames + onset
-        backdated = self._backdate(k)
+        backdated = self._backdate(ring, k)
         pre = ring[max(0, k - backdated - self._pre_roll_frames) : k - backdated]
         speech = ring[k - backdated :]
         pre_roll = np.concatenate(pre) if pre else _EMPTY
@@ -280,14 +281,17 @@ class Segmenter:
         if self._silent_run:
             out.append(SpeechPaused(self.source, self._t_last_voiced))
 
-    def _backdate(self, k: int) -> int:
-        """How many frames before ring index `k` belong to the turn: the sound since the last stretch of digital
-        silence (ZERO_GAP_MS or longer), when that ended at most BACKDATE_MS earlier; 0 otherwise."""
-        sound = list(self._sound)
+    def _backdate(self, ring: list[np.ndarray], k: int) -> int:
+        """How many frames before `ring[k]` belong to the turn: the sound since the last stretch of digital
+        silence (ZERO_GAP_MS or longer), when that ended at most BACKDATE_MS earlier; 0 otherwise. Once per turn
+        start, so the energies are measured again here rather than kept for every idle frame."""
         lo = max(0, k - self._backdate_frames)
+        if lo == k:
+            return 0
+        sound = _energy_db(np.stack(ring[lo:k])) > _DIGITAL_SILENCE_DB
         j, zeros = k, 0
         for i in range(k - 1, lo - 1, -1):
-            if sound[i]:
+            if sound[i - lo]:
                 j, zeros = i, 0
             else:
                 zeros += 1
@@ -303,7 +307,6 @@ class Segmenter:
         self._silent_run = 0
         self._speech_frames = 0
         self._ring.clear()
-        self._sound.clear()
         self._window.clear()
 
     def _speech_frame(self, frame: np.ndarray, voiced: bool, t: float) -> list[Event]:
