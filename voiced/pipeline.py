@@ -95,7 +95,7 @@ class _Source:
     early: asyncio.Future | None = None  # a transcribe-and-prefill pass while speaking (one at a time)
     early_at: float = 0.0  # stream time the last such pass heard up to (at first: where the segment's audio begins)
     early_tokens: int = 0
-    pre_roll_s: float = 0.0  # the open segment's pre-roll: its audio starts this long before its onset
+    audio_t0: float = 0.0  # stream time where the open segment's audio (its pre-roll first) begins
 
     def drop_speculation(self) -> None:
         if self.pending is not None:
@@ -184,9 +184,9 @@ class Pipeline:
         turn = self.turn
         if isinstance(ev, vad.SpeechStarted):
             st.audio = [ev.pre_roll]
-            st.pre_roll_s = len(ev.pre_roll) / vad.RATE
+            st.audio_t0 = ev.t - len(ev.pre_roll) / vad.RATE
             st.paused = False
-            st.early_at, st.early_tokens = ev.t - len(ev.pre_roll) / vad.RATE, 0
+            st.early_at, st.early_tokens = st.audio_t0, 0
             st.drop_speculation()
             st.segmenter.hangover_ms = self._endpoint.at_start().ms
             self._publish(m.SpeechStarted(t=ev.t, source=source))
@@ -243,7 +243,7 @@ class Pipeline:
                 woken_s = ev.t_end - hits[-1].t
                 log.info("wake-word model fired for the turn on %s (score %.2f)", source, hits[-1].score)
             # The segment's audio runs to the last frame fed, so past its last voiced frame lies the silence waited.
-            silence_ms = max(0.0, (ev.t_start - st.pre_roll_s + len(ev.audio) / vad.RATE - ev.t_end) * 1e3)
+            silence_ms = max(0.0, (st.audio_t0 + len(ev.audio) / vad.RATE - ev.t_end) * 1e3)
             self._start(
                 Turn(source=source, audio=ev.audio, speculative=spec, pushed=st.ptt, woken_s=woken_s,
                      early_tokens=st.early_tokens, silence_ms=silence_ms)
