@@ -10,12 +10,9 @@ Prints one JSON object; with --show, every clip whose two transcripts differ goe
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import subprocess
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from asr import load_real, wer  # noqa: E402
+from tests.support.speech import espeak  # noqa: E402
 from voiced.audio import vad  # noqa: E402
 from voiced.audio.capture import load_wav_16k  # noqa: E402
-from voiced.audio.resample import resample  # noqa: E402
 from voiced.config import Settings  # noqa: E402
 from voiced.model import store  # noqa: E402
 from voiced.model.asr import recognizer_for  # noqa: E402
@@ -35,10 +32,8 @@ from voiced.pipeline import SPECULATE_AFTER_S  # noqa: E402
 
 
 def espeak_clip(text: str) -> np.ndarray:
-    raw = subprocess.run(["espeak-ng", "-v", "en-us", "-s", "170", "--stdout", text], capture_output=True, check=True).stdout
-    with wave.open(io.BytesIO(raw)) as w:
-        pcm = resample(np.frombuffer(w.readframes(w.getnframes()), np.int16), w.getframerate(), vad.RATE)
-    return np.concatenate([np.zeros(vad.RATE // 2, np.int16), pcm, np.zeros(vad.RATE, np.int16)])
+    """espeak speech between digital silence, as a padded WAV or a noise-suppressed client sends it."""
+    return np.concatenate([np.zeros(vad.RATE // 2, np.int16), espeak(text, wpm=170), np.zeros(vad.RATE, np.int16)])
 
 
 def cuts(pcm: np.ndarray, settings: Settings) -> list[tuple[np.ndarray, int]]:

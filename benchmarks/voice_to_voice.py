@@ -17,17 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from num2words import num2words
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from asr import normalise  # noqa: E402  (benchmarks/asr.py: the WER normaliser, digits spelled)
 from protocol import messages as m  # noqa: E402
 from protocol.client import AudioChunk, VoicedClient  # noqa: E402
 from tests.support.speech import compose  # noqa: E402
@@ -148,12 +148,6 @@ async def main() -> None:
         print(json.dumps(summary(args, assistant, next(iter(by_window.values()))), indent=1))
 
 
-def words(text: str) -> list[str]:
-    """Lower-case words, digits spelled out ("10" == "ten"), punctuation gone."""
-    text = re.sub(r"\d+", lambda d: " " + num2words(int(d.group())) + " ", text.lower())
-    return re.sub(r"[^a-z ]", " ", text).split()
-
-
 def summary(args: argparse.Namespace, assistant: Assistant, rows: list[dict]) -> dict:
     lw = [r["last_word_to_first_audio_ms"] for r in rows]
     det = [r["detected_to_first_audio_ms"] for r in rows if r["detected_to_first_audio_ms"] is not None]
@@ -169,7 +163,7 @@ def summary(args: argparse.Namespace, assistant: Assistant, rows: list[dict]) ->
                                              "first_clause": med("first_clause_ms")},
         "median_prefill_tokens_at_turn": med("prefill_tokens"),
         "median_prefill_while_speaking_tokens": med("prefill_while_speaking_tokens"),
-        "heard_word_for_word": f"{sum(words(r['heard']) == words(r['question']) for r in rows)}/{len(rows)}",
+        "heard_word_for_word": f"{sum(normalise(r['heard'], True) == normalise(r['question'], True) for r in rows)}/{len(rows)}",
         "turns": rows,
     }  # fmt: skip
 
