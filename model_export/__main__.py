@@ -14,7 +14,7 @@ def _tiny(args: argparse.Namespace) -> int:
     from model_export.builder import export_hf
     from model_export.tiny import make_tiny_qwen2
 
-    say = printer("model_export tiny-qwen2")
+    say = printer("model_export", elapsed=True)
     out = Path(args.output)
     if (out / "manifest.json").exists() and not args.force:
         say(f"{out} already holds a bundle; pass --force to rebuild")
@@ -37,7 +37,7 @@ def _tiny(args: argparse.Namespace) -> int:
 def _default(args: argparse.Namespace) -> int:
     from model_export.sources import prepare
 
-    say = printer("model_export default")
+    say = printer("model_export", elapsed=True)
     out = prepare(args.name, Path(args.output), precision=args.precision, progress=say, cache=args.cache, block_size=args.block_size)
     print(out)
     return 0
