@@ -1,8 +1,9 @@
-"""int4 block size on the default 1.5B: block 32 (the cached default bundle) vs 64 (and others), each against
-the fp32 reference (the dequantised GGUF in transformers): top-1 agreement and mean KL over six chat-formatted
-exchanges, bytes per parameter, decode tok/s in interleaved rounds, and right answers to spoken-style questions.
+"""int4 block plans on the default 1.5B: uniform block 32 or 64, or mixed (block 64 for some MatMuls only), each
+against the fp32 reference (the dequantised GGUF in transformers): top-1 agreement and mean KL over six
+chat-formatted exchanges, bytes per parameter, decode tok/s in interleaved rounds, and right answers to
+spoken-style questions.
 
-    .venv/bin/python benchmarks/int4_blocks.py [--blocks 32,64] [--work DIR]
+    .venv/bin/python benchmarks/int4_blocks.py [--plans "32 64 32,gate_proj=64,up_proj=64"] [--work DIR]
 
 Needs the `export` extra (torch, transformers) and ~6 GB of disk under --work for the HF folder and the bundles;
 the first run converts and exports (~10 min on 2 cores), later runs reuse them. Prints one JSON object.
@@ -58,13 +59,17 @@ def hf_folder(work: Path) -> Path:
     return hf_checkpoint(cand, download(cand.packages(), download_cache(), say), work, say)
 
 
-def block_bundle(hf: Path, work: Path, block: int, base: Path) -> Path:
+def plan_bundle(hf: Path, work: Path, plan, base: Path) -> Path:
+    """The bundle of one plan: the cached default when it was built with that plan, else exported once under work."""
     from model_export.builder import export_hf
 
-    out = work / f"block{block}"
+    manifest = json.loads((base / "manifest.json").read_text())
+    if manifest.get("source", {}).get("int4_blocks") == str(plan):
+        return base
+    out = work / f"blocks-{str(plan).replace(',', '-').replace('=', '')}"
     if not (out / "manifest.json").is_file():
-        system = json.loads((base / "manifest.json").read_text()).get("system_prompt")
-        export_hf(hf, out, "int4", say, name=f"qwen2.5-1.5b-block{block}", family="qwen2", system_prompt=system, block_size=block)
+        system = manifest.get("system_prompt")
+        export_hf(hf, out, "int4", say, name=f"qwen2.5-1.5b-blocks-{plan}", family="qwen2", system_prompt=system, plan=plan)
     return out
 
 
@@ -131,7 +136,7 @@ def answers(bundle: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--blocks", default="32,64", help="int4 block sizes; 32 is the cached default bundle")
+    ap.add_argument("--plans", default="32 64 32,gate_proj=64,up_proj=64", help="int4 block plans, space-separated (model_export.quantize.BlockPlan)")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     ap.add_argument("--work", type=Path, default=cache / "voiced" / "bench-int4", help="HF folder, bundles, reference logits")
     args = ap.parse_args()
@@ -143,8 +148,10 @@ def main() -> None:
 
     base = store.ensure_prepared("default", progress=True)
     hf = hf_folder(args.work)
-    blocks = [int(b) for b in args.blocks.split(",")]
-    bundles = {b: base if b == 32 else block_bundle(hf, args.work, b, base) for b in blocks}
+    from model_export.quantize import BlockPlan
+
+    blocks = [str(BlockPlan.parse(p)) for p in args.plans.split()]
+    bundles = {b: plan_bundle(hf, args.work, BlockPlan.parse(b), base) for b in blocks}
     system = {"role": "system", "content": json.loads((base / "manifest.json").read_text())["system_prompt"]}
     chat = ChatPrompt(load_bundle(base))
     sequences = [
@@ -153,19 +160,19 @@ def main() -> None:
     ]
     ref = reference_logits(hf, args.work, sequences)
     engines = {b: Engine(load_bundle(d), threads=2, drafter="off") for b, d in bundles.items()}
-    out: dict[int, dict] = {}
+    out: dict[str, dict] = {}
     for b, engine in engines.items():
         figures = bundle_figures(bundles[b])
         out[b] = {**against_reference(engine, sequences, ref), "bytes_per_parameter": figures["bytes_per_parameter"], "weight_bytes": figures["weight_bytes"]}
-        say(f"block {b}: {out[b]}")
-    rates: dict[int, list[float]] = {b: [] for b in engines}
+        say(f"blocks {b}: {out[b]}")
+    rates: dict[str, list[float]] = {b: [] for b in engines}
     for _ in range(3):  # interleaved: a noisy stretch of the machine hits every block size alike
         for b, engine in engines.items():
             rates[b].append(decode_rate(engine, sequences[2][:80]))
     engines.clear()
     for b in blocks:
         out[b] |= {"decode_tok_s_rounds": rates[b], "decode_tok_s": statistics.median(rates[b]), **answers(bundles[b])}
-    print(json.dumps({f"block_{b}": figures for b, figures in out.items()}, indent=1))
+    print(json.dumps({f"blocks {b}": figures for b, figures in out.items()}, indent=1))
 
 
 if __name__ == "__main__":

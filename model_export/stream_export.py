@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .quantize import DEFAULT_PLAN, BlockPlan
+
 log = logging.getLogger("model_export.gemma4")
 
 # text_config sizes that only appear in weight shapes and in the I/O dims that carry them (never in an op, an
@@ -289,14 +291,14 @@ def fill_graph(
     index: CheckpointIndex,
     quantize: bool,
     block_bytes: int = BLOCK_BYTES,
-    block_size: int = 32,
+    plan: BlockPlan | None = None,
     accuracy_level: int = 4,
 ) -> FillStats:
     """Turn the skeleton's parameter inputs into initializers streamed from the checkpoint; rewrite in place.
 
     `names` maps each parameter input of the graph to its candidate checkpoint names. With `quantize`, every
     parameter that reaches a MatMul only through Transpose(perm=[1,0]) becomes a MatMulNBits weight (int4, block
-    `block_size`, symmetric, `accuracy_level`, the settings of quantize.quantize_int4); everything else is stored
+    per `plan`, symmetric, `accuracy_level`, the settings of quantize.quantize_int4); everything else is stored
     as float32 unchanged (ONNX Runtime folds the remaining Transposes/Casts when it loads the graph).
     """
     import onnx
@@ -356,6 +358,7 @@ def fill_graph(
                 continue
             tr, mm = pattern
             n, k = shape  # torch Linear weight [out, in] = MatMulNBits [N, K]
+            block_size = (plan or DEFAULT_PLAN).block_for(mm.name)
             k_blocks = (k + block_size - 1) // block_size
             blob = block_size // 2
             q_off = sink.reserve(n * k_blocks * blob)

@@ -57,8 +57,14 @@ def test_manifest_describes_the_graph(int4_bundle: Path) -> None:
     assert "logits" in outputs
     assert m.decoder.hidden_output == "hidden_states" and "hidden_states" in outputs
     assert m.decoder.quantization == "int4"
-    ops = {n.op_type for n in __import__("onnx").load(str(int4_bundle / m.decoder.file), load_external_data=False).graph.node}
-    assert "MatMulNBits" in ops
+    graph = __import__("onnx").load(str(int4_bundle / m.decoder.file), load_external_data=False).graph
+    blocks = {n.name: a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "block_size"}
+    # The default block plan: the builder quantizes at 32 and leaves the MLP in fp32 for the block-64 pass.
+    assert len(blocks) == 2 * 5 + 1 and not [n.name for n in graph.node if n.op_type == "MatMul"]
+    assert {n: b for n, b in blocks.items() if b == 64}.keys() == {
+        f"/model/layers.{i}/mlp/{p}/MatMul_Q4" for i in range(2) for p in ("gate_proj", "up_proj", "down_proj")
+    }, blocks
+    assert m.source["int4_blocks"] == "32,gate_proj=64,up_proj=64,down_proj=64"
     assert m.source["exporter"].startswith("model_export")
     assert verify_bundle(int4_bundle, full=True) == []
 

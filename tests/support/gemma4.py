@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from voiced.model.embeddings import EmbeddingTable
 from voiced.model.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,11 +93,9 @@ class OrtGemma4:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.dir / self.manifest.decoder.file), opts, providers=["CPUExecutionProvider"])
-        emb = self.manifest.embeddings
-        table = np.load(self.dir / emb.file).astype(np.float32)
-        if emb.scale_file:
-            table = table * np.load(self.dir / emb.scale_file)[:, None]
-        self.table = table * np.float32(emb.multiplier)
+        emb, dec = self.manifest.embeddings, self.manifest.decoder
+        scales = self.dir / emb.scale_file if emb.scale_file else None
+        self.table = EmbeddingTable(emb, self.dir / emb.file, scales, dec.hidden_size, dec.vocab_size)  # the engine's reader
         self.reset()
 
     def reset(self) -> None:
@@ -108,7 +107,7 @@ class OrtGemma4:
                 self.past[i] = (z, z)
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
-        return self.table[np.asarray(ids)][None]
+        return self.table.rows(np.asarray(ids, dtype=np.int64))[None]
 
     def step(self, embeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = embeds.shape[1]

@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from voiced.model.bundle import Bundle, BundleError
 from voiced.model.detok import StreamDetokenizer
+from voiced.model.embeddings import EmbeddingTable
 from voiced.model.kv import ConcatLayer, KVCache, KVNames, SharedLayer, SlidingLayer
 from voiced.model.sampling import GenerationConfig, Sampler
 from voiced.model.speculative import Draft, Drafter, DraftInput, KPolicy, OnnxDrafter, verify
@@ -149,30 +150,20 @@ class Engine:
             return None
         return OnnxDrafter(self, spec, threads=threads)
 
-    def _load_embeddings(self) -> tuple[np.ndarray, np.ndarray | None, float]:
+    def _load_embeddings(self) -> EmbeddingTable:
         spec = self.bundle.manifest.embeddings
         if spec is None:
             raise BundleError(self.bundle.dir, "manifest.json has no `embeddings` but the decoder takes inputs_embeds")
+        scale_path = self.bundle.path(spec.scale_file) if spec.scale_file else None
         try:
-            table = np.load(self.bundle.path(spec.file), mmap_mode="r")  # pages in only the rows used
-            scales = np.load(self.bundle.path(spec.scale_file)) if spec.scale_file else None
+            return EmbeddingTable(spec, self.bundle.path(spec.file), scale_path, self.spec.hidden_size, self.spec.vocab_size)
         except (OSError, ValueError) as e:
-            raise BundleError(self.bundle.dir, f"{spec.file} does not load ({e})") from None
-        if table.ndim != 2 or table.shape[1] != self.spec.hidden_size:
-            raise BundleError(self.bundle.dir, f"{spec.file} has shape {table.shape}, expected (vocab, {self.spec.hidden_size})")
-        return table, scales, spec.multiplier
+            raise BundleError(self.bundle.dir, f"{spec.file} does not load as the embedding table ({e})") from None
 
     def embed(self, ids: list[int]) -> np.ndarray:
         """Token embeddings [len(ids), hidden] as the decoder wants them (table row x scale x multiplier)."""
         assert self._embeddings is not None, "embed() is for inputs_embeds bundles"
-        table, scales, mult = self._embeddings
-        idx = np.asarray(ids, dtype=np.int64)
-        rows = table[idx].astype(np.float32)
-        if scales is not None:
-            rows *= scales[idx].reshape(-1, 1).astype(np.float32)
-        if mult != 1.0:
-            rows *= np.float32(mult)
-        return rows.astype(self._embed_dtype, copy=False)
+        return self._embeddings.rows(np.asarray(ids, dtype=np.int64)).astype(self._embed_dtype, copy=False)
 
     def new_cache(self) -> KVCache:
         layers: list[SharedLayer | ConcatLayer | SlidingLayer] = []

@@ -59,12 +59,19 @@ class DecoderSpec(_M):
 
 
 class EmbeddingSpec(_M):
-    """The token embedding table, for graphs that take inputs_embeds."""
+    """The token embedding table, for graphs that take inputs_embeds.
+
+    dtype int4: `file` is the decoder's data file and the rows are the tied output head's MatMulNBits weight
+    (packed [vocab, hidden/2] at `offset`, float32 scales [vocab, hidden/block_size] at `scale_offset`): one
+    matrix serves both ends of the model (voiced.model.embeddings)."""
 
     file: str = "embed_tokens.npy"
-    dtype: Literal["float32", "float16", "int8"] = "float16"
+    dtype: Literal["float32", "float16", "int8", "int4"] = "float16"
     scale_file: str | None = Field(None, description="per-row scales when dtype is int8")
     multiplier: float = Field(1.0, description="Gemma scales embeddings by sqrt(hidden); baked here, not in code")
+    offset: int = Field(0, ge=0, description="int4: byte offset of the packed rows in `file`")
+    scale_offset: int = Field(0, ge=0, description="int4: byte offset of the float32 block scales in `file`")
+    block_size: int | None = Field(None, description="int4: weights per scale")
 
 
 class AsrAudio(_M):
