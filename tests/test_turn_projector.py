@@ -16,6 +16,21 @@ from voiced.speech.tts import make_tts
 from voiced.turn_cli import Collector
 
 
+class CacheAtReply(Collector):
+    """Keeps the cache's tokens as each reply is done, before the idle prefill of the next turn's opening
+    replaces the heard audio with its history text ("(spoken)")."""
+
+    def __init__(self, assistant: Assistant) -> None:
+        super().__init__()
+        self.assistant = assistant
+        self.tokens: list[list[int]] = []
+
+    def broadcast(self, msg) -> None:
+        if isinstance(msg, m.ReplyDone):
+            self.tokens.append(list(self.assistant.conversation.tokens))
+        super().broadcast(msg)
+
+
 async def test_spoken_turns_reach_a_projector_bundle_as_audio_frames() -> None:
     settings, _ = load_settings(None, {"model": {"max_new_tokens": 12, "threads": 2}, "audio": {"input_device": "none", "output_device": "none"}})
     bundle = load_bundle(tiny_bundle("fp32"))
@@ -23,7 +38,7 @@ async def test_spoken_turns_reach_a_projector_bundle_as_audio_frames() -> None:
     assistant = Assistant(bundle, settings.model)
     assert assistant.hears_audio and not assistant.transcribes
     pipeline = Pipeline(settings, assistant, make_tts(settings.tts), None, pace=False)
-    collector = Collector()
+    collector = CacheAtReply(assistant)
     pipeline.add_publisher(collector)
     try:
         for seed, words in enumerate(["What is the capital of France?", "And of Spain?"]):
@@ -35,7 +50,7 @@ async def test_spoken_turns_reach_a_projector_bundle_as_audio_frames() -> None:
                     await asyncio.sleep(0.02)
             ended = [x for x in collector.messages if isinstance(x, m.SpeechEnded)][-1]
             # the cache holds boa, one placeholder per 40 ms frame of the segment, eoa
-            tokens = assistant.conversation.tokens
+            tokens = collector.tokens[seed]
             start = len(tokens) - 1 - tokens[::-1].index(spec.boa_id)
             n = tokens[start + 1 :].index(spec.eoa_id)
             assert set(tokens[start + 1 : start + 1 + n]) == {spec.audio_token_id}

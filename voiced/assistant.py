@@ -107,11 +107,32 @@ class Assistant:
     def _prompt_ids(self, user: str | None) -> list[int]:
         if user is None:
             messages = self.memory.messages(None)
-            return self.prompt.render(messages, add_generation_prompt=False) if messages else []
+            return self._next_turn_opening(messages) if messages else []
         return self.prompt.render(self._fitted(user), add_generation_prompt=True)
 
+    def _next_turn_opening(self, messages: list[dict[str, str]]) -> list[int]:
+        """System + history + the opening of the next user turn ("<|im_start|>user\n", Gemma's "<|turn>user\n"):
+        the tokens that two unlike questions share, so whatever the user says next keeps them. Prefilled while
+        idle, they are ~5 tokens (the last reply's close and the next turn's opening, ~80 ms on the 1.5B) fewer
+        to prefill once the words are known."""
+        try:
+            done: list[int] | None = self.prompt.render(messages, add_generation_prompt=False)
+        except Exception:  # a template that folds the system prompt into the first user turn renders no bare prefix
+            done = None
+        try:
+            a, b = (self.prompt.render([*messages, {"role": "user", "content": words}]) for words in ("a", "Zq 9?"))
+        except Exception:
+            if done is None:
+                raise
+            return done
+        n = self._common(a, b)
+        if done is not None and (n < len(done) or a[: len(done)] != done):
+            return done  # the template rewrites the history once a user turn follows: keep only what surely stays
+        return a[:n]
+
     def prepare(self, user: str | None, cancel: threading.Event | None = None) -> int:
-        """Prefill the prompt for `user` (or only system + history) ahead of need; returns tokens prefilled."""
+        """Prefill the prompt for `user` (or system + history + the next user turn's opening) ahead of need;
+        returns tokens prefilled."""
         try:
             ids = self._prompt_ids(user)
         except Exception as e:  # a template that needs a user turn cannot render the bare prefix: not an error

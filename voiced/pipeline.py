@@ -485,6 +485,7 @@ class Pipeline:
         if not turn.interrupted and turn.source in self._sources:
             self._sources[turn.source].activation.replied(time.monotonic())
         self.assistant.remember(query, turn.reply, turn.interrupted)
+        self._spawn(self._prefill_next_opening())
         timings = self._timings(turn, stats)
         done = m.ReplyDone(reply_id=turn.id, text=turn.reply.strip(), interrupted=turn.interrupted, timings_ms=timings)
         self.turns_done.append(done)
@@ -536,6 +537,14 @@ class Pipeline:
             heard_at = first_audio_at + samples / rate
             while not turn.cancel.is_set() and (left := heard_at - time.monotonic()) > 0:
                 await asyncio.sleep(min(left, 0.02))
+
+    async def _prefill_next_opening(self) -> None:
+        """While nobody speaks: the reply's close and the next user turn's opening into the cache, so the next
+        turn prefills only its words (a turn already waiting for the model runs after; it would prefill these)."""
+        try:
+            await self._run(self._model, self.assistant.prepare, None)
+        except Exception as e:  # a guess: the next turn prefills whatever is missing
+            log.warning("prefill of the next turn's opening failed: %s", e)
 
     def _interrupt(self, turn: Turn) -> None:
         turn.interrupted = True
