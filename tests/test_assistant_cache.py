@@ -33,5 +33,6 @@ def test_idle_prefill_leaves_a_turn_only_its_words(family: str) -> None:
         left = a.prepare(question)
         assert left == len(full) - len(opening), (left, len(full), len(opening))
         reply = "".join(d.text for d in a.reply(question))
+        assert a.conversation.last_stats["prefill_tokens"] == left  # the turn's prefill: none of the idle work
         a.remember(question, reply, interrupted=False)
-        assert a.prepare(None) > 0  # the reply's close and the next opening, prefilled while idle
+        assert a.prepare_next_turn() > 0  # the reply's close and the next opening, prefilled while idle

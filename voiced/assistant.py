@@ -96,8 +96,7 @@ class Assistant:
         """Prefill the system prompt and run the recogniser once, so the first turn pays for neither."""
         if self.recognizer is not None:
             self.recognizer.warm_up()
-        self.prepare(None)
-        self.conversation.reset_stats()  # warming up is no turn's prefill
+        self.prepare_next_turn()  # warming up is no turn's prefill
 
     def _fitted(self, user: str) -> list[dict[str, str]]:
         fitted = self.prompt.fit(self.memory.messages(user), self.budget)
@@ -139,6 +138,13 @@ class Assistant:
             log.debug("prefix prefill skipped: %s", e)
             return 0
         return self.conversation.sync(ids, cancel) if ids else 0
+
+    def prepare_next_turn(self) -> int:
+        """Between turns: prefill the last reply's close and the next user turn's opening, uncounted (no turn's
+        prefill: reply_done's prefill_tokens stays what the turn itself had to do)."""
+        n = self.prepare(None)
+        self.conversation.reset_stats()
+        return n
 
     def reply(self, user: str, cancel: threading.Event | None = None) -> Iterator[Delta]:
         self.conversation.sync(self._prompt_ids(user), cancel)

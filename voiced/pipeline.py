@@ -10,7 +10,8 @@ Latency tricks, in the order the audio meets them:
   are idle then, so what is left at the end of the turn does not grow with the length of the utterance;
 - at the first pause (SpeechPaused) the segment so far is transcribed and its prompt prefilled speculatively,
   during the hangover; if the speaker resumes, the result is dropped (sync() keeps whatever prefix still holds);
-- the system prompt and history stay in the KV cache between turns (Assistant.prepare / Conversation.sync).
+- the system prompt and history stay in the KV cache between turns (Assistant.prepare / Conversation.sync),
+  and after each turn the reply's close and the next user turn's opening are prefilled while nobody speaks.
 
 Barge-in: speech from the turn's own source that lasts `activation.barge_in_min_ms` cancels generation and TTS
 (a threading.Event both threads poll between steps) and interrupts local playback; the partial reply is kept in
@@ -542,7 +543,7 @@ class Pipeline:
         """While nobody speaks: the reply's close and the next user turn's opening into the cache, so the next
         turn prefills only its words (a turn already waiting for the model runs after; it would prefill these)."""
         try:
-            await self._run(self._model, self.assistant.prepare, None)
+            await self._run(self._model, self.assistant.prepare_next_turn)
         except Exception as e:  # a guess: the next turn prefills whatever is missing
             log.warning("prefill of the next turn's opening failed: %s", e)
 
