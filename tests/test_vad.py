@@ -122,6 +122,18 @@ def test_speech_after_digital_silence_starts_at_its_first_sound(text: str) -> No
     assert np.concatenate([started.pre_roll] + [e.pcm for e in events if isinstance(e, SpeechFrames)]).size == found[0].audio.size
 
 
+@pytest.mark.parametrize("text", ["How many legs does a spider have?", "What is the capital of France?"])
+def test_a_stream_that_opens_on_speech_keeps_its_first_word(text: str) -> None:
+    # A WAV question cut to its first syllable: no noise and no zeros before it to learn a floor from. The gate
+    # opened 0.5-0.8 s in ("How many legs ..." was heard as "Next, let us either have."); now the turn starts
+    # where the stream does.
+    rec = compose([text, 1.0], noise_dbfs=None)
+    assert rec.segments[0][0] == 0.0
+    found = turns(run(rec.pcm))
+    assert len(found) == 1 and found[0].t_start <= 0.05, (found[0].t_start, rec.segments[0])
+    assert np.array_equal(found[0].audio[:480], rec.pcm[:480])  # the stream's very first frame is in the turn
+
+
 @pytest.mark.parametrize("dbfs", [-45, -30, -20])
 def test_noise_switching_on_after_zeros_starts_no_turn(dbfs: float) -> None:
     # The backdating only moves an onset the gate already accepted: a stream of zeros that turns into loud noise

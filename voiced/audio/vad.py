@@ -47,13 +47,17 @@ RATE = 16000
 # "the capital of France."). So once the gate has opened a turn, its onset moves back to the first sound after
 # the digital silence, when that is at most BACKDATE_MS earlier: on such a stream, any sound is the signal.
 # Gaps of zeros shorter than ZERO_GAP_MS are inside the speech (synthetic voices put exact zeros between words).
-# Noise that switches on after zeros still has to pass the gate to open a turn at all.
+# Noise that switches on after zeros still has to pass the gate to open a turn at all. The start of a stream
+# counts as such a silence when the stream opens on the voice itself (its first frames within HOT_START_DB of
+# the turn's level): a WAV question that starts on its first word (`voiced ask --wav` of an espeak file: "How
+# many legs does a spider have?" -> "Next, let us either have.") has no floor either.
 NOISE_MARGIN_DB = 6.0
 NOISE_WINDOW_S = 1.5
 _FLOOR_RANK = 2
 _DIGITAL_SILENCE_DB = -90.0
 BACKDATE_MS = 900
 ZERO_GAP_MS = 150
+HOT_START_DB = 15.0
 
 
 def _energy_db(frames: np.ndarray) -> np.ndarray:
@@ -264,7 +268,8 @@ class Segmenter:
         onset = self._window.index(True)
         ring = list(self._ring)
         k = len(ring) - self._window_frames + onset
-        backdated = self._backdate(ring, k)
+        from_start = round(t * RATE / self.frame_len) + 1 == len(ring)  # ring[0] is the stream's first frame
+        backdated = self._backdate(ring, k, from_start)
         pre = ring[max(0, k - backdated - self._pre_roll_frames) : k - backdated]
         speech = ring[k - backdated :]
         pre_roll = np.concatenate(pre) if pre else _EMPTY
@@ -281,10 +286,11 @@ class Segmenter:
         if self._silent_run:
             out.append(SpeechPaused(self.source, self._t_last_voiced))
 
-    def _backdate(self, ring: list[np.ndarray], k: int) -> int:
+    def _backdate(self, ring: list[np.ndarray], k: int, from_start: bool = False) -> int:
         """How many frames before `ring[k]` belong to the turn: the sound since the last stretch of digital
-        silence (ZERO_GAP_MS or longer), when that ended at most BACKDATE_MS earlier; 0 otherwise. Once per turn
-        start, so the energies are measured again here rather than kept for every idle frame."""
+        silence (ZERO_GAP_MS or longer) or since the stream began (`from_start`: ring[0] is its first frame),
+        when that was at most BACKDATE_MS earlier; 0 otherwise. Once per turn start, so the energies are measured
+        again here rather than kept for every idle frame."""
         lo = max(0, k - self._backdate_frames)
         if lo == k:
             return 0
@@ -297,7 +303,17 @@ class Segmenter:
                 zeros += 1
                 if zeros >= self._zero_gap_frames:
                     return k - j
+        if from_start and lo == 0 and self._starts_hot(ring, k):
+            return k - j  # the stream began on this sound: nothing before it to learn a floor from
         return 0  # no long silence within reach: the stream is not one of zeros, the gate's onset stands
+
+    @staticmethod
+    def _starts_hot(ring: list[np.ndarray], k: int) -> bool:
+        """The stream's first frames are as loud as the turn the gate found (within HOT_START_DB of its median):
+        it opened on the speech itself. A stream that opened on room noise had a floor to learn, and the gate's
+        onset stands (quiet noise 35 dB under the voice must not pull the turn back to the stream's start)."""
+        speech = _energy_db(np.stack(ring[k:]))
+        return float(_energy_db(np.stack(ring[:3])).max()) >= float(np.median(speech)) - HOT_START_DB
 
     def _open(self, t_start: float, pre_roll: np.ndarray) -> None:
         self._in_speech = True
