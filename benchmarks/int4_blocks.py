@@ -141,6 +141,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=cache / "voiced" / "bench-int4", help="HF folder, bundles, reference logits")
     args = ap.parse_args()
 
+    from model_export.quantize import BlockPlan
     from voiced.model import store
     from voiced.model.bundle import load_bundle
     from voiced.model.engine import Engine
@@ -148,10 +149,9 @@ def main() -> None:
 
     base = store.ensure_prepared("default", progress=True)
     hf = hf_folder(args.work)
-    from model_export.quantize import BlockPlan
-
-    blocks = [str(BlockPlan.parse(p)) for p in args.plans.split()]
-    bundles = {b: plan_bundle(hf, args.work, BlockPlan.parse(b), base) for b in blocks}
+    plans = {str(p): p for p in map(BlockPlan.parse, args.plans.split())}
+    blocks = list(plans)
+    bundles = {b: plan_bundle(hf, args.work, plan, base) for b, plan in plans.items()}
     system = {"role": "system", "content": json.loads((base / "manifest.json").read_text())["system_prompt"]}
     chat = ChatPrompt(load_bundle(base))
     sequences = [

@@ -62,7 +62,7 @@ def run_builder(
     log: Path,
     hidden_states: bool = True,
     progress: Progress | None = None,
-    plan: BlockPlan | None = None,
+    plan: BlockPlan = DEFAULT_PLAN,
 ) -> None:
     """`python -m onnxruntime_genai.models.builder` on a local HF folder; raises with the log's tail on failure.
     The builder takes one block size: the MatMuls a `plan` widens are left in fp32 by it (nodes_to_exclude) and
@@ -71,7 +71,6 @@ def run_builder(
     layers = int(json.loads((hf_dir / "config.json").read_text()).get("num_hidden_layers", 0))
     extra = {"filename": DECODER, **(INT4_OPTIONS if precision == "int4" else {})}
     wide: list[str] = []
-    plan = plan or DEFAULT_PLAN
     if precision == "int4":
         extra["block_size"] = str(plan.default)
         if not plan.uniform:
@@ -127,6 +126,7 @@ def export_hf(
 ) -> Manifest:
     """Export `hf_dir` into the bundle folder `out_dir` (created; must not hold another bundle)."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    plan = plan or DEFAULT_PLAN
     say = progress or _quiet
     config = json.loads((hf_dir / "config.json").read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def export_hf(
         say("hash: sha256 of every file")
         src = {"exporter": f"model_export {EXPORTER_VERSION}", "builder": _builder_version(), **(source or {})}
         if precision == "int4":
-            src["int4_blocks"] = str(plan or DEFAULT_PLAN)
+            src["int4_blocks"] = str(plan)
         return write_bundle(
             work,
             out_dir,

@@ -69,15 +69,18 @@ class BlockPlan:
 DEFAULT_PLAN = BlockPlan(default=32, wide=("gate_proj", "up_proj", "down_proj"), wide_block=64)
 
 
-def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: int = 4, plan: BlockPlan | None = None) -> Path:
-    """Rewrite every constant-weight MatMul of `src` as MatMulNBits and save to `dst` (+ dst.data); with a
-    `plan`, the MatMuls it widens are quantized at its wide block and the rest at its default block."""
+def _widened(model, plan: BlockPlan) -> list[str]:
+    """The fp32 MatMuls of `model` that `plan` quantizes at its wide block."""
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and plan.widens(n.name)]
+
+
+def quantize_int4(src: Path, dst: Path, plan: BlockPlan = BlockPlan(), accuracy_level: int = 4) -> Path:
+    """Rewrite every constant-weight MatMul of `src` as MatMulNBits and save to `dst` (+ dst.data): the MatMuls
+    `plan` widens at its wide block, the rest at its default block (uniform 32 unless given)."""
     import onnx
 
     model = onnx.load(str(src), load_external_data=True)
-    plan = plan or BlockPlan(default=block_size)
-    wide = [n.name for n in model.graph.node if n.op_type == "MatMul" and plan.widens(n.name)]
-    if wide:
+    if wide := _widened(model, plan):
         model = _quantize(model, plan.wide_block, accuracy_level, nodes=wide)
     model = _quantize(model, plan.default, accuracy_level, nodes=None)
     n = sum(1 for node in model.graph.node if node.op_type == "MatMulNBits")
@@ -95,12 +98,11 @@ def quantize_int4_wide(path: Path, plan: BlockPlan, accuracy_level: int = 4) -> 
     import onnx
 
     model = onnx.load(str(path), load_external_data=True)
-    wide = [n.name for n in model.graph.node if n.op_type == "MatMul" and plan.widens(n.name)]
+    wide = _widened(model, plan)
     if not wide:
         raise RuntimeError(f"int4 block plan {plan}: it names no MatMul of {path.name}; name projections as the graph does (gate_proj, up_proj, ...)")
     model = _quantize(model, plan.wide_block, accuracy_level, nodes=wide)
-    left = [n.name for n in model.graph.node if n.op_type == "MatMul" and plan.widens(n.name)]
-    if left:
+    if left := _widened(model, plan):
         raise RuntimeError(f"int4: {len(left)} MatMuls were not quantized (first: {left[0]}); report the graph")
     _save(model, path)
     return len(wide)
@@ -111,7 +113,8 @@ def _quantize(model, block_size: int, accuracy_level: int, nodes: list[str] | No
 
     cfg = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level)
     # Its nodes_to_include only adds to the op types it quantizes anyway: name the others as excluded instead.
-    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in set(nodes)] if nodes is not None else None
+    keep = set(nodes or ())
+    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in keep] if nodes is not None else None
     quantizer = MatMulNBitsQuantizer(
         model, block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level, algo_config=cfg, nodes_to_exclude=others
     )

@@ -286,7 +286,7 @@ class Segmenter:
         if self._silent_run:
             out.append(SpeechPaused(self.source, self._t_last_voiced))
 
-    def _backdate(self, ring: list[np.ndarray], k: int, from_start: bool = False) -> int:
+    def _backdate(self, ring: list[np.ndarray], k: int, from_start: bool) -> int:
         """How many frames before `ring[k]` belong to the turn: the sound since the last stretch of digital
         silence (ZERO_GAP_MS or longer) or since the stream began (`from_start`: ring[0] is its first frame),
         when that was at most BACKDATE_MS earlier; 0 otherwise. Once per turn start, so the energies are measured
@@ -294,26 +294,21 @@ class Segmenter:
         lo = max(0, k - self._backdate_frames)
         if lo == k:
             return 0
-        sound = _energy_db(np.stack(ring[lo:k])) > _DIGITAL_SILENCE_DB
+        db = _energy_db(np.stack(ring))
         j, zeros = k, 0
         for i in range(k - 1, lo - 1, -1):
-            if sound[i - lo]:
+            if db[i] > _DIGITAL_SILENCE_DB:
                 j, zeros = i, 0
             else:
                 zeros += 1
                 if zeros >= self._zero_gap_frames:
                     return k - j
-        if from_start and lo == 0 and self._starts_hot(ring, k):
-            return k - j  # the stream began on this sound: nothing before it to learn a floor from
+        # The stream began on this sound when its first frames are as loud as the turn the gate found (within
+        # HOT_START_DB of its median): nothing before it to learn a floor from. A stream that opened on room noise
+        # had one, and the gate's onset stands (noise 35 dB under the voice must not pull the turn back to 0 s).
+        if from_start and lo == 0 and db[:3].max() >= np.median(db[k:]) - HOT_START_DB:
+            return k - j
         return 0  # no long silence within reach: the stream is not one of zeros, the gate's onset stands
-
-    @staticmethod
-    def _starts_hot(ring: list[np.ndarray], k: int) -> bool:
-        """The stream's first frames are as loud as the turn the gate found (within HOT_START_DB of its median):
-        it opened on the speech itself. A stream that opened on room noise had a floor to learn, and the gate's
-        onset stands (quiet noise 35 dB under the voice must not pull the turn back to the stream's start)."""
-        speech = _energy_db(np.stack(ring[k:]))
-        return float(_energy_db(np.stack(ring[:3])).max()) >= float(np.median(speech)) - HOT_START_DB
 
     def _open(self, t_start: float, pre_roll: np.ndarray) -> None:
         self._in_speech = True
