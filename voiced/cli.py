@@ -133,10 +133,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _config_file_line(config: Path | None) -> str:
+    from voiced.config import default_config_path
+
+    path = config or default_config_path()
+    found = "read" if path.is_file() else "not found, so the defaults, env and flags below apply"
+    return f"# config file: {path} ({found})"
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
     cmd = args.command
     if cmd == "config":
         rows = describe(settings, args._origin)
+        print(_config_file_line(args.config), file=sys.stderr if args.json else sys.stdout)
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
