@@ -77,7 +77,7 @@ async def _serve(settings: Settings) -> int:
     log.info("model %s loaded in %.1f s", bundle_dir.name, time.monotonic() - t0)
 
     token = load_or_create_token(settings.token_path())
-    server = VoicedServer(settings.server, pipeline, token, http_handler=make_http_handler(settings.server))
+    server = VoicedServer(settings.server, pipeline, token, http_handler=make_http_handler(settings.server), activation=settings.activation.mode)
     pipeline.add_publisher(server)
     tasks: list[asyncio.Task] = []
     try:
