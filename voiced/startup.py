@@ -8,7 +8,8 @@ real bind is still refused there, with the same message.
 Why a daemon thread for the load: `asyncio.to_thread` runs on the loop's default executor, which `asyncio.run`
 joins on the way out, so a SIGTERM during a load would wait for the load to finish. A daemon thread is left
 behind when the process exits; the load holds no state that must be flushed (a preparation writes to a hidden
-temporary folder and renames it only when complete).
+temporary folder and renames it only when complete). The export child of a preparation is stopped with us by
+the terminal (Ctrl-C signals the whole process group) and by systemd (the unit's control group).
 """
 
 from __future__ import annotations
