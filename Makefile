@@ -22,4 +22,4 @@ bench: setup-test
 	@for b in benchmarks/*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done
 
 clean:
-	rm -rf .venv .pytest_cache build *.egg-info
+	rm -rf .venv .venv-build .pytest_cache build *.egg-info

@@ -177,13 +177,24 @@ def ask_command(args: argparse.Namespace, settings: Settings) -> int:
             w.setframerate(result["audio_rate"])
             w.writeframes(np.asarray(audio, dtype="<i2").tobytes())
         result["out"] = str(args.out)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        if result["transcript"]:
-            print(f"you: {result['transcript']}")
-        print(result["reply_text"])
-        if result["timings_ms"]:
-            print("timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in result["timings_ms"].items()), file=sys.stderr)
+    print_result(result, args.json)
     return 0
+
+
+def format_timings(timings: dict[str, float]) -> str:
+    """`reply_done`'s timings in one line: times in ms, the `*_tokens` entries as the counts they are."""
+    return "timings: " + ", ".join(f"{k} {v:.0f}" if k.endswith("_tokens") else f"{k} {v:.0f} ms" for k, v in timings.items())
+
+
+def print_result(result: dict[str, Any], as_json: bool) -> None:
+    """One turn's outcome, the same way for `ask --url` and the in-process `ask`: JSON alone on stdout with
+    --json; otherwise what was heard and the reply on stdout, the timings on stderr."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    if result["transcript"]:
+        print(f"you: {result['transcript']}")
+    print(result["reply_text"])
+    if result["timings_ms"]:
+        print(format_timings(result["timings_ms"]), file=sys.stderr)
 

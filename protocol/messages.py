@@ -25,6 +25,7 @@ OutputRate = Literal[16000, 22050, 24000, 48000]
 AudioFormat = Literal["s16le"]
 Role = Literal["listener", "microphone"]
 StateName = Literal["idle", "listening", "thinking", "speaking"]
+ActivationName = Literal["always", "wake", "push"]
 EventName = Literal[
     "state", "speech_started", "speech_ended", "transcript", "reply_started", "reply_delta", "reply_audio_start",
     "reply_audio_end", "reply_done", "welcome", "error", "pong", "turn_ignored",
@@ -157,6 +158,11 @@ class Welcome(_Message):
         None, max_length=512,
         description="only when the hello carried a one-time pairing code (`voiced open`): a session credential to send "
                     "as `token` in later hellos until it expires; the page keeps it instead of the token",
+    )
+    activation: ActivationName | None = Field(
+        None,
+        description="how the daemon decides speech is for it: `always`, `wake` (the wake phrase first) or `push` "
+                    "(only while a client holds push-to-talk); null from a server that does not say",
     )
 
 

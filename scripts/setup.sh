@@ -1,9 +1,28 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh Debian 12 machine: system packages, then one virtual environment (.venv).
-# Usage: scripts/setup.sh run|test      (a second call is a no-op check taking well under a second)
+# Idempotent set-up for a fresh Debian 12 machine: system packages, then a virtual environment.
+# Usage: scripts/setup.sh [--plan] run|test|build   (a second call is a no-op check taking well under a second)
+#   run    .venv with voiced's runtime only (no torch/transformers: the daemon never imports them)
+#   test   .venv with the export tools and the test tools too (the suite exports tiny models)
+#   build  .venv-build with the export tools, made on demand by `voiced model prepare` when it must export
+#   --plan prints the environment and the pip command it would use, and changes nothing
 set -euo pipefail
+plan=0
+if [[ ${1:-} == --plan ]]; then plan=1; shift; fi
 mode=${1:-run}
 cd "$(dirname "$0")/.."
+case $mode in
+  run) venv=.venv extras="" ;;
+  test) venv=.venv extras="export,dev" ;;
+  build) venv=.venv-build extras="export" ;;
+  *) echo "usage: scripts/setup.sh [--plan] run|test|build" >&2; exit 2 ;;
+esac
+spec="."
+[[ -n $extras ]] && spec=".[${extras}]"
+if ((plan)); then
+  echo "venv=$venv"
+  echo "pip install -e $spec"
+  exit 0
+fi
 
 apt_pkgs=(espeak-ng libespeak-ng1 libportaudio2 sox pulseaudio pulseaudio-utils ca-certificates)
 [[ $mode == test ]] && apt_pkgs+=(systemd chromium)  # chromium: the browser-page tests (Playwright drives it by path)
@@ -24,6 +43,7 @@ missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+[[ $mode == build ]] && missing=()  # made from a checkout whose runtime packages are already there
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "voiced set-up needs these Debian packages: ${missing[*]}" >&2
@@ -37,16 +57,25 @@ if ((${#missing[@]})); then
 fi
 if [[ -z $py ]]; then py=/usr/bin/python3; fi
 
-extras="export"
-[[ $mode == test ]] && extras="export,dev"
-stamp=".venv/.voiced-setup-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras/,/-}"
+key=${extras//,/-}
+stamp="$venv/.voiced-setup-$(cat pyproject.toml | sha256sum | cut -c1-16)-${key:-runtime}"
+# a test environment holds everything the runtime needs: `make run` after `make test` has nothing to do
+test_stamp=".venv/.voiced-setup-$(cat pyproject.toml | sha256sum | cut -c1-16)-export-dev"
+if [[ $mode == run && -f $test_stamp ]]; then stamp=$test_stamp; fi
 if [[ ! -f $stamp ]]; then
-  echo "==> creating .venv with $py and installing voiced[$extras] (first time: a few minutes)"
-  [[ -x .venv/bin/python ]] || "$py" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip wheel 2>&1 | grep -v "^WARNING: Location" || true
+  if [[ $mode == build ]]; then
+    echo "==> creating $venv for the model export: torch, transformers and onnx tools (~1 GB, first time: a few minutes)" >&2
+  else
+    echo "==> creating $venv with $py and installing voiced${extras:+[$extras]} (first time: a few minutes)"
+  fi
+  [[ -x $venv/bin/python ]] || "$py" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip wheel 2>&1 | grep -v "^WARNING: Location" || true
   # torch is pinned in pyproject to the CPU wheel; pip must not resolve an unpinned CUDA build first.
-  .venv/bin/python -m pip install --progress-bar off -q -e ".[${extras}]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import voiced, webrtcvad, onnxruntime" || { echo "set-up failed: the venv cannot import voiced; remove .venv and run again" >&2; exit 1; }
-  rm -f .venv/.voiced-setup-*
+  # PYTHONWARNINGS: setuptools' "Editable installation ... be careful" box is advice for package authors and
+  # reads like an error to everyone else.
+  PYTHONWARNINGS="ignore:Editable installation" "$venv/bin/python" -m pip install --progress-bar off -q -e "$spec" 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  "$venv/bin/python" -c "import voiced, webrtcvad, onnxruntime" || { echo "set-up failed: $venv cannot import voiced; remove $venv and run again" >&2; exit 1; }
+  rm -f "$venv"/.voiced-setup-*
   touch "$stamp"
 fi

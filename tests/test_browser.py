@@ -66,6 +66,7 @@ async def test_spoken_question_gets_transcript_reply_text_audio_and_timings(tmp_
         await page.click("#mic")
         state = await wait_state(page, "v.replies.length >= 1 && v.playedSamples > 0", timeout_s=90)
         shot = await screenshot(page, "browser-turn.png")
+        headline = await page.text_content("#latency-headline")
 
     assert "capital" in state["transcript"].lower(), state["transcript"]  # tiny.en hears "France" as "friends" through Chromium at times
     assert state["micRate"] in m.INPUT_RATES and state["micFramesSent"] > 50
@@ -76,6 +77,8 @@ async def test_spoken_question_gets_transcript_reply_text_audio_and_timings(tmp_
     assert state["scheduledSamples"] > 0.3 * state["playRate"], state["scheduledSamples"]
     assert 0 < state["playedSamples"] <= state["scheduledSamples"]
     assert "end_of_speech_to_first_audio" in state["lastTimings"]
+    wait_s = state["lastTimings"]["last_word_to_first_audio"] / 1000
+    assert headline == f"From your last word to the first sound of the answer: {wait_s:.2f} s"  # what the user felt, singled out
     assert shot.stat().st_size > 5000
     # what a person sees: the same text in the page, and a row per timing
     assert pipeline.turns_done and pipeline.turns_done[0].text == reply["text"]

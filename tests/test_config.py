@@ -90,3 +90,43 @@ def test_cli_refuses_bad_config_with_exit_code_2(tmp_path: Path) -> None:
     assert proc.stdout == ""
     missing = cli("config", "--config", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "var, closest",
+    [("VOICED_SEVER__PORT", "VOICED_SERVER__PORT"), ("VOICED_SERVER__PROT", "VOICED_SERVER__PORT"), ("VOICED_AUDIO__HANGOVR_MS", "VOICED_AUDIO__HANGOVER_MS")],
+)
+def test_unknown_env_variable_is_refused_naming_the_closest_key(monkeypatch: pytest.MonkeyPatch, var: str, closest: str) -> None:
+    monkeypatch.setenv(var, "1")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert var in str(err.value) and f"did you mean {closest}?" in str(err.value)
+
+
+def test_env_variables_without_a_section_are_not_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICED_SPEECH_DIR", "/somewhere")  # the benchmarks' own variable, not a config key
+    assert load_settings()[0].server.port == 8765
+
+
+@pytest.mark.parametrize("uri", ["10700", "http://x", "tcp://127.0.0.1", "tcp://:10700", "tcp://host:port"])
+def test_malformed_wyoming_uri_is_refused_at_load(uri: str) -> None:
+    with pytest.raises(ConfigError, match=r"server\.wyoming = .*tcp://HOST:PORT"):
+        load_settings(None, {"server": {"wyoming": uri}})
+
+
+@pytest.mark.parametrize("uri", ["tcp://127.0.0.1:10700", "tcp://[::1]:10700", "unix:///run/voiced.sock"])
+def test_wellformed_wyoming_uri_is_taken(uri: str) -> None:
+    assert load_settings(None, {"server": {"wyoming": uri}})[0].server.wyoming == uri
+
+
+def test_cli_config_names_the_file_it_looked_for(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICED_")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
+    proc = cli("config", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == f"# config file: {tmp_path / 'xdg' / 'voiced' / 'config.toml'} (not found, so the defaults, env and flags below apply)"
+    path = toml(tmp_path, "[audio]\nhangover_ms = 700\n")
+    proc = cli("config", "--config", str(path), "--json", env=env)
+    assert f"# config file: {path} (read)" in proc.stderr and json.loads(proc.stdout)
+    bad = cli("config", "--config", str(path), env={**env, "VOICED_SERVER__WYOMING": "http://x"})
+    assert bad.returncode == 2 and "server.wyoming = 'http://x'" in bad.stderr and bad.stdout == ""

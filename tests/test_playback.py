@@ -168,3 +168,21 @@ async def test_device_vanishing_mid_reply_is_reported(pulse: Pulse) -> None:
             await pb.aclose()
     finally:
         rescan_devices()
+
+
+async def test_a_reply_logs_no_warning_on_the_speaker(pulse: Pulse, caplog: pytest.LogCaptureFixture) -> None:
+    """`serve`'s speaker observer: playing/idle are the ordinary rhythm (one debug line each), not empty WARNINGs."""
+    import logging
+
+    from voiced.startup import device_logger
+
+    chunks, rate = speech()
+    caplog.set_level(logging.DEBUG, logger="voiced")
+    pb = Playback(AudioSettings(output_device="pulse"), on_state=device_logger("speaker"))
+    for chunk in chunks[:3]:
+        await pb.play(chunk, rate)
+    await pb.drain()
+    await pb.aclose()
+    speaker = [r for r in caplog.records if r.name == "voiced" and r.getMessage().startswith("speaker")]
+    assert [r.getMessage() for r in speaker] == ["speaker playing", "speaker idle"]
+    assert all(r.levelno == logging.DEBUG for r in speaker)

@@ -129,27 +129,59 @@ def test_cache_key_follows_package_versions_and_exporter() -> None:
     assert bumped.key("2", "int4") != c.key("2", "int4")
 
 
-_NO_TORCH = """
-import sys
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers"):
-            raise ModuleNotFoundError(name)
-sys.meta_path.insert(0, _Block())
-from voiced.cli import main
-raise SystemExit(main(["model", "prepare", "qwen2.5-0.5b"]))
-"""
+def _root_with_setup(tmp_path: Path) -> Path:
+    """A checkout's two files that `scripts/setup.sh build` reads, copied: the real script runs on them."""
+    import shutil
+
+    repo = Path(__file__).parents[1]
+    root = tmp_path / "checkout"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy2(repo / "scripts" / "setup.sh", root / "scripts" / "setup.sh")
+    shutil.copy2(repo / "pyproject.toml", root / "pyproject.toml")
+    return root
 
 
-def test_prepare_without_the_export_tools_names_the_fix(tmp_path: Path) -> None:
-    import subprocess
+def test_export_runs_here_when_the_tools_are_here(tmp_path: Path) -> None:
     import sys
 
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    r = subprocess.run([sys.executable, "-c", _NO_TORCH], capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1])
-    assert r.returncode == 1, r.stderr
-    assert "torch" in r.stderr and "pip install 'voiced[export]'" in r.stderr
-    assert not (tmp_path / "cache" / "voiced" / "models" / "qwen2.5-0.5b").exists()
+    assert store.export_python([], tmp_path) == sys.executable
+
+
+def test_an_install_without_a_checkout_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(store.PrepareError, match=r"missing here: torch, transformers.*pip install 'voiced\[export\]'"):
+        store.export_python(["torch", "transformers"], tmp_path)
+
+
+def test_a_checkout_exports_in_its_build_environment(tmp_path: Path) -> None:
+    """The runtime venv lacks the tools: `scripts/setup.sh build` (here finding its environment made and stamped,
+    so a no-op) gives the interpreter that exports."""
+    import hashlib
+    import sys
+
+    root = _root_with_setup(tmp_path)
+    venv = root / ".venv-build"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    digest = hashlib.sha256((root / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    (venv / f".voiced-setup-{digest}-export").touch()
+    assert store.export_python(["torch"], root, progress=False) == str(venv / "bin" / "python")
+
+
+def test_a_failed_build_environment_names_the_fix(tmp_path: Path) -> None:
+    root = _root_with_setup(tmp_path)
+    (root / "pyproject.toml").unlink()  # the script cannot even compute its stamp
+    with pytest.raises(store.PrepareError, match=r"\.venv-build failed \(exit [1-9]\d*\).*setup\.sh build"):
+        store.export_python(["torch"], root, progress=False)
+
+
+def test_setup_plans_a_runtime_venv_without_the_export_tools() -> None:
+    import subprocess
+
+    setup = Path(__file__).parents[1] / "scripts" / "setup.sh"
+    plans = {m: subprocess.run([str(setup), "--plan", m], capture_output=True, text=True, check=True).stdout.splitlines() for m in ("run", "test", "build")}
+    assert plans["run"] == ["venv=.venv", "pip install -e ."]
+    assert plans["test"] == ["venv=.venv", "pip install -e .[export,dev]"]
+    assert plans["build"] == ["venv=.venv-build", "pip install -e .[export]"]
 
 
 def test_export_tools_are_present_here() -> None:

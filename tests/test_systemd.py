@@ -251,3 +251,20 @@ async def test_daemon_ready_watchdog_stopping(tmp_path):
             proc.kill()
             await proc.wait()
         notify.close()
+
+
+def test_installed_unit_does_not_retry_a_refused_config_and_names_its_documentation(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    assert _voiced(home, "service", "install").returncode == 0
+    unit = home / ".config" / "systemd" / "user" / "voiced.service"
+    d = _directives(unit.read_text())
+    assert d["Restart"] == "on-failure" and d["RestartPreventExitStatus"] == "2"
+    doc = d["Documentation"]
+    assert doc.startswith("file:///") and Path(doc[len("file://"):]).is_file() and doc.endswith("README.md")
+    verdict = verify_user_unit(unit, home)
+    assert verdict.ok_for(unit), verdict.output
+    # and exit 2 is what a refused configuration gives `serve`, before any model is loaded
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VOICED_")}, "HOME": str(home), "PYTHONPATH": str(REPO), "VOICED_SEVER__PORT": "1"}
+    r = subprocess.run([sys.executable, "-m", "voiced", "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "VOICED_SERVER__PORT" in r.stderr

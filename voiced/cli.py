@@ -57,10 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the daemon in the foreground")
     _add_common(p)
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
+    p.add_argument("--host", help="address to listen on (server.host; default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="WebSocket and browser-page port (server.port; default 8765; 0 = any free port)")
     p.add_argument("--bundle", help="bundle name or directory (default: the embedded default)")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, help="CPU threads for the model (model.threads; default 0 = all cores)")
     p.add_argument("--input-device", type=_device, help="input device name or index, or 'none' for no local microphone")
     p.add_argument("--output-device", type=_device, help="output device name or index, or 'none'")
     p.add_argument("--wyoming", help="also serve the Wyoming protocol, e.g. tcp://127.0.0.1:10700")
@@ -97,12 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--play", action="store_true", help="play reply audio on the local speaker")
     p.add_argument("--out", type=Path, help="save reply audio to this WAV file")
 
-    p = sub.add_parser("ask", help="one turn: a text or WAV question, against a daemon (--url) or in-process")
+    p = sub.add_parser("ask", help="one turn: a text or WAV question, to the running daemon, or in-process when none answers")
     _add_common(p)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--text")
     g.add_argument("--wav", type=Path)
-    p.add_argument("--url", default=None, help="ask a running daemon instead of running the turn in-process")
+    p.add_argument("--url", default=None, help="the daemon to ask (default: the configured one when it answers, else in-process)")
+    p.add_argument("--local", action="store_true", help="run the turn in this process even when a daemon answers")
     p.add_argument("--out", type=Path, help="save the reply audio to this WAV file")
     p.add_argument("--json", action="store_true", help="print transcript, reply_text and timings_ms as JSON")
     p.add_argument("--bundle")
@@ -133,10 +134,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _config_file_line(config: Path | None) -> str:
+    from voiced.config import default_config_path
+
+    path = config or default_config_path()
+    found = "read" if path.is_file() else "not found, so the defaults, env and flags below apply"
+    return f"# config file: {path} ({found})"
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
     cmd = args.command
     if cmd == "config":
         rows = describe(settings, args._origin)
+        print(_config_file_line(args.config), file=sys.stderr if args.json else sys.stdout)
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
@@ -164,11 +174,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
 
         return listen_command(args, settings)
     if cmd == "ask":
-        if args.url:
-            from protocol.cli import ask_command
+        from voiced.turn_cli import ask_local, daemon_answers
 
+        if args.url or not (args.local or args.bundle) and daemon_answers(settings):
+            from protocol.cli import ask_command, default_url
+
+            if not args.url:
+                print(f"voiced: asking the daemon at {default_url(settings)} (--local: in this process)", file=sys.stderr)
             return ask_command(args, settings)
-        from voiced.turn_cli import ask_local
 
         return ask_local(args, settings)
     if cmd == "service":

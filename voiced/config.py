@@ -6,10 +6,12 @@ as a strange failure minutes later in a worker thread.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
@@ -66,6 +68,27 @@ class ServerSettings(_Section):
         if not v.strip():
             raise ValueError("must be an address such as 127.0.0.1")
         return v
+
+    @field_validator("wyoming")
+    @classmethod
+    def _wyoming_uri(cls, v: str | None) -> str | None:
+        # refused here, at start, rather than when the Wyoming server binds after the model has loaded
+        if v is None or wyoming_uri_ok(v):
+            return v
+        raise ValueError("must be tcp://HOST:PORT, e.g. tcp://127.0.0.1:10700 (or unix://PATH)")
+
+
+def wyoming_uri_ok(uri: str) -> bool:
+    """The URI forms the Wyoming server can listen on: tcp://HOST:PORT and unix://PATH."""
+    parsed = urlsplit(uri)
+    if parsed.scheme == "unix":
+        return bool(parsed.netloc or parsed.path)
+    if parsed.scheme != "tcp":
+        return False
+    try:
+        return bool(parsed.hostname) and parsed.port is not None
+    except ValueError:
+        return False
 
 
 class ModelSettings(_Section):
@@ -174,6 +197,24 @@ def _env_layer() -> dict[str, Any]:
     return out
 
 
+def _env_keys() -> list[str]:
+    return [f"VOICED_{s.upper()}__{k.upper()}" for s in _SECTIONS for k in Settings.model_fields[s].annotation.model_fields]
+
+
+def _check_env_names(env: dict[str, Any]) -> None:
+    """A typo in a VOICED_<SECTION>__<KEY> name is refused, not silently ignored (pydantic-settings drops an
+    unknown section without a word), naming the closest real name."""
+    known = _env_keys()
+    for section, values in env.items():
+        for name in values:
+            var = f"VOICED_{section.upper()}__{name.upper()}"
+            if var in known:
+                continue
+            close = difflib.get_close_matches(var, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else "`voiced config` lists every key (VOICED_<SECTION>__<KEY>)"
+            raise ConfigError(f"environment variable {var} is not a voiced setting; {hint} Rename or unset it.")
+
+
 def _format_error(e: ValidationError, origin: dict[tuple[str, str], str]) -> str:
     lines = ["invalid configuration:"]
     for err in e.errors():
@@ -194,7 +235,9 @@ def load_settings(config_path: Path | None = None, overrides: dict[str, dict[str
     for section, values in toml_data.items():
         for key in values if isinstance(values, dict) else ():
             origin[(section, key)] = str(path)
-    for section, values in _env_layer().items():
+    env = _env_layer()
+    _check_env_names(env)
+    for section, values in env.items():
         for key in values:
             origin[(section, key)] = f"env VOICED_{section.upper()}__{key.upper()}"
     for section, values in overrides.items():

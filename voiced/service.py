@@ -11,6 +11,7 @@ import time
 from voiced import __version__
 from voiced.config import Settings
 from voiced.notify import Notifier
+from voiced.startup import PortBusy, check_listen_ports, device_logger, in_daemon_thread
 
 log = logging.getLogger("voiced")
 
@@ -40,25 +41,43 @@ async def _serve(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    try:
+        check_listen_ports(settings)  # before the model load: a busy port is known in milliseconds, not seconds
+    except PortBusy as e:
+        log.error("%s", e)
+        return 1
     t0 = time.monotonic()
     notify.send("STATUS=loading model")
+    log.info("loading model %s", settings.model.bundle)
+
+    async def load():
+        bundle_dir = await in_daemon_thread(store.ensure_prepared, settings.model.bundle)
+        bundle = await in_daemon_thread(load_bundle, bundle_dir)
+        act = settings.activation
+        hotwords = ", ".join(act.wake_phrases) if act.mode == "wake" else None
+        return bundle_dir, await in_daemon_thread(Assistant, bundle, settings.model, None, hotwords)
+
+    loading, stopped = asyncio.ensure_future(load()), asyncio.ensure_future(stop.wait())
+    await asyncio.wait({loading, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not loading.done():  # SIGTERM / Ctrl-C while loading: stop now, not when the load is over
+        log.info("stopping while the model loads")
+        notify.send("STOPPING=1")
+        loading.cancel()
+        return 0
+    stopped.cancel()
     try:
-        bundle_dir = await asyncio.to_thread(store.ensure_prepared, settings.model.bundle)
-        bundle = await asyncio.to_thread(load_bundle, bundle_dir)
+        bundle_dir, assistant = loading.result()
     except (BundleError, store.PrepareError, store.BundleIntegrityError) as e:
         log.error("%s", e)
         return 1
-    act = settings.activation
-    hotwords = ", ".join(act.wake_phrases) if act.mode == "wake" else None
-    assistant = await asyncio.to_thread(Assistant, bundle, settings.model, None, hotwords)
     tts = make_tts(settings.tts)
-    playback = None if settings.audio.output_device == "none" else Playback(settings.audio, on_state=_device_state("speaker"))
+    playback = None if settings.audio.output_device == "none" else Playback(settings.audio, on_state=device_logger("speaker"))
     pipeline = Pipeline(settings, assistant, tts, playback)
     await pipeline.warm_up()
     log.info("model %s loaded in %.1f s", bundle_dir.name, time.monotonic() - t0)
 
     token = load_or_create_token(settings.token_path())
-    server = VoicedServer(settings.server, pipeline, token, http_handler=make_http_handler(settings.server))
+    server = VoicedServer(settings.server, pipeline, token, http_handler=make_http_handler(settings.server), activation=settings.activation.mode)
     pipeline.add_publisher(server)
     tasks: list[asyncio.Task] = []
     try:
@@ -95,17 +114,10 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-def _device_state(kind: str):
-    def report(state: str, detail: str) -> None:
-        log.warning("%s %s: %s", kind, state, detail) if state != "ok" else log.info("%s ok: %s", kind, detail)
-
-    return report
-
-
 async def _microphone(settings: Settings, pipeline, source: str) -> None:
     from voiced.audio.capture import MicSource
 
-    mic = MicSource(settings.audio, on_state=_device_state("microphone"))
+    mic = MicSource(settings.audio)  # it logs its own state changes, once each
     try:
         async for chunk in mic:
             await pipeline.feed(source, chunk.pcm)

@@ -1,10 +1,9 @@
-"""`voiced ask` without --url: one turn in-process on the same pipeline as the daemon, no server."""
+"""`voiced ask` when no daemon answers (or with --local): one turn in-process on the daemon's own pipeline."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 import wave
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from protocol import messages as m
+from protocol.cli import print_result
 from voiced.config import Settings
 
 log = logging.getLogger(__name__)
@@ -87,14 +87,32 @@ def ask_local(args: argparse.Namespace, settings: Settings) -> int:
             w.setsampwidth(2)
             w.setframerate(rate)
             w.writeframes(audio.astype("<i2").tobytes())
-    if args.json:
-        print(json.dumps(result))
-    else:
-        if result["transcript"] is not None:
-            print(f"you:     {result['transcript']}")
-        print(f"voiced:  {result['reply_text']}")
-        print("timings: " + " ".join(f"{k}={v:.0f}ms" for k, v in result["timings_ms"].items()))
+    printed = {k: v for k, v in result.items() if k != "audio_seconds"}  # the keys `ask --url` prints
+    printed.update(audio_rate=rate, audio_s=result["audio_seconds"])
+    if args.out and audio.size:
+        printed["out"] = str(args.out)
+    print_result(printed, args.json)
+    for e in result["errors"]:
+        if not args.json:
+            print(f"voiced: {e}", file=sys.stderr)
     return 0 if not result["errors"] else 1
+
+
+def daemon_answers(settings: Settings, timeout_s: float = 0.5) -> bool:
+    """Whether a daemon listens where `voiced ask` would find it (its token file readable): then `ask` asks it
+    instead of loading a second copy of the model in this process."""
+    import socket
+
+    from protocol.cli import default_url
+
+    if not settings.token_path().is_file() or not settings.server.port:
+        return False
+    host = default_url(settings).split("//", 1)[1].rsplit(":", 1)[0].strip("[]")
+    try:
+        with socket.create_connection((host, settings.server.port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 async def _ask(settings: Settings, wav: Path | None, text: str | None):

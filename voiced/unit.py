@@ -30,7 +30,7 @@ _TEMPLATE = """\
 {marker}; `voiced service uninstall` removes it.
 [Unit]
 Description=voiced: local always-on voice assistant
-After=pipewire.service pipewire-pulse.service pulseaudio.service
+{documentation}After=pipewire.service pipewire-pulse.service pulseaudio.service
 
 [Service]
 Type=notify
@@ -38,6 +38,8 @@ NotifyAccess=main
 ExecStart={exec_start}
 {environment}Restart=on-failure
 RestartSec=3
+# exit 2 is a configuration voiced refuses: restarting cannot fix it, the log line names the fix
+RestartPreventExitStatus=2
 WatchdogSec={watchdog}
 TimeoutStartSec={timeout_start}
 TimeoutStopSec=10
@@ -77,6 +79,7 @@ class UnitSpec:
     exec_start: tuple[str, ...]
     writable: tuple[str, ...] = ("%h/.config/voiced", "%h/.cache/voiced")
     environment: dict[str, str] = field(default_factory=dict)
+    documentation: tuple[str, ...] = ()  # URIs for `systemctl --user help voiced`
 
 
 def render(spec: UnitSpec) -> str:
@@ -86,6 +89,7 @@ def render(spec: UnitSpec) -> str:
         # $VAR expansion applies to the arguments, not to the program path (systemd.service, "Command lines")
         exec_start=" ".join(_quote(a, dollar=i > 0, specifiers=a.startswith("%h/")) for i, a in enumerate(spec.exec_start)),
         environment=env,
+        documentation=f"Documentation={' '.join(spec.documentation)}\n" if spec.documentation else "",
         watchdog=WATCHDOG_SEC,
         timeout_start=TIMEOUT_START,
         writable=" ".join(_quote(w, specifiers=w.startswith("%h/")) for w in spec.writable),
@@ -172,7 +176,13 @@ def spec_for(settings: Settings, config: Path | None = None) -> UnitSpec:
         w = f"%h/{rel}" if rel is not None else str(p)
         if w not in writable:
             writable.append(w)
-    return UnitSpec(exec_start=exec_command(config), writable=tuple(writable), environment=env)
+    return UnitSpec(exec_start=exec_command(config), writable=tuple(writable), environment=env, documentation=documentation())
+
+
+def documentation() -> tuple[str, ...]:
+    """The README of the checkout this voiced runs from, when there is one (an editable or `make run` install)."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    return (readme.as_uri(),) if readme.is_file() else ()
 
 
 def _under(p: Path, base: Path) -> str | None:

@@ -78,7 +78,7 @@ async def daemon(
     pipeline = Pipeline(settings, assistant or shared_assistant(settings), make_tts(settings.tts), **pipeline_kw)
     collector = Collector()
     pipeline.add_publisher(collector)
-    server = VoicedServer(settings.server, pipeline, token)
+    server = VoicedServer(settings.server, pipeline, token, activation=settings.activation.mode)
     pipeline.add_publisher(server)
     async with server:
         try:

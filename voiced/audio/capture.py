@@ -206,7 +206,7 @@ class MicSource:
                 try:
                     resampler, sd = self._open(loop)
                 except _DeviceAbsent as e:
-                    self._set_state("absent", str(e))
+                    self._set_state("absent", f"{e}; retrying. A machine without a microphone: --input-device none")
                     await self._sleep(self.BACKOFF_S[min(attempt, len(self.BACKOFF_S) - 1)])
                     attempt += 1
                     if self.rescan_devices:

@@ -1,7 +1,8 @@
 """The bundle cache: `voiced model prepare|list|verify|remove`, and finding a bundle by name or path.
 
 Why a child process for preparation: exporting needs torch and transformers (the `export` extra); the daemon
-must never import them, and a crash or OOM in the exporter must not take the daemon down. Why write-then-
+must never import them, and a crash or OOM in the exporter must not take the daemon down. The child may run in
+another environment (`.venv-build`, see `export_python`), so the runtime venv never carries the export tools. Why write-then-
 rename: an interrupted preparation leaves only a hidden temp folder (cleaned up next time), never a half
 bundle under the real name.
 """
@@ -105,18 +106,13 @@ def prepare(name: str, force: bool = False, progress: bool = True) -> Path:
 
             known = ", ".join(sorted([*CANDIDATES, *ALIASES]))
             raise PrepareError(f"no bundle named {name!r} can be prepared; preparable names: {known}")
-        missing = missing_export_tools()
-        if missing:
-            raise PrepareError(
-                f"preparing {name!r} needs the export tools, missing here: {', '.join(missing)}. "
-                "Fix: `pip install 'voiced[export]'` (or `make prepare`)."
-            )
+        python = export_python(missing_export_tools(), _checkout(), name, progress)
         for stale in models_dir().glob(f".{real}.tmp-*"):  # left by an interrupted run
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{real}.tmp-", dir=models_dir()))
         t0 = time.monotonic()
         try:
-            cmd = [sys.executable, "-m", "model_export", "default", real, "-o", str(tmp / real)]
+            cmd = [python, "-m", "model_export", "default", real, "-o", str(tmp / real)]
             out = None if progress else subprocess.DEVNULL
             rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=out, env=_child_env()).returncode
             if rc != 0 or not (tmp / real / MANIFEST).is_file():
@@ -134,6 +130,33 @@ def prepare(name: str, force: bool = False, progress: bool = True) -> Path:
         if progress:
             print(f"voiced: bundle {real} prepared in {seconds:.0f} s -> {final}", file=sys.stderr)
         return final
+
+
+def _checkout() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def export_python(missing: list[str], root: Path, name: str = "default", progress: bool = True) -> str:
+    """The interpreter that runs the export: this one when it has the export tools (a test or build set-up),
+    else the checkout's separate build environment, made on demand by `scripts/setup.sh build` (the runtime
+    .venv of `make run` stays free of torch and transformers)."""
+    if not missing:
+        return sys.executable
+    setup = root / "scripts" / "setup.sh"
+    if not setup.is_file():
+        raise PrepareError(
+            f"preparing {name!r} needs the export tools, missing here: {', '.join(missing)}. "
+            "Fix: `pip install 'voiced[export]'` in an environment of its own and run `voiced model prepare` there."
+        )
+    out = None if progress else subprocess.DEVNULL
+    rc = subprocess.run([str(setup), "build"], cwd=root, stdout=out, stderr=out).returncode
+    python = root / ".venv-build" / "bin" / "python"
+    if rc != 0 or not python.is_file():
+        raise PrepareError(
+            f"setting up the export tools in {root / '.venv-build'} failed (exit {rc}); see the messages above. "
+            f"Fix the cause (disk space? PyPI reachable?), then run `{setup} build` and `voiced model prepare {name}`."
+        )
+    return str(python)
 
 
 def _stats_path(name: str) -> Path:

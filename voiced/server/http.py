@@ -27,6 +27,9 @@ ROUTES: dict[str, tuple[str, str]] = {
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/worklet.js": ("worklet.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
+    # the page links the SVG; /favicon.ico is what a browser asks for when a page names none (a tab on /nope)
+    "/favicon.svg": ("favicon.svg", "image/svg+xml"),
+    "/favicon.ico": ("favicon.svg", "image/svg+xml"),
 }
 
 # Everything from our own origin, nothing inline, no framing: a pairing code in the fragment is readable by

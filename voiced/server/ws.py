@@ -26,6 +26,7 @@ from websockets.protocol import State as WsState
 from protocol import framing
 from protocol.messages import (
     ALWAYS_DELIVERED,
+    ActivationName,
     INPUT_RATES,
     PROTOCOL_VERSION,
     AudioEnd,
@@ -100,13 +101,17 @@ class VoicedServer:
     `broadcast`, `send` and `broadcast_audio` never wait for a client and may be called from any thread.
     """
 
-    def __init__(self, settings: ServerSettings, handler: TurnHandler, token: str, *, http_handler: HttpHandler | None = None):
+    def __init__(
+        self, settings: ServerSettings, handler: TurnHandler, token: str, *, http_handler: HttpHandler | None = None,
+        activation: ActivationName | None = None,
+    ):
         if len(token) < 16:
             raise ValueError("token too short; use voiced.server.auth.load_or_create_token")
         self.settings = settings
         self.handler = handler
         self._gate = Gate(token)  # the token itself, or pairing codes / session credentials derived from it
         self._http_handler = http_handler
+        self.activation = activation  # told to every client in its welcome, so a page offers the right controls
         self._clients: dict[str, ClientSession] = {}
         self._audio = AudioFanout(settings.audio_frame_ms)
         self._server: Server | None = None
@@ -313,6 +318,7 @@ class VoicedServer:
                     hello_timeout_s=self.settings.hello_timeout_s,
                 ),
                 credential=self._gate.issue_session() if grant.kind == "pairing" else None,
+                activation=self.activation,
             ).to_json()
         )
         self._clients[sid] = s

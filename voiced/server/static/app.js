@@ -35,6 +35,9 @@
     playedSamples: 0,
     replyAudioStreams: 0,
     errors: [],
+    activation: null, // the daemon's activation mode from the welcome: always | wake | push
+    shownState: 'offline', // what the state pill says (the daemon's state, corrected for local playback and offline)
+    ignored: [], // turn_ignored reasons, newest last
   };
   window.voiced = view;
 
@@ -81,6 +84,7 @@
     }
     player.sources.clear();
     player.next = 0;
+    renderState();
   }
 
   function playFrame(buf) {
@@ -106,7 +110,9 @@
     player.sources.add(src);
     src.onended = () => {
       if (player.sources.delete(src)) view.playedSamples += f.length;
+      renderState();
     };
+    renderState();
     view.scheduledSamples += f.length;
   }
 
@@ -258,6 +264,7 @@
       view.connected = false;
       mic.open = false;
       setPill('conn', 'offline', 'off');
+      renderState();
       if (!welcomed && e.code === 1008) {
         sessionStorage.removeItem(CREDENTIAL_KEY);
         view.authFailed = true;
@@ -293,12 +300,16 @@
         $('pairing').hidden = true;
         setPill('conn', 'connected', 'on');
         status('connected');
+        showActivation(msg.activation);
+        renderState();
         if (view.mode === 'hands-free') openMicStream();
         break;
       case 'state':
         view.state = msg.state;
-        $('state').textContent = msg.state;
-        $('state').dataset.state = msg.state;
+        renderState();
+        break;
+      case 'turn_ignored':
+        showIgnored(msg);
         break;
       case 'transcript':
         view.transcript = msg.text;
@@ -310,6 +321,7 @@
         break;
       case 'reply_started':
         stopPlayback();
+        $('ignored').hidden = true;
         view.reply = '';
         $('reply').textContent = '';
         break;
@@ -341,21 +353,118 @@
     $('reply').textContent = msg.text;
     view.lastTimings = msg.timings_ms;
     view.replies.push({ transcript: view.transcript, text: msg.text, interrupted: msg.interrupted, timings_ms: msg.timings_ms });
-    const body = $('timings').tBodies[0];
-    body.replaceChildren(
-      ...Object.entries(msg.timings_ms || {}).map(([k, v]) => {
-        const tr = document.createElement('tr');
-        const name = document.createElement('td');
-        const ms = document.createElement('td');
-        name.textContent = k.replaceAll('_', ' ');
-        ms.textContent = /tokens$/.test(k) ? `${Math.round(v)}` : `${Math.round(v)} ms`; // counts ride along with the times
-        tr.append(name, ms);
-        return tr;
-      }),
-    );
+    showTimings(msg.timings_ms || {});
     const li = document.createElement('li');
     li.textContent = `${view.transcript ? `“${view.transcript}” → ` : ''}${msg.text}${msg.interrupted ? ' (interrupted)' : ''}`;
     $('history').prepend(li);
+  }
+
+  // ------------------------------------------------------------------------------------------------ what the user sees
+  // The page says what the daemon did and why, in the user's terms: the turns it ignored, how it is listening,
+  // what it is doing now (a reply still playing here is "speaking" even after the daemon went idle), and how long
+  // the user waited for the answer.
+
+  const IGNORED_REASONS = {
+    no_speech: 'no words were heard in that sound',
+    not_addressed: 'it was not said to voiced (start with the wake phrase)',
+    stop_command: 'heard a stop word: nothing more to say',
+    outside_push_to_talk: 'this daemon answers only while push-to-talk is held',
+  };
+
+  function showIgnored(msg) {
+    const why = IGNORED_REASONS[msg.reason] || msg.reason;
+    view.ignored.push(msg.reason);
+    const el = $('ignored');
+    el.textContent = `Not answered: ${why}.`;
+    el.dataset.reason = msg.reason;
+    el.hidden = false;
+    const li = document.createElement('li');
+    li.className = 'ignored';
+    li.textContent = `(not answered: ${why})`;
+    $('history').prepend(li);
+  }
+
+  const ACTIVATION_TEXT = {
+    always: 'The daemon answers everything it hears.',
+    wake: 'The daemon answers when you start with its wake phrase.',
+    push: 'The daemon answers only while you hold “Hold to talk” (or the space bar).',
+  };
+
+  function showActivation(mode) {
+    view.activation = mode || null;
+    const hint = $('activation');
+    hint.textContent = ACTIVATION_TEXT[mode] || '';
+    hint.hidden = !ACTIVATION_TEXT[mode];
+    const handsFree = document.querySelector('input[name="mode"][value="hands-free"]');
+    const held = document.querySelector('input[name="mode"][value="push-to-talk"]');
+    if (mode === 'push') {
+      // hands-free audio would be ignored by this daemon: push-to-talk is the only way in
+      handsFree.parentElement.hidden = true;
+      held.parentElement.lastChild.textContent = ' push-to-talk';
+      held.checked = true;
+      setMode('push-to-talk');
+    } else {
+      handsFree.parentElement.hidden = false;
+      // not push-to-talk for this daemon: holding the button only decides when this page sends the microphone
+      held.parentElement.lastChild.textContent = ' hold to send (the button only gates this microphone)';
+    }
+  }
+
+  function renderState() {
+    let shown = view.state;
+    if (!view.connected) shown = 'offline';
+    else if (player.sources.size > 0 && shown === 'idle') shown = 'speaking'; // the reply is still coming out here
+    view.shownState = shown;
+    const el = $('state');
+    el.textContent = shown;
+    el.dataset.state = shown;
+  }
+
+  function refuseWhileOffline(text) {
+    if (view.connected) return false;
+    const why = view.paired || sessionStorage.getItem(CREDENTIAL_KEY)
+      ? 'the daemon is not connected (it is retrying); ask again when the badge says connected'
+      : 'this page is not paired: run `voiced open` and open the link it prints';
+    view.errors.push({ code: 'offline', message: `not sent: ${why}`, text });
+    status(`Question not sent: ${why}.`);
+    return true; // the text stays in the box, ready to send again
+  }
+
+  const TIMING_LABELS = {
+    last_word_to_first_audio: 'your last word → first sound of the answer',
+    end_of_turn_silence: 'silence waited to be sure you had finished',
+    end_of_speech_to_first_audio: 'end of your turn → first sound',
+    asr: 'your words recognised',
+    first_token: 'first word of the answer',
+    first_clause: 'first phrase ready to speak',
+    first_audio: 'first sound of the answer',
+    done: 'whole answer written',
+    prefill_ms: 'reading the conversation',
+    decode_ms: 'writing the answer',
+    prefill_tokens: 'conversation read (tokens)',
+    decode_tokens: 'answer length (tokens)',
+    prefill_while_speaking_tokens: 'read while you spoke (tokens)',
+  };
+
+  function showTimings(timings) {
+    const wait = timings.last_word_to_first_audio ?? timings.first_audio;
+    const headline = $('latency-headline');
+    headline.textContent = wait === undefined ? ''
+      : `${'last_word_to_first_audio' in timings ? 'From your last word to the first sound of the answer' : 'From your question to the first sound of the answer'}: ${(wait / 1000).toFixed(2)} s`;
+    const body = $('timings').tBodies[0];
+    body.replaceChildren(
+      ...Object.entries(timings).map(([k, v]) => {
+        const tr = document.createElement('tr');
+        const name = document.createElement('td');
+        const value = document.createElement('td');
+        name.textContent = TIMING_LABELS[k] || k.replaceAll('_', ' ');
+        name.title = k; // the protocol's own key, for developers
+        value.textContent = /tokens$/.test(k) ? `${Math.round(v)}` : `${Math.round(v)} ms`; // counts ride along with the times
+        if (k === 'last_word_to_first_audio') tr.className = 'headline';
+        tr.append(name, value);
+        return tr;
+      }),
+    );
   }
 
   function fail(e) {
@@ -378,6 +487,7 @@
     unlockAudio();
     const text = $('query').value.trim();
     if (!text) return;
+    if (refuseWhileOffline(text)) return;
     view.transcript = text;
     $('transcript').textContent = text;
     send({ type: 'text_query', text, request_id: `page-${Date.now()}` });
