@@ -80,3 +80,7 @@ class LimitedLog:
         ok, held = self._limit.allow(key)
         if ok:
             self._logger.log(level, msg + (f" ({held} similar lines held back)" if held else ""), *args)
+
+    def allows(self, key: str) -> bool:
+        """For lines logged another way (log.exception): whether this one may be printed now."""
+        return self._limit.allow(key)[0]
