@@ -72,6 +72,13 @@ class Gate:
     clock: Callable[[], float] = time.time
     session_ttl_s: float = SESSION_TTL_S
     _spent: dict[str, float] = field(default_factory=dict, repr=False)
+    # Pairing codes minted before this gate existed are refused: the ledger of spent codes lives in memory, so
+    # without this a code used before a restart would work again after it. A code dies with the daemon instead.
+    started: float = field(default=-1.0)
+
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock()
 
     def check(self, offered: str | None) -> Grant | None:
         """The grant for `offered`, or None (wrong, expired, forged or already used: the caller says nothing)."""
@@ -92,6 +99,9 @@ class Gate:
             return None
         if kind == SESSION_KIND:
             return Grant("session", float(expiry))
+        # expiry is int(mint time + PAIR_TTL_S): a code minted at or after the start has expiry > started + TTL - 1
+        if expiry <= self.started + PAIR_TTL_S - 1:
+            return None
         self._forget_expired(now)
         if mac in self._spent or len(self._spent) >= MAX_SPENT:
             return None
