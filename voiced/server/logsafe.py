@@ -15,22 +15,23 @@ from dataclasses import dataclass, field
 
 SHOWN_CHARS = 80
 # C0/C1 controls, line and paragraph separators, bidi overrides: what can break a line or disguise its text
-_UNSAFE = re.compile(r'[\\"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]')
+_UNSAFE = re.compile(r"[\\'\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape(match: re.Match[str]) -> str:
     c = match.group()
-    if c in '\\"':
+    if c in "\\'":
         return "\\" + c
     return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
 
 
 def printable(value: object, limit: int = SHOWN_CHARS) -> str:
-    """A client's value for a log line: control characters escaped, at most `limit` characters of it, quoted."""
+    """A client's value for a log line: control characters escaped, at most `limit` characters of it, quoted
+    (as repr quotes a plain string, so a clean value reads the same as before)."""
     text = value if isinstance(value, str) else str(value)
     cut = len(text) > limit
     shown = _UNSAFE.sub(_escape, text[:limit])
-    return f'"{shown}"' + (f"... ({len(text)} chars)" if cut else "")
+    return f"'{shown}'" + (f"... ({len(text)} chars)" if cut else "")
 
 
 def words(text: str, shown: bool) -> str:
@@ -43,8 +44,8 @@ def words(text: str, shown: bool) -> str:
 class RateLimit:
     """At most `burst` lines per key, refilled at `per_s` a second; says how many were held back meanwhile."""
 
-    per_s: float = 1.0
-    burst: int = 5
+    per_s: float = 2.0
+    burst: int = 20
     clock: Callable[[], float] = time.monotonic
     max_keys: int = 1024
     _level: dict[str, float] = field(default_factory=dict)
