@@ -52,7 +52,7 @@ from voiced.server.fanout import AudioFanout, Listener, Outbox
 from voiced.server.handler import TurnHandler
 from voiced.server.limits import AudioBudget, is_loopback, raise_open_files_limit
 from voiced.server.logsafe import LimitedLog, printable
-from voiced.server.pairing import Gate, Grant
+from voiced.server.pairing import Gate, Grant, Revocation, revocation_path
 
 log = logging.getLogger(__name__)
 limited = LimitedLog(log)
@@ -113,7 +113,8 @@ class VoicedServer:
             raise ValueError("token too short; use voiced.server.auth.load_or_create_token")
         self.settings = settings
         self.handler = handler
-        self._gate = Gate(token)  # the token itself, or pairing codes / session credentials derived from it
+        # the token itself, or pairing codes / session credentials derived from it (revocable: voiced open --revoke)
+        self._gate = Gate(token, revoked_before=Revocation(revocation_path(settings)))
         self._http_handler = http_handler
         self._clients: dict[str, ClientSession] = {}
         self._audio = AudioFanout(settings.audio_frame_ms)
