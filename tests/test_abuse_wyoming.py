@@ -5,6 +5,7 @@ error event or close, no traceback reaches the log, and a legitimate peer is sti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -149,3 +150,22 @@ async def _until_closed(wy: WyomingServer) -> None:
     handlers = wy._server._handlers  # type: ignore[union-attr]
     while len(handlers) > 1:  # the other peer's stays
         await asyncio.sleep(0.05)
+
+
+async def test_reconnecting_does_not_refill_the_audio_budget() -> None:
+    """Each connection has its own budget, and the door one for all of them: a fresh connection is no fresh burst."""
+    server = {"max_audio_speed": 1.0, "audio_burst_s": 2.0}
+    async with wyoming_daemon(server=server) as (wy, _, _c), AsyncTcpClient("127.0.0.1", wy.port) as other:
+        errors = []
+        for _ in range(8):  # each connection sends 1.5 s at once, within its own 2 s burst; the door's is 8 s
+            async with AsyncTcpClient("127.0.0.1", wy.port) as client:
+                await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+                with contextlib.suppress(ConnectionError):
+                    for _ in range(15):
+                        await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=bytes(3200)).event())
+                    await client.write_event(Ping(text="done?").event())
+                ev = await asyncio.wait_for(client.read_event(), TIMEOUT)
+                if ev is not None and Error.is_type(ev.type):
+                    errors.append(Error.from_event(ev))
+        assert errors and errors[0].code == "rate-limited" and "all Wyoming peers together" in (errors[0].text or "")
+        await still_served(other)

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import json
 import logging
@@ -81,7 +80,7 @@ from voiced import __version__
 from voiced.audio.resample import StreamResampler
 from voiced.config import ConfigError, Settings
 from voiced.model.manifest import AsrAudio
-from voiced.server.limits import AudioBudget, audio_cost_s, raise_open_files_limit
+from voiced.server.limits import AudioBudget, audio_cost_s, is_loopback, raise_open_files_limit
 from voiced.server.logsafe import LimitedLog, printable
 
 log = logging.getLogger(__name__)
@@ -93,6 +92,9 @@ LINGER_S = 1.0  # after refusing a peer: how long its unread input is read away 
 OUTBOX_EVENTS = 4096  # events queued for one client (~400 s of reply audio) before it counts as stalled
 MAX_TEXT_CHARS = next(x.max_length for x in m.TextQuery.model_fields["text"].metadata if hasattr(x, "max_length"))
 PONG_TEXT_CHARS = 256  # a ping's text is echoed, but no more of it than this
+# The whole door's audio budget, in peers streaming at full speed: a budget per connection alone resets with every
+# reconnect, so a peer that reconnects would get a fresh burst each time.
+DOOR_STREAMS = 4
 _ATTRIBUTION = Attribution(name="voiced", url="")  # no public home page to point at (yet); never invent one
 _AUDIO_START_STAGES = (PipelineStage.WAKE, PipelineStage.ASR)
 
@@ -553,6 +555,14 @@ class _Connection(AsyncEventHandler):
         audio_cost_s), before any resampling work is done for it."""
         AudioIn.check(chunk.rate, chunk.width, chunk.channels)
         seconds = audio_cost_s(len(chunk.audio), chunk.rate, chunk.width, chunk.channels)
+        if not self.server.budget.take(seconds):
+            limits = self.server.limits
+            raise InputLimit(
+                "rate-limited",
+                f"audio from all Wyoming peers together arrives faster than {limits.audio_speed * DOOR_STREAMS:g}x real "
+                f"time ({DOOR_STREAMS} x server.max_audio_speed); stream audio as it is recorded, or raise "
+                "server.max_audio_speed. Connection closed.",
+            )
         if not self.budget.take(seconds):
             limits = self.server.limits
             raise InputLimit(
@@ -679,9 +689,8 @@ def _check_uri(uri: str) -> None:
             port = None
         if not parsed.hostname or port is None:
             raise WyomingError(f"server.wyoming = {uri!r} needs a host and a port, e.g. tcp://127.0.0.1:10700")
-        with contextlib.suppress(ValueError):
-            if not ipaddress.ip_address(parsed.hostname).is_loopback:
-                log.warning("Wyoming on %s has no authentication: anyone who reaches it can use the assistant", uri)
+        if not is_loopback(parsed.hostname):
+            log.warning("Wyoming on %s has no authentication: anyone who reaches it can use the assistant", printable(uri))
 
 
 class WyomingServer:
@@ -696,6 +705,7 @@ class WyomingServer:
         self.uri = uri
         self.pipeline, self.assistant, self.tts = pipeline, assistant, tts
         self.limits = InputLimits.from_settings(pipeline.settings)
+        self.budget = AudioBudget(self.limits.audio_speed * DOOR_STREAMS, self.limits.audio_burst_s * DOOR_STREAMS)
         self._server: AsyncServer | None = None
         self._conns: dict[str, _Connection] = {}
         self._replies: dict[str, _Connection] = {}
