@@ -169,3 +169,14 @@ async def test_reconnecting_does_not_refill_the_audio_budget() -> None:
                     errors.append(Error.from_event(ev))
         assert errors and errors[0].code == "rate-limited" and "all Wyoming peers together" in (errors[0].text or "")
         await still_served(other)
+
+
+async def test_event_types_cannot_forge_log_lines(caplog) -> None:
+    async with wyoming_daemon(server={"max_message_bytes": 4096}) as (wy, _, _c):
+        reader, writer = await asyncio.open_connection("127.0.0.1", wy.port)
+        writer.write(b'{"type": "x\\nWARNING forged line", "payload_length": 99999}\n')
+        err = await refused(lambda: async_read_event(reader))
+        writer.close()
+        assert err.code == "too-large"
+    lines = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
+    assert lines and all("\n" not in x for x in lines), lines
