@@ -345,3 +345,18 @@ async def test_revoke_refuses_every_session_and_pairing_code_issued_so_far(tmp_p
             assert isinstance(m.parse_server(await ws.recv()), m.Welcome)
         async with client(server, token):  # the token itself still works
             pass
+
+
+async def test_connections_before_their_hello_are_capped_too(logs) -> None:
+    async with running_server(max_clients=3, hello_timeout_s=1.0) as (server, _, token):
+        silent = [await _handshake(server.port, None) for _ in range(3)]
+        reader, writer = await _handshake(server.port, None)
+        head = await asyncio.wait_for(reader.readexactly(4), 10)
+        assert head[0] & 0x0F == 8 and struct.unpack("!H", head[2:4])[0] == 1013, head
+        writer.close()
+        for r, w in silent:  # each is closed at its hello deadline (1008), freeing its place
+            head = await asyncio.wait_for(r.readexactly(4), 10)
+            assert struct.unpack("!H", head[2:4])[0] == 1008
+            w.close()
+        async with client(server, token):
+            pass

@@ -122,6 +122,9 @@ class VoicedServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Connections still before their hello: capped too (at max_clients), so that a flood of them cannot use up
+        # the descriptors the other door (Wyoming) and authenticated clients need; each lasts hello_timeout_s at most.
+        self._unauthenticated = 0
         self.port: int = settings.port
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -290,10 +293,17 @@ class VoicedServer:
         full_size = getattr(proto, "max_size", None)
         if full_size is not None:
             proto.max_size = HELLO_MAX_BYTES  # type: ignore[union-attr]
+        if self._unauthenticated >= self.settings.max_clients:
+            limited.log(logging.WARNING, "pending", "refused a connection: %d others have not sent their hello yet", self._unauthenticated)
+            await conn.close(CLOSE_TRY_AGAIN, "too many connections waiting to authenticate; try again")
+            return
+        self._unauthenticated += 1
         try:
             authed = await self._authenticate(conn)
         except ConnectionClosed:
             return
+        finally:
+            self._unauthenticated -= 1
         if full_size is not None:
             proto.max_size = full_size  # type: ignore[union-attr]
         if authed is None:
