@@ -607,7 +607,7 @@ class Pipeline:
         for p in self.publishers:
             p.broadcast(msg)
 
-    def _tell(self, source: str, msg: Any) -> None:
+    def _tell(self, source: str, msg: m.Error) -> None:
         """A message for one source only, where a publisher can address it (the others filter by request_id)."""
         for p in self.publishers:
             if isinstance(p, Addressed):

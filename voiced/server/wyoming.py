@@ -763,7 +763,7 @@ class WyomingServer:
             del self._replies[reply_id]
 
     # -- Publisher ------------------------------------------------------------------------------------------------
-    def send(self, client_id: str, msg: Any) -> bool:
+    def send(self, client_id: str, msg: m.Error) -> bool:
         """A message for one connection only (a `busy` for its request); False if it is not one of ours."""
         conn = self._conns.get(client_id)
         if conn is not None:
