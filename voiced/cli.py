@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("open", help="print a one-time URL for the browser page")
     _add_common(p)
+    p.add_argument("--revoke", action="store_true", help="refuse every browser session and pairing code issued so far")
     return parser
 
 
@@ -190,7 +191,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         # the unit must start the daemon on the same config file that this command read (None: the default one)
         return install(settings, config=args.config) if args.action == "install" else uninstall()
     if cmd == "open":
-        from voiced.server.pairing import open_command
+        from voiced.server.pairing import open_command, revoke_command
 
-        return open_command(settings)
+        return revoke_command(settings) if args.revoke else open_command(settings)
     raise AssertionError(cmd)

@@ -56,6 +56,9 @@ class ServerSettings(_Section):
     max_clients: int = Field(64, ge=1, le=10000)
     max_message_bytes: int = Field(1 << 20, ge=1024)
     client_queue: int = Field(256, ge=4, description="messages queued per client before a stalled client is dropped")
+    client_queue_bytes: int = Field(8 << 20, ge=1 << 16, description="bytes queued per client (WebSocket or Wyoming) before a stalled client is dropped")
+    max_waiting_turns: int = Field(4, ge=1, le=1000, description="requests waiting for the model, all clients together; more get a busy error (a client's new request replaces its waiting one)")
+    idle_timeout_s: float = Field(300.0, gt=0.0, le=86400.0, description="a Wyoming connection that sends nothing this long while nothing is in progress for it is closed")
     hello_timeout_s: float = Field(5.0, gt=0.0, le=120.0, description="a connection that has not sent a valid hello (with its token) by then is closed")
     max_audio_speed: float = Field(4.0, ge=1.0, le=1000.0, description="how many times faster than real time a client may push microphone audio")
     audio_burst_s: float = Field(30.0, ge=1.0, le=3600.0, description="seconds of microphone audio a client may send at once before max_audio_speed applies")
@@ -114,6 +117,7 @@ class TTSSettings(_Section):
 class PrivacySettings(_Section):
     save_audio: bool = False
     save_transcripts: bool = False
+    log_transcripts: bool = Field(False, description="put what was said and the reply text in the daemon's log lines (the journal is usually on disk); ids, lengths and timings are logged anyway")
     data_dir: Path | None = Field(None, description="where saved audio/transcripts go when enabled")
 
 
@@ -166,6 +170,10 @@ class Settings(BaseSettings):
 
     def token_path(self) -> Path:
         return self.server.token_file or config_home() / "token"
+
+
+# Redacted by exact name (a substring match hid max_new_tokens and friends): keys that would hold a secret.
+_SECRET_KEYS = frozenset({"token", "api_key", "password", "secret"})
 
 
 class ConfigError(Exception):
@@ -257,7 +265,7 @@ def describe(settings: Settings, origin: dict[tuple[str, str], str]) -> list[dic
     for section in _SECTIONS:
         sec = getattr(settings, section)
         for key, value in sec.model_dump(mode="json").items():
-            if isinstance(getattr(sec, key), SecretStr) or "token" in key and key != "token_file":
+            if isinstance(getattr(sec, key), SecretStr) or key in _SECRET_KEYS:
                 value = "***"
             rows.append({"key": f"{section}.{key}", "value": value, "source": origin.get((section, key), "default")})
     return rows

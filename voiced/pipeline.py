@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from protocol import messages as m
+from voiced.admission import Addressed, Verdict, WaitingTurns
 from voiced.assistant import SPOKEN, Assistant
 from voiced.audio import vad
 from voiced.audio.activation import Activation, Decision
@@ -40,6 +41,7 @@ from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy
 from voiced.audio.wakeword import LEAD_S, WakeWordDetector, WakeWordModel
 from voiced.config import Settings
 from voiced.speech.chunker import ClauseChunker
+from voiced.server.logsafe import words
 from voiced.speech.tts import TTSEngine
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,7 @@ class Pipeline:
         self.turns_done: list[m.ReplyDone] = []
         self._sources: dict[str, _Source] = {}
         self._lock = asyncio.Lock()
+        self._waiting: WaitingTurns[Turn] = WaitingTurns(settings.server.max_waiting_turns)
         self._tasks: set[asyncio.Task] = set()
         self._echo_until = 0.0
         self._endpoint = EndOfTurnPolicy(settings.activation, settings.audio)
@@ -313,6 +316,8 @@ class Pipeline:
         turn = self.turn
         if turn is not None and (request_id is None or request_id == turn.request_id):
             self._interrupt(turn)
+        for waiting in self._waiting.withdraw(client_id, lambda t: request_id is None or t.request_id == request_id):
+            waiting.cancel.set()
 
     async def on_push_to_talk(self, client_id: str, pressed: bool) -> None:
         st = self._source(client_id)
@@ -333,6 +338,8 @@ class Pipeline:
 
     async def on_client_disconnect(self, client_id: str) -> None:
         self._sources.pop(client_id, None)
+        for waiting in self._waiting.withdraw(client_id):  # nobody is left to hear them
+            waiting.cancel.set()
 
     # -- the turn -------------------------------------------------------------------------------------------
     def _start(self, turn: Turn) -> asyncio.Task:
@@ -343,7 +350,10 @@ class Pipeline:
             if self.turn is None and self.state == "listening":
                 self._set_state("idle", None)
             return
+        if not self._admit(turn):
+            return
         async with self._lock:  # one model, one turn at a time; later turns wait their go
+            self._waiting.started(turn)
             if turn.cancel.is_set():
                 return
             self.turn = turn
@@ -355,6 +365,18 @@ class Pipeline:
             finally:
                 self.turn = None
                 self._set_state("idle", None)
+
+    def _admit(self, turn: Turn) -> bool:
+        """Bound the turns waiting for the model (voiced.admission); the refused and the replaced hear `busy`."""
+        offer = self._waiting.offer(turn.source, turn)
+        if offer.evicted is not None:
+            offer.evicted.cancel.set()
+            self._tell(offer.evicted.source, m.Error(code="busy", message="replaced by a newer request from the same client before it was answered", request_id=offer.evicted.request_id))
+        if offer.verdict is Verdict.BUSY:
+            n = self.settings.server.max_waiting_turns
+            self._tell(turn.source, m.Error(code="busy", message=f"{n} requests already wait for the model (server.max_waiting_turns); ask again when a reply is done", request_id=turn.request_id))
+            return False
+        return True
 
     async def _hear(self, turn: Turn) -> bool:
         """Transcribe a spoken turn and decide whether it is ours to answer. Runs before the turn lock, so a
@@ -409,7 +431,7 @@ class Pipeline:
         activation = self._source(turn.source).activation
         if activation.is_stop_command(text):
             current = self.turn
-            log.info("stop command %r from %s%s", text, turn.source, f": stopping reply {current.id}" if current else "")
+            log.info("stop command %s from %s%s", words(text, self._log_words), turn.source, f": stopping reply {current.id}" if current else "")
             if current is not None:
                 self._interrupt(current)
             self._publish(m.TurnIgnored(source=turn.source, reason="stop_command"))
@@ -492,8 +514,8 @@ class Pipeline:
         self.turns_done.append(done)
         self._publish(done)
         log.info(
-            "turn %s (%s)%s: %r -> %r | %s", turn.id, turn.source, " interrupted" if turn.interrupted else "",
-            query[:80], turn.reply.strip()[:80], " ".join(f"{k}={v:.0f}" for k, v in timings.items()),
+            "turn %s (%s)%s: %s -> %s | %s", turn.id, turn.source, " interrupted" if turn.interrupted else "",
+            words(query, self._log_words), words(turn.reply.strip(), self._log_words), " ".join(f"{k}={v:.0f}" for k, v in timings.items()),
         )
 
     async def _speak(self, turn: Turn, clauses: asyncio.Queue[str | None]) -> None:
@@ -584,6 +606,20 @@ class Pipeline:
     def _publish(self, msg: Any) -> None:
         for p in self.publishers:
             p.broadcast(msg)
+
+    def _tell(self, source: str, msg: m.Error) -> None:
+        """A message for one source only, where a publisher can address it (the others filter by request_id)."""
+        for p in self.publishers:
+            if isinstance(p, Addressed):
+                p.send(source, msg)
+            else:
+                p.broadcast(msg)
+
+    @property
+    def _log_words(self) -> bool:
+        """User words and reply text in log lines only when configured: the journal is usually on disk."""
+        privacy = self.settings.privacy
+        return privacy.log_transcripts or privacy.save_transcripts
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)

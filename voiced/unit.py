@@ -43,6 +43,13 @@ RestartPreventExitStatus=2
 WatchdogSec={watchdog}
 TimeoutStartSec={timeout_start}
 TimeoutStopSec=10
+# Resource bounds (benchmarks/abuse.py): descriptors well above what max_clients on both doors can take, so a flood
+# meets the connection caps and not EMFILE; memory for the largest bundle we ship plus fan-out queues, so a leak
+# restarts the daemon instead of swapping the desktop; threads for onnxruntime, Whisper and the executors.
+LimitNOFILE=8192
+MemoryHigh=6G
+MemoryMax=8G
+TasksMax=512
 
 # Hardening a user unit can take (user namespaces make the mount options work without privileges).
 NoNewPrivileges=yes

@@ -12,6 +12,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -26,8 +27,21 @@ log = logging.getLogger(__name__)
 Item = str | bytes | tuple[bytes, ...]
 
 
+class OutboxState(Enum):
+    OPEN = "open"
+    OVERFLOWED = "overflowed"  # the client stopped reading: reported once, everything after is dropped
+    STOPPED = "stopped"  # the client is gone or dropped: nothing is queued any more
+
+
+def item_bytes(item: Item) -> int:
+    """What an item holds, for the byte bound (JSON text counts its characters: nearly all of it is ASCII)."""
+    if isinstance(item, tuple):
+        return sum(len(f) for f in item)
+    return len(item)
+
+
 class Outbox:
-    """A client's bounded send queue and the task that drains it into the socket."""
+    """A client's send queue, bounded in messages and in bytes, and the task that drains it into the socket."""
 
     def __init__(
         self,
@@ -35,33 +49,52 @@ class Outbox:
         maxsize: int,
         on_overflow: Callable[[], None],
         write_now: Callable[[Item], bool] | None = None,
+        max_bytes: int | None = None,
     ):
         self._send = send
         self._queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize)
+        # Counting messages alone let a non-reader hold hundreds of megabytes (256 one-megabyte errors).
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._on_overflow = on_overflow
         # Fast path: with nothing queued and the socket accepting data, write at once instead of waking this
         # client's task. With 100 listeners the task switches alone cost milliseconds per chunk.
         self._write_now = write_now
         self._busy = False  # the task holds an item: a direct write now would overtake it
-        self.overflowed = False
+        self.state = OutboxState.OPEN
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def overflowed(self) -> bool:
+        return self.state is not OutboxState.OPEN
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def put(self, item: Item) -> bool:
         """Queue without waiting; a full queue means the client stopped reading: report it once and drop the item."""
-        if self.overflowed:
+        if self.state is not OutboxState.OPEN:
             return False
         if self._write_now is not None and not self._busy and self._queue.empty() and self._write_now(item):
             return True
+        size = item_bytes(item)
+        if self._max_bytes is not None and self._bytes + size > self._max_bytes and not self._queue.empty():
+            return self._overflow()  # one item larger than the bound still goes out alone: the bound is on waiting
         try:
             self._queue.put_nowait(item)
-            return True
         except asyncio.QueueFull:
-            self.overflowed = True
-            self._on_overflow()
-            return False
+            return self._overflow()
+        self._bytes += size
+        return True
+
+    def _overflow(self) -> bool:
+        self.state = OutboxState.OVERFLOWED
+        self._on_overflow()
+        return False
 
     def qsize(self) -> int:
         return self._queue.qsize()
@@ -72,6 +105,7 @@ class Outbox:
                 item = await self._queue.get()
                 if item is None:
                     return
+                self._bytes -= item_bytes(item)
                 self._busy = True
                 if isinstance(item, tuple):
                     for frame in item:
@@ -85,8 +119,18 @@ class Outbox:
             log.debug("outbox writer stopped: %s", e)
 
     def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        """Stop the writer and let go of everything queued now, not when a garbage-collector pass finds it.
+
+        The cancelled task's CancelledError holds a traceback whose frame holds this outbox: while the outbox
+        also held the task, that was a reference cycle keeping every queued buffer of a dropped client alive.
+        """
+        self.state = OutboxState.STOPPED
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._bytes = 0
 
 
 @dataclass

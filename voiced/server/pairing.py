@@ -20,10 +20,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Literal
 
-from voiced.config import Settings
+from voiced.config import ServerSettings, Settings, config_home
 from voiced.server.auth import TokenError, read_token, token_matches
 
 PAIR_KIND = "pair1"
@@ -56,6 +57,44 @@ def mint_session(token: str, now: float | None = None, ttl_s: float = SESSION_TT
     return _mint(token, SESSION_KIND, ttl_s, now)
 
 
+def revocation_path(server: ServerSettings) -> Path:
+    """Where `voiced open --revoke` records its time, next to the token (the same private directory)."""
+    return (server.token_file or config_home() / "token").with_name("revoked-before")
+
+
+@dataclass
+class Revocation:
+    """The time before which no pairing code or session credential counts: `voiced open --revoke` writes it, the
+    daemon reads it at each check (a stat; re-read when it changed), so revoking needs no restart."""
+
+    path: Path
+    _seen: tuple[float, float] = (-1.0, 0.0)  # (mtime, value)
+
+    def __call__(self) -> float:
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+        if mtime != self._seen[0]:
+            try:
+                self._seen = (mtime, float(self.path.read_text().strip() or 0))
+            except (OSError, ValueError):
+                self._seen = (mtime, 0.0)
+        return self._seen[1]
+
+
+def revoke(path: Path, now: float | None = None) -> float:
+    """Refuse from now on every pairing code and session credential issued until now (written atomically, 0600)."""
+    at = time.time() if now is None else now
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{at:.3f}\n")
+    os.replace(tmp, path)
+    return at
+
+
 @dataclass(frozen=True)
 class Grant:
     """What a client proved: the token itself, a one-time pairing code, or a session credential."""
@@ -72,6 +111,14 @@ class Gate:
     clock: Callable[[], float] = time.time
     session_ttl_s: float = SESSION_TTL_S
     _spent: dict[str, float] = field(default_factory=dict, repr=False)
+    # Pairing codes minted before this gate existed are refused: the ledger of spent codes lives in memory, so
+    # without this a code used before a restart would work again after it. A code dies with the daemon instead.
+    started: float = field(default=-1.0)
+    revoked_before: Callable[[], float] = lambda: 0.0  # a Revocation: `voiced open --revoke`
+
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock()
 
     def check(self, offered: str | None) -> Grant | None:
         """The grant for `offered`, or None (wrong, expired, forged or already used: the caller says nothing)."""
@@ -90,8 +137,13 @@ class Gate:
         ttl = PAIR_TTL_S if kind == PAIR_KIND else self.session_ttl_s
         if not (now <= expiry <= now + ttl + CLOCK_SKEW_S):
             return None
+        if expiry <= self.revoked_before() + ttl:  # minted (expiry - ttl) before the revocation
+            return None
         if kind == SESSION_KIND:
             return Grant("session", float(expiry))
+        # expiry is int(mint time + PAIR_TTL_S): a code minted at or after the start has expiry > started + TTL - 1
+        if expiry <= self.started + PAIR_TTL_S - 1:
+            return None
         self._forget_expired(now)
         if mac in self._spent or len(self._spent) >= MAX_SPENT:
             return None
@@ -140,6 +192,23 @@ def _launch_browser(url: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def revoke_command(settings: Settings) -> int:
+    """`voiced open --revoke`: every browser session and unused pairing code stops working, at once."""
+    path = revocation_path(settings.server)
+    try:
+        revoke(path)
+    except OSError as e:
+        print(f"voiced: cannot write {path}: {e.strerror or e}; run as the user who runs `voiced serve`", file=sys.stderr)
+        return 1
+    print(
+        "revoked: every browser session and pairing code issued until now is refused (connected pages keep their "
+        "connection until they reconnect); run `voiced open` to pair a browser again. The token itself still works: "
+        "to replace it, delete the token file and restart the daemon.",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def open_command(settings: Settings) -> int:

@@ -51,15 +51,23 @@ from voiced.config import ServerSettings
 from voiced.server.auth import bearer, origin_allowed
 from voiced.server.fanout import AudioFanout, Listener, Outbox
 from voiced.server.handler import TurnHandler
-from voiced.server.limits import AudioBudget
-from voiced.server.pairing import Gate, Grant
+from voiced.server.limits import AudioBudget, is_loopback, raise_open_files_limit
+from voiced.server.logsafe import LimitedLog, printable
+from voiced.server.pairing import Gate, Grant, Revocation, revocation_path
 
 log = logging.getLogger(__name__)
+limited = LimitedLog(log)
 
 CLOSE_POLICY = 1008  # no or wrong token, no hello in time
 CLOSE_TRY_AGAIN = 1013  # max clients reached
 CLOSE_SLOW_CONSUMER = 4001  # the client's send queue filled up: it is not reading
 HARD_SIZE_FACTOR = 4  # frames up to this many times max_message_bytes get a typed error; above, close 1009
+# Before the token is checked a frame may be no longer than a hello needs (token, name, roles, events): a bigger
+# one closes the connection (1009) from its header, before its payload is read, let alone parsed.
+HELLO_MAX_BYTES = 16 << 10
+MAX_ERROR_CHARS = 512  # an error message quotes what the client sent; never more than this of it
+# Handshake headers that must appear once: two Origins or Hosts are ambiguous (which one was checked?)
+SINGLE_HEADERS = ("Host", "Origin", "Upgrade", "Authorization", "Sec-WebSocket-Key", "Sec-WebSocket-Version")
 VAD_RATE = 16000
 
 HttpHandler = Callable[[ServerConnection, Request], Response | None | Awaitable[Response | None]]
@@ -109,7 +117,8 @@ class VoicedServer:
             raise ValueError("token too short; use voiced.server.auth.load_or_create_token")
         self.settings = settings
         self.handler = handler
-        self._gate = Gate(token)  # the token itself, or pairing codes / session credentials derived from it
+        # the token itself, or pairing codes / session credentials derived from it (revocable: voiced open --revoke)
+        self._gate = Gate(token, revoked_before=Revocation(revocation_path(settings)))
         self._http_handler = http_handler
         self.activation = activation  # told to every client in its welcome, so a page offers the right controls
         self._clients: dict[str, ClientSession] = {}
@@ -118,6 +127,9 @@ class VoicedServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Connections still before their hello: capped too (at max_clients), so that a flood of them cannot use up
+        # the descriptors the other door (Wyoming) and authenticated clients need; each lasts hello_timeout_s at most.
+        self._unauthenticated = 0
         self.port: int = settings.port
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -130,6 +142,12 @@ class VoicedServer:
         await self.stop()
 
     async def start(self) -> None:
+        raise_open_files_limit()
+        if not is_loopback(self.settings.host):
+            log.warning(
+                "server.host = %s is not a loopback address: every machine that reaches it can try the token, and the "
+                "traffic (audio, words) is not encrypted; bind 127.0.0.1 unless you mean it", printable(self.settings.host),
+            )
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._server = await serve(
@@ -226,16 +244,20 @@ class VoicedServer:
     # ------------------------------------------------------------------------------------------- handshake
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Any:
+        repeated = [name for name in SINGLE_HEADERS if len(request.headers.get_all(name)) > 1]
+        if repeated:
+            limited.log(logging.WARNING, "headers", "refused a request with repeated %s headers", ", ".join(repeated))
+            return conn.respond(HTTPStatus.BAD_REQUEST, f"header {repeated[0]} appears more than once; send it once\n")
         if request.headers.get("Upgrade", "").lower() != "websocket":
             if self._http_handler is not None:
                 return self._http_handler(conn, request)
             return conn.respond(HTTPStatus.UPGRADE_REQUIRED, f"voiced WebSocket endpoint: connect with subprotocol {PROTOCOL_VERSION}\n")
         origin = request.headers.get("Origin")
         if not origin_allowed(origin, self.port, self.settings.allowed_origins):
-            log.warning("refused a WebSocket handshake from origin %r", origin)
+            limited.log(logging.WARNING, "origin", "refused a WebSocket handshake from origin %s", printable(origin))
             return conn.respond(
                 HTTPStatus.FORBIDDEN,
-                f"origin {origin} is not allowed; add it to server.allowed_origins in the voiced config if you trust it\n",
+                f"origin {printable(origin)} is not allowed; add it to server.allowed_origins in the voiced config if you trust it\n",
             )
         return None
 
@@ -260,6 +282,8 @@ class VoicedServer:
                     msg = parse_client(raw)
                 except ProtocolError as e:
                     msg, problem = None, e.error
+                except RecursionError:  # JSON nested deeper than the parser goes: not a hello either
+                    msg, problem = None, _too_deep()
                 if msg is not None and not isinstance(msg, Hello):
                     problem = Error(code="protocol", message=f"the first message must be a hello, not {msg.type}")
                 if isinstance(msg, Hello):
@@ -267,13 +291,26 @@ class VoicedServer:
                     return (msg, grant) if grant is not None else None
             if not header_ok:  # an unauthenticated peer learns nothing, not even what it did wrong
                 return None
-            await conn.send(problem.to_json())  # type: ignore[union-attr]
+            await conn.send(_bounded(problem))  # type: ignore[arg-type]
 
     async def _serve_connection(self, conn: ServerConnection) -> None:
+        proto = getattr(conn, "protocol", None)  # websockets' sans-I/O protocol reads max_size at every frame
+        full_size = getattr(proto, "max_size", None)
+        if full_size is not None:
+            proto.max_size = HELLO_MAX_BYTES  # type: ignore[union-attr]
+        if self._unauthenticated >= self.settings.max_clients:
+            limited.log(logging.WARNING, "pending", "refused a connection: %d others have not sent their hello yet", self._unauthenticated)
+            await conn.close(CLOSE_TRY_AGAIN, "too many connections waiting to authenticate; try again")
+            return
+        self._unauthenticated += 1
         try:
             authed = await self._authenticate(conn)
         except ConnectionClosed:
             return
+        finally:
+            self._unauthenticated -= 1
+        if full_size is not None:
+            proto.max_size = full_size  # type: ignore[union-attr]
         if authed is None:
             await conn.close(CLOSE_POLICY, "missing or wrong token, or no hello in time")
             return
@@ -283,7 +320,7 @@ class VoicedServer:
             await conn.close(CLOSE_TRY_AGAIN, "server full")
             return
         session = self._register(conn, hello, grant)
-        log.info("client %s (%s) connected: roles %s, audio %d Hz", session.id, session.name, sorted(session.roles), session.audio_rate)
+        log.info("client %s (%s) connected: roles %s, audio %d Hz", session.id, printable(session.name), sorted(session.roles), session.audio_rate)
         try:
             async for raw in conn:
                 await self._on_frame(session, raw)
@@ -294,7 +331,10 @@ class VoicedServer:
 
     def _register(self, conn: ServerConnection, hello: Hello, grant: Grant) -> ClientSession:
         sid = secrets.token_hex(6)
-        outbox = Outbox(conn.send, self.settings.client_queue, lambda: self._spawn(self._drop_slow(sid)), _direct_writer(conn))
+        outbox = Outbox(
+            conn.send, self.settings.client_queue, lambda: self._spawn(self._drop_slow(sid)), _direct_writer(conn),
+            max_bytes=self.settings.client_queue_bytes,
+        )
         s = ClientSession(
             id=sid,
             name=hello.name,
@@ -333,13 +373,16 @@ class VoicedServer:
             await self.handler.on_client_disconnect(s.id)
         except Exception:
             log.exception("turn handler failed on disconnect of %s", s.id)
-        log.info("client %s (%s) disconnected (code %s)", s.id, s.name, s.conn.close_code)
+        log.info("client %s (%s) disconnected (code %s)", s.id, printable(s.name), s.conn.close_code)
 
     async def _drop_slow(self, sid: str) -> None:
         s = self._clients.pop(sid, None)
         if s is None:
             return
-        log.warning("client %s (%s) dropped: %d messages queued and it is not reading", sid, s.name, self.settings.client_queue)
+        limited.log(
+            logging.WARNING, "slow", "client %s (%s) dropped: its send queue is full (server.client_queue messages or "
+            "server.client_queue_bytes) and it is not reading", sid, printable(s.name),
+        )
         s.outbox.stop()
         try:
             await asyncio.wait_for(s.conn.close(CLOSE_SLOW_CONSUMER, "too slow: send queue full"), 1.0)
@@ -357,7 +400,7 @@ class VoicedServer:
     # ------------------------------------------------------------------------------------------- client input
 
     def _error(self, s: ClientSession, code: str, message: str, request_id: str | None = None) -> None:
-        s.outbox.put(Error(code=code, message=message, request_id=request_id).to_json())  # type: ignore[arg-type]
+        s.outbox.put(_bounded(Error(code=code, message=message, request_id=request_id)))  # type: ignore[arg-type]
 
     async def _on_frame(self, s: ClientSession, raw: str | bytes) -> None:
         if len(raw) > self.settings.max_message_bytes:
@@ -369,7 +412,9 @@ class VoicedServer:
             else:
                 await self._on_message(s, parse_client(raw))
         except ProtocolError as e:
-            s.outbox.put(e.error.to_json())
+            s.outbox.put(_bounded(e.error))
+        except RecursionError:
+            s.outbox.put(_bounded(_too_deep()))
         except ConnectionClosed:
             raise
         except Exception:
@@ -439,6 +484,17 @@ class VoicedServer:
                 await self.handler.on_client_audio(s.id, out)
         if gap:  # the audio is used anyway (a lost frame is a click, not a reason to stop listening); the client is told
             raise ProtocolError("audio_stream", f"frame seq {frame.seq} where {expected} was expected: frames lost or reordered")
+
+
+def _bounded(error: Error) -> str:
+    """The error as JSON, its message cut to MAX_ERROR_CHARS: it may quote the client (a 1 MiB `type`)."""
+    if len(error.message) > MAX_ERROR_CHARS:
+        error = error.model_copy(update={"message": error.message[:MAX_ERROR_CHARS] + "... (cut)"})
+    return error.to_json()
+
+
+def _too_deep() -> Error:
+    return Error(code="bad_json", message="JSON nested too deeply to parse; send one flat JSON object per text frame")
 
 
 def _direct_writer(conn: ServerConnection) -> Callable[[Any], bool] | None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import json
 import logging
@@ -81,14 +80,21 @@ from voiced import __version__
 from voiced.audio.resample import StreamResampler
 from voiced.config import ConfigError, Settings
 from voiced.model.manifest import AsrAudio
-from voiced.server.limits import AudioBudget
+from voiced.server.limits import AudioBudget, audio_cost_s, is_loopback, raise_open_files_limit
+from voiced.server.logsafe import LimitedLog, printable
 
 log = logging.getLogger(__name__)
+limited = LimitedLog(log)
 
 RATE = 16000  # the front end's rate: what the recogniser and the pipeline take
 MAX_HEADER_BYTES = 1 << 16  # asyncio's stream buffer limit, which the wyoming servers keep: no longer line is read
 LINGER_S = 1.0  # after refusing a peer: how long its unread input is read away so that closing sends FIN, not RST
 OUTBOX_EVENTS = 4096  # events queued for one client (~400 s of reply audio) before it counts as stalled
+MAX_TEXT_CHARS = next(x.max_length for x in m.TextQuery.model_fields["text"].metadata if hasattr(x, "max_length"))
+PONG_TEXT_CHARS = 256  # a ping's text is echoed, but no more of it than this
+# The whole door's audio budget, in peers streaming at full speed: a budget per connection alone resets with every
+# reconnect, so a peer that reconnects would get a fresh burst each time.
+DOOR_STREAMS = 4
 _ATTRIBUTION = Attribution(name="voiced", url="")  # no public home page to point at (yet); never invent one
 _AUDIO_START_STAGES = (PipelineStage.WAKE, PipelineStage.ASR)
 
@@ -114,11 +120,18 @@ class InputLimits:
     utterance_s: float  # audio.max_segment_s: the audio of one transcription
     audio_speed: float  # server.max_audio_speed
     audio_burst_s: float  # server.audio_burst_s
+    first_event_s: float = 5.0  # server.hello_timeout_s: a connection says something by then or is closed
+    idle_s: float = 300.0  # server.idle_timeout_s: silence allowed while nothing is in progress for the peer
+    connections: int = 64  # server.max_clients: Wyoming connections at once (counted apart from WebSocket clients)
+    queue_bytes: int = 8 << 20  # server.client_queue_bytes: queued toward one peer before it counts as stalled
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InputLimits:
         server = settings.server
-        return cls(server.max_message_bytes, settings.audio.max_segment_s, server.max_audio_speed, server.audio_burst_s)
+        return cls(
+            server.max_message_bytes, settings.audio.max_segment_s, server.max_audio_speed, server.audio_burst_s,
+            server.hello_timeout_s, server.idle_timeout_s, server.max_clients, server.client_queue_bytes,
+        )
 
     @property
     def header_bytes(self) -> int:
@@ -145,15 +158,17 @@ def _declared_length(header: dict[str, Any], key: str, limit: int) -> int | None
     return n
 
 
-async def read_event(reader: asyncio.StreamReader, limits: InputLimits) -> Event | None:
+async def read_event(reader: asyncio.StreamReader, limits: InputLimits, wait_s: float | None = None) -> Event | None:
     """The next event, with every declared size checked against `limits` before a byte of it is read.
 
     Same framing as wyoming.event.async_read_event (a JSON header line, then data_length bytes of JSON merged into
     its data, then payload_length bytes), which trusts the lengths a peer declares. None at the end of the stream
     and on broken framing, as there: the connection ends without an answer, since nothing more can be parsed.
+    `wait_s`: how long to wait for the header line (asyncio.TimeoutError then, with nothing consumed: readuntil
+    takes bytes only once the line is whole) and for the rest of the event once it began (InputLimit then).
     """
     try:
-        line = await reader.readuntil(b"\n")
+        line = await asyncio.wait_for(reader.readuntil(b"\n"), wait_s)
     except asyncio.IncompleteReadError:
         return None
     except asyncio.LimitOverrunError:
@@ -167,7 +182,7 @@ async def read_event(reader: asyncio.StreamReader, limits: InputLimits) -> Event
         )
     try:
         header = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(header, dict) or not isinstance(header.get("type"), str) or not isinstance(header.get("data") or {}, dict):
         return None
@@ -178,13 +193,17 @@ async def read_event(reader: asyncio.StreamReader, limits: InputLimits) -> Event
     data = dict(header.get("data") or {})
     try:
         if data_length:
-            more = json.loads(await reader.readexactly(data_length))
+            more = json.loads(await asyncio.wait_for(reader.readexactly(data_length), wait_s))
             if not isinstance(more, dict):
                 return None
             data.update(more)
-        payload = await reader.readexactly(payload_length) if payload_length else None
-    except (asyncio.IncompleteReadError, ValueError):
+        payload = await asyncio.wait_for(reader.readexactly(payload_length), wait_s) if payload_length else None
+    except (asyncio.IncompleteReadError, ValueError, RecursionError):
         return None
+    except asyncio.TimeoutError:
+        raise InputLimit(
+            "timeout", f"an event stalled mid-way for {wait_s:g} s (server.idle_timeout_s); send each event whole. Connection closed."
+        ) from None
     return Event(type=header["type"], data=data, payload=payload)
 
 
@@ -313,11 +332,17 @@ class _Connection(AsyncEventHandler):
     """One Wyoming peer. Requests are answered in order; pipeline events for its turns arrive via the server's
     Publisher at any time, so every outgoing event goes through one outbox and one writer task."""
 
-    def __init__(self, server: WyomingServer, source: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(
+        self, server: WyomingServer, source: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, full: bool = False
+    ):
         super().__init__(reader, writer)
         self.server = server
         self.source = source
+        self.full = full  # over the connection cap: told so, then closed
         self.outbox: asyncio.Queue[Event | None] = asyncio.Queue(OUTBOX_EVENTS)
+        self.outbox_bytes = 0  # bounded by limits.queue_bytes as well as by OUTBOX_EVENTS
+        self.stalled = False  # the peer stopped reading: reported once, disconnected, nothing more queued
+        self.events_read = 0
         self.mode = "asr"  # or "turn" after run-pipeline
         self.speak = True  # turn mode: reply audio wanted (end_stage tts)
         self.audio: AudioIn | None = None  # a stream is open
@@ -337,10 +362,21 @@ class _Connection(AsyncEventHandler):
 
     # -- output -------------------------------------------------------------------------------------------------
     def send(self, event: Event) -> None:
+        if self.stalled:
+            return
+        size = _event_bytes(event)
         try:
+            if self.outbox_bytes + size > self.server.limits.queue_bytes and not self.outbox.empty():
+                raise asyncio.QueueFull
             self.outbox.put_nowait(event)
+            self.outbox_bytes += size
         except asyncio.QueueFull:
-            log.warning("wyoming client %s is not reading (%d events queued); disconnecting it", self.source, OUTBOX_EVENTS)
+            self.stalled = True
+            self.cancel.set()  # whatever is being made for this peer (a long synthesize) stops now
+            limited.log(
+                logging.WARNING, "stalled", "wyoming client %s is not reading (%d events, %d bytes queued); disconnecting it",
+                self.source, self.outbox.qsize(), self.outbox_bytes,
+            )
             asyncio.ensure_future(self.stop())
 
     def error(self, code: str, text: str) -> None:
@@ -349,8 +385,10 @@ class _Connection(AsyncEventHandler):
     async def _write_loop(self) -> None:
         try:
             while (event := await self.outbox.get()) is not None:
+                self.outbox_bytes -= _event_bytes(event)
                 await self.write_event(event)
         except (ConnectionError, RuntimeError) as e:
+            self.cancel.set()  # the peer is gone: stop making what nobody will read
             log.debug("wyoming client %s: write failed (%s)", self.source, e)
 
     async def run(self) -> None:
@@ -360,8 +398,15 @@ class _Connection(AsyncEventHandler):
         running flag.
         """
         self._writer_task = asyncio.ensure_future(self._write_loop())
+        if self.full:
+            self._refuse(InputLimit(
+                "server-full",
+                f"{self.server.limits.connections} Wyoming connections are open (server.max_clients); close one or "
+                "raise server.max_clients, then connect again. Connection closed.",
+            ))
         try:
-            while (event := await self._read()) is not None:
+            while not self.full and (event := await self._read()) is not None:
+                self.events_read += 1
                 if not await self.handle_event(event):
                     break
         finally:
@@ -371,16 +416,32 @@ class _Connection(AsyncEventHandler):
             self.writer.close()
 
     async def _read(self) -> Event | None:
-        try:
-            return await read_event(self.reader, self.server.limits)
-        except InputLimit as e:
-            self._refuse(e)
-            return None
-        except ConnectionError:
-            return None
+        limits = self.server.limits
+        while True:
+            first = self.events_read == 0
+            try:
+                return await read_event(self.reader, limits, limits.first_event_s if first else limits.idle_s)
+            except asyncio.TimeoutError:
+                if not first and self._in_progress():
+                    continue  # the peer waits for us, not the other way round
+                self._refuse(InputLimit(
+                    "timeout",
+                    f"no event for {limits.first_event_s if first else limits.idle_s:g} s "
+                    f"({'server.hello_timeout_s' if first else 'server.idle_timeout_s'}); connect when there is "
+                    "something to send, or raise that setting. Connection closed.",
+                ))
+                return None
+            except InputLimit as e:
+                self._refuse(e)
+                return None
+            except ConnectionError:
+                return None
+
+    def _in_progress(self) -> bool:
+        return bool(self.replies or self.handle_context) or self.pending is not None
 
     def _refuse(self, e: InputLimit) -> None:
-        log.warning("wyoming client %s: %s", self.source, e.text)
+        limited.log(logging.WARNING, e.code, "wyoming client %s: %s", self.source, printable(e.text, 600))
         self.refused = True
         self.error(e.code, e.text)
 
@@ -418,11 +479,12 @@ class _Connection(AsyncEventHandler):
             self._refuse(e)
             return False
         except (KeyError, TypeError, ValueError) as e:
-            log.info("wyoming client %s: bad %s event: %s", self.source, event.type, e)
-            self.error("bad-event", f"{event.type} event rejected: {e}; see the Wyoming event definitions")
+            limited.log(logging.INFO, "bad-event", "wyoming client %s: bad %s event: %s", self.source, printable(event.type), printable(e, 200))
+            self.error("bad-event", f"{event.type[:64]} event rejected: {str(e)[:512]}; see the Wyoming event definitions")
         except Exception as e:
-            log.exception("wyoming client %s: %s failed", self.source, event.type)
-            self.error("internal", f"{event.type} failed: {e}")
+            if limited.allows("internal"):
+                log.exception("wyoming client %s: %s failed", self.source, printable(event.type))
+            self.error("internal", f"{event.type[:64]} failed: {str(e)[:512]}")
         return True
 
     async def _dispatch(self, event: Event) -> None:
@@ -430,7 +492,8 @@ class _Connection(AsyncEventHandler):
         if Describe.is_type(t):
             self.send(describe_info(self.server.pipeline, self.server.assistant, self.server.tts).event())
         elif Ping.is_type(t):
-            self.send(Pong(text=Ping.from_event(event).text).event())
+            text = Ping.from_event(event).text
+            self.send(Pong(text=text[:PONG_TEXT_CHARS] if isinstance(text, str) else None).event())
         elif Transcribe.is_type(t):
             self.mode, self.asr_pcm, self.asr_samples = "asr", [], 0
         elif RunPipeline.is_type(t):
@@ -448,12 +511,13 @@ class _Connection(AsyncEventHandler):
         elif Transcript.is_type(t):
             await self._handle(Transcript.from_event(event))
         else:  # Wyoming peers drop events they do not know (select-program, newer event types): so do we
-            log.debug("wyoming client %s: ignoring %s event", self.source, t)
+            log.debug("wyoming client %s: ignoring %s event", self.source, printable(t))
 
     async def _run_pipeline(self, run: RunPipeline) -> None:
         if run.start_stage == PipelineStage.TTS:
             if not run.announce_text:
                 raise ValueError("run-pipeline from the tts stage needs announce_text")
+            _check_text(run.announce_text, "announce_text")
             await self._synthesize(run.announce_text)
             return
         if run.start_stage not in _AUDIO_START_STAGES:
@@ -487,9 +551,18 @@ class _Connection(AsyncEventHandler):
         self.asr_pcm.append(pcm)
 
     def _spend(self, chunk: AudioChunk) -> None:
-        """Charge the chunk's duration to this peer's audio budget, before any resampling work is done for it."""
+        """Charge the chunk to this peer's audio budget (its duration, or its bytes for costly formats: limits.
+        audio_cost_s), before any resampling work is done for it."""
         AudioIn.check(chunk.rate, chunk.width, chunk.channels)
-        seconds = len(chunk.audio) / (chunk.width * chunk.channels) / chunk.rate
+        seconds = audio_cost_s(len(chunk.audio), chunk.rate, chunk.width, chunk.channels)
+        if not self.server.budget.take(seconds):
+            limits = self.server.limits
+            raise InputLimit(
+                "rate-limited",
+                f"audio from all Wyoming peers together arrives faster than {limits.audio_speed * DOOR_STREAMS:g}x real "
+                f"time ({DOOR_STREAMS} x server.max_audio_speed); stream audio as it is recorded, or raise "
+                "server.max_audio_speed. Connection closed.",
+            )
         if not self.budget.take(seconds):
             limits = self.server.limits
             raise InputLimit(
@@ -520,6 +593,7 @@ class _Connection(AsyncEventHandler):
         self.send(Transcript(text=text, language=language).event())
 
     async def _synthesize(self, text: str) -> None:
+        _check_text(text, "synthesize text")
         tts = self.server.tts
         rate, started = tts.sample_rate, False
         async for chunk in _iterate_in_thread(lambda: tts.synthesize(text, self.cancel)):
@@ -533,6 +607,7 @@ class _Connection(AsyncEventHandler):
 
     async def _handle(self, transcript: Transcript) -> None:
         text = transcript.text.strip()
+        _check_text(text, "transcript text")
         if not text:
             self.send(NotHandled(text="nothing to answer: the transcript was empty", context=transcript.context).event())
             return
@@ -590,6 +665,18 @@ class _Connection(AsyncEventHandler):
             self.send(AudioStop().event())
 
 
+def _check_text(text: str, what: str) -> None:
+    """Text from a peer is capped like a WebSocket text_query: a 14,000-character event kept the model busy minutes."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(f"{what} of {len(text)} characters is over the {MAX_TEXT_CHARS}-character limit; send shorter text")
+
+
+def _event_bytes(event: Event) -> int:
+    """An event's size for the outbox bound: its payload, plus its data (small for audio, a ping's text, a reply)."""
+    data = event.data
+    return len(event.payload or b"") + (sum(len(str(k)) + len(str(v)) for k, v in data.items()) if data else 0)
+
+
 # -- the server -------------------------------------------------------------------------------------------------
 def _check_uri(uri: str) -> None:
     parsed = urlparse(uri)
@@ -602,9 +689,8 @@ def _check_uri(uri: str) -> None:
             port = None
         if not parsed.hostname or port is None:
             raise WyomingError(f"server.wyoming = {uri!r} needs a host and a port, e.g. tcp://127.0.0.1:10700")
-        with contextlib.suppress(ValueError):
-            if not ipaddress.ip_address(parsed.hostname).is_loopback:
-                log.warning("Wyoming on %s has no authentication: anyone who reaches it can use the assistant", uri)
+        if not is_loopback(parsed.hostname):
+            log.warning("Wyoming on %s has no authentication: anyone who reaches it can use the assistant", printable(uri))
 
 
 class WyomingServer:
@@ -619,6 +705,7 @@ class WyomingServer:
         self.uri = uri
         self.pipeline, self.assistant, self.tts = pipeline, assistant, tts
         self.limits = InputLimits.from_settings(pipeline.settings)
+        self.budget = AudioBudget(self.limits.audio_speed * DOOR_STREAMS, self.limits.audio_burst_s * DOOR_STREAMS)
         self._server: AsyncServer | None = None
         self._conns: dict[str, _Connection] = {}
         self._replies: dict[str, _Connection] = {}
@@ -638,6 +725,7 @@ class WyomingServer:
         return self.uri
 
     async def start(self) -> None:
+        raise_open_files_limit()
         server = AsyncServer.from_uri(self.uri)
         try:
             await server.start(self._connection)
@@ -662,9 +750,11 @@ class WyomingServer:
         await self.stop()
 
     def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> _Connection:
-        conn = _Connection(self, f"wyoming-{next(self._ids)}", reader, writer)
-        self._conns[conn.source] = conn
-        log.info("wyoming client %s connected from %s", conn.source, writer.get_extra_info("peername"))
+        full = len(self._conns) >= self.limits.connections
+        conn = _Connection(self, f"wyoming-{next(self._ids)}", reader, writer, full=full)
+        if not full:
+            self._conns[conn.source] = conn
+        limited.log(logging.INFO, "connect", "wyoming client %s connected from %s%s", conn.source, writer.get_extra_info("peername"), " (over the cap: refused)" if full else "")
         return conn
 
     def _forget(self, conn: _Connection) -> None:
@@ -673,6 +763,13 @@ class WyomingServer:
             del self._replies[reply_id]
 
     # -- Publisher ------------------------------------------------------------------------------------------------
+    def send(self, client_id: str, msg: m.Error) -> bool:
+        """A message for one connection only (a `busy` for its request); False if it is not one of ours."""
+        conn = self._conns.get(client_id)
+        if conn is not None:
+            conn.on_message(msg)
+        return conn is not None
+
     def broadcast(self, msg: Any) -> None:
         if isinstance(msg, m.ReplyStarted):
             conn = self._conns.get(msg.source or "")
