@@ -39,6 +39,8 @@ from voiced.audio.activation import Activation, Decision
 from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy
 from voiced.audio.wakeword import LEAD_S, WakeWordDetector, WakeWordModel
 from voiced.config import Settings
+from voiced.conversations import key_of
+from voiced.routing import Delivery, plays_locally
 from voiced.speech.chunker import ClauseChunker
 from voiced.speech.tts import TTSEngine
 
@@ -77,6 +79,8 @@ class Turn:
     marks: dict[str, float] = field(default_factory=dict)
     reply: str = ""
     interrupted: bool = False
+    conversation: str | None = None  # whose memory answers (voiced.conversations); None: the source's, at the model
+    delivery: Delivery = Delivery.SPOKEN
 
     def mark(self, name: str) -> None:
         self.marks.setdefault(name, (time.monotonic() - self.t0) * 1e3)
@@ -125,6 +129,7 @@ class Pipeline:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._echo_until = 0.0
+        self._named: dict[str, str] = {}  # source -> the conversation its client named (voiced.conversations)
         self._endpoint = EndOfTurnPolicy(settings.activation, settings.audio)
         act = settings.activation
         # The wake-word model runs on every source's frames in front of the VAD, on this loop (about 25 ms of CPU
@@ -307,7 +312,22 @@ class Pipeline:
         await self.end_of_stream(client_id)
 
     async def on_text_query(self, client_id: str, text: str, request_id: str | None) -> None:
-        self._start(Turn(source=client_id, query=text.strip(), request_id=request_id))
+        self._start(Turn(source=client_id, query=text.strip(), request_id=request_id, conversation=self.conversation_of(client_id)))
+
+    async def on_handle(self, client_id: str, text: str, request_id: str, conversation: str) -> None:
+        """A text turn whose asker speaks the answer itself (Home Assistant's conversation agent): the reply is
+        text only, done when its last token is (voiced.routing)."""
+        self._start(Turn(source=client_id, query=text.strip(), request_id=request_id, conversation=conversation, delivery=Delivery.TEXT))
+
+    def name_conversation(self, client_id: str, conversation: str | None) -> None:
+        """The conversation `client_id`'s turns belong to from now on (None: its own, keyed by the source)."""
+        if conversation:
+            self._named[client_id] = conversation
+        else:
+            self._named.pop(client_id, None)
+
+    def conversation_of(self, source: str) -> str:
+        return key_of(source, self._named.get(source))
 
     async def on_cancel(self, client_id: str, request_id: str | None) -> None:
         turn = self.turn
@@ -329,10 +349,12 @@ class Pipeline:
                 self._set_state("idle", None)  # released without speaking
 
     async def on_forget(self, client_id: str) -> None:
-        await self._run(self._model, self.assistant.forget)
+        await self._run(self._model, self.assistant.forget, self.conversation_of(client_id))
 
     async def on_client_disconnect(self, client_id: str) -> None:
         self._sources.pop(client_id, None)
+        if self._named.pop(client_id, None) is None:  # its own conversation: nobody can reach it again
+            await self._run(self._model, self.assistant.conversations.forget, client_id)
 
     # -- the turn -------------------------------------------------------------------------------------------
     def _start(self, turn: Turn) -> asyncio.Task:
@@ -455,8 +477,11 @@ class Pipeline:
         deltas: asyncio.Queue[str | None] = asyncio.Queue()
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
 
+        conversation = turn.conversation = turn.conversation or self.conversation_of(turn.source)
+
         def generate() -> dict:
             try:
+                self.assistant.select(conversation)
                 replies = self.assistant.reply_audio(turn.audio, turn.cancel) if spoken else self.assistant.reply(query, turn.cancel)
                 for d in replies:
                     loop.call_soon_threadsafe(deltas.put_nowait, d.text)
@@ -485,7 +510,7 @@ class Pipeline:
         turn.interrupted = turn.interrupted or turn.cancel.is_set()
         if not turn.interrupted and turn.source in self._sources:
             self._sources[turn.source].activation.replied(time.monotonic())
-        self.assistant.remember(query, turn.reply, turn.interrupted)
+        self.assistant.remember(query, turn.reply, turn.interrupted, conversation)
         self._spawn(self._prefill_next_opening())
         timings = self._timings(turn, stats)
         done = m.ReplyDone(reply_id=turn.id, text=turn.reply.strip(), interrupted=turn.interrupted, timings_ms=timings)
@@ -500,10 +525,13 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         rate = self.tts.sample_rate
         first_audio_at, samples = 0.0, 0
+        local = self.playback is not None and plays_locally(turn.source, self.settings.audio.speaker_plays)
         try:
             while (clause := await clauses.get()) is not None:
                 if turn.cancel.is_set():
                     break
+                if turn.delivery is Delivery.TEXT:  # the asker speaks it (voiced.routing)
+                    continue
                 chunks: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
 
                 def synth(text: str = clause) -> None:
@@ -524,7 +552,7 @@ class Pipeline:
                     samples += len(chunk)
                     for p in self.publishers:
                         p.broadcast_audio(turn.id, chunk, rate)
-                    if self.playback is not None:
+                    if local:
                         await self.playback.play(chunk, rate)
                 await job
         finally:
@@ -532,7 +560,7 @@ class Pipeline:
                 p.end_audio(turn.id)
         if turn.cancel.is_set():
             return
-        if self.playback is not None:
+        if local:
             await self.playback.drain()
         elif self.pace and samples:
             heard_at = first_audio_at + samples / rate
