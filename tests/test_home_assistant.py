@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from wyoming.asr import Transcript
+from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -108,6 +108,44 @@ def test_language_tags_are_bcp47() -> None:
 def test_only_the_local_microphone_is_answered_on_the_local_speaker() -> None:
     assert plays_locally("local", "local") and not plays_locally("wyoming-1", "local") and not plays_locally("5f0c2a9d41be", "local")
     assert plays_locally("wyoming-1", "all")
+
+
+# -- speech to text: voiced ends the command (requires_external_vad false) ---------------------------------------
+async def test_voiced_ends_the_command_while_home_assistant_still_streams() -> None:
+    """stt.py (2026): upload and read at once; the transcript ends the upload. Nobody sends audio-stop here."""
+    question = compose([0.4, "What is the capital of France?", 3.0], rate=16000).pcm
+    async with ha_daemon(turn_settings(), pace=False) as (wy, _, _c), AsyncTcpClient("127.0.0.1", wy.port) as client:
+        await client.write_event(Transcribe(language="en").event())
+        await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+
+        async def upload() -> int:
+            sent = 0
+            for i in range(0, len(question), 1600):  # 100 ms chunks, in real time as a satellite streams
+                await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=question[i : i + 1600].tobytes()).event())
+                sent += 1600
+                await asyncio.sleep(0.1)
+            return sent
+
+        uploading = asyncio.ensure_future(upload())
+        events = await read_until(client, lambda e: Transcript.is_type(e.type))
+        sent = len(question) if uploading.done() else None
+        uploading.cancel()
+    assert sent is None, "the transcript must come before the client runs out of audio (no audio-stop was sent)"
+    assert {"capital", "france"} <= set(Transcript.from_event(events[-1]).text.lower().strip("?.").replace("?", "").split())
+
+
+async def test_silence_past_the_limit_ends_with_an_empty_transcript() -> None:
+    async with ha_daemon(turn_settings(audio={"max_segment_s": 2.0}), pace=False) as (wy, _, _c), AsyncTcpClient("127.0.0.1", wy.port) as client:
+        await client.write_event(Transcribe(language="en").event())
+        await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+        for _ in range(25):  # 2.5 s of silence, never an audio-stop: without an external VAD voiced must end it
+            await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=bytes(3200)).event())
+        events = await read_until(client, lambda e: Transcript.is_type(e.type) or Error.is_type(e.type))
+        await client.write_event(AudioStop().event())  # late: no second transcript, no error
+        await client.write_event(Synthesize(text="Still here.").event())
+        after = await read_until(client, lambda e: AudioStop.is_type(e.type) or Error.is_type(e.type))
+    assert [e.type for e in events] == ["transcript"] and Transcript.from_event(events[0]).text == ""
+    assert after[0].type == "audio-start", [e.type for e in after]
 
 
 # -- Home Assistant's conversation agent: handled at once, nothing spoken by voiced --------------------------------

@@ -126,7 +126,7 @@ async def test_describe_advertises_asr_tts_and_the_assistant() -> None:
         await client.write_event(Describe().event())
         (ev,) = await read_until(client, lambda e: Info.is_type(e.type))
     info = Info.from_event(ev)
-    assert len(info.asr) == 1 and info.asr[0].installed and info.asr[0].requires_external_vad
+    assert len(info.asr) == 1 and info.asr[0].installed and not info.asr[0].requires_external_vad, "voiced ends commands"
     assert info.asr[0].models[0].languages == ["en"] and info.asr[0].models[0].name == "Whisper"
     # Home Assistant names the entry and its entities after the programs: voiced's, not a part's
     assert info.asr[0].name == info.tts[0].name == "voiced"
@@ -284,7 +284,8 @@ async def test_oversized_events_are_refused_before_they_are_read() -> None:
 
 
 async def test_transcription_longer_than_the_longest_utterance_is_refused() -> None:
-    async with wyoming_daemon(audio={"max_segment_s": 2.0}) as (wy, collector), AsyncTcpClient("127.0.0.1", wy.port) as other:
+    external_vad = {"wyoming_requires_external_vad": True}  # the client ends commands: over the limit is its fault
+    async with wyoming_daemon(audio={"max_segment_s": 2.0}, server=external_vad) as (wy, collector), AsyncTcpClient("127.0.0.1", wy.port) as other:
         async with AsyncTcpClient("127.0.0.1", wy.port) as client:
             await client.write_event(Transcribe(language="en").event())
             await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())

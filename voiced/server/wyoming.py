@@ -75,6 +75,7 @@ from voiced.config import ConfigError, Settings
 from voiced.conversations import wyoming_key
 from voiced.server.limits import AudioBudget
 from voiced.server.wyoming_info import describe_info
+from voiced.server.wyoming_stt import Command, CommandEnd
 from voiced.server.wyoming_tts import SynthesisStream, TextTooLong
 
 log = logging.getLogger(__name__)
@@ -295,6 +296,7 @@ class _Connection(AsyncEventHandler):
         self._requests = itertools.count(1)
         self._writer_task: asyncio.Task | None = None
         self.stream: SynthesisStream | None = None  # synthesize-start .. synthesize-stop (voiced.server.wyoming_tts)
+        self.command: CommandEnd | None = None  # voiced ends the transcription's command (voiced.server.wyoming_stt)
 
     # -- output -------------------------------------------------------------------------------------------------
     def send(self, event: Event) -> None:
@@ -364,6 +366,8 @@ class _Connection(AsyncEventHandler):
         self.cancel.set()
         if self.stream is not None:
             self.stream.cancel()
+        if self.command is not None:
+            self.command.close()
         self.server._forget(self)
         with contextlib.suppress(asyncio.QueueFull):
             self.outbox.put_nowait(None)
@@ -402,6 +406,7 @@ class _Connection(AsyncEventHandler):
             start = AudioStart.from_event(event)
             AudioIn.check(start.rate, start.width, start.channels)
             self.audio, self.asr_pcm, self.asr_samples = AudioIn(), [], 0
+            self._start_command()
         elif AudioChunk.is_type(t):
             await self._audio_chunk(AudioChunk.from_event(event))
         elif AudioStop.is_type(t):
@@ -443,6 +448,14 @@ class _Connection(AsyncEventHandler):
             return
         self.asr_samples += pcm.size
         limit_s = self.server.limits.utterance_s
+        if self.command is not None:  # voiced decides where the command ends, and at the limit ends it
+            if self.command.ended is None:
+                ended = self.command.feed(pcm) or (self.command.give_up() if self.asr_samples > limit_s * RATE else None)
+                if ended is not None:
+                    await self._command_transcript(ended)
+                else:
+                    self.asr_pcm.append(pcm)
+            return
         if self.asr_samples > limit_s * RATE:
             raise InputLimit(
                 "too-long",
@@ -475,6 +488,12 @@ class _Connection(AsyncEventHandler):
                 await self.server.pipeline.feed(self.source, tail)
             await self.server.pipeline.end_of_stream(self.source)
             return
+        command, self.command = self.command, None
+        if command is not None:
+            command.close()
+            if command.ended is not None:  # its transcript went back when voiced heard the command end
+                self.asr_pcm, self.asr_samples = [], 0
+                return
         pcm = np.concatenate([*self.asr_pcm, tail]) if self.asr_pcm or tail.size else np.zeros(0, np.int16)
         self.asr_pcm, self.asr_samples = [], 0
         assistant = self.server.assistant
@@ -496,6 +515,26 @@ class _Connection(AsyncEventHandler):
         if not started:
             self.send(AudioStart(rate=rate, width=2, channels=1).event())
         self.send(AudioStop().event())
+
+    def _start_command(self) -> None:
+        assistant = self.server.assistant
+        if self.mode != "asr" or self.server.pipeline.settings.server.wyoming_requires_external_vad or not assistant.hears_audio:
+            return
+        if self.command is not None:
+            self.command.close()
+        loop = asyncio.get_running_loop()
+        self.command = CommandEnd(self.server.pipeline.settings, lambda pcm: loop.run_in_executor(None, assistant.transcribe, pcm), self.source)
+
+    async def _command_transcript(self, command: Command) -> None:
+        text = ""
+        if command.words is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                text = await command.words
+        assistant = self.server.assistant
+        if not text and command.audio.size:
+            text = await asyncio.get_running_loop().run_in_executor(None, assistant.transcribe, command.audio)
+        self.asr_pcm = []
+        self.send(Transcript(text=text, language=getattr(assistant.bundle.manifest.audio, "language", None)).event())
 
     async def _synthesis_stream(self, event: Event) -> None:
         if SynthesizeStart.is_type(event.type):

@@ -12,7 +12,8 @@ program's `name` is an entity's name (and the first one the config entry's title
   name or a file path. Home Assistant compares tags by language and region, so `en-US` matches its `en` and
   `en-US` pipelines as Piper's `en_US` does.
 - `supports_synthesize_streaming`: voiced speaks streamed text clause by clause (voiced.server.wyoming_tts).
-- `requires_external_vad` stays true: voiced's plain speech to text ends where the client's `audio-stop` says.
+- `requires_external_vad` is `server.wyoming_requires_external_vad` (default false: voiced's adaptive end of turn
+  ends the command, voiced.server.wyoming_stt; true: the client's `audio-stop` does).
 """
 
 from __future__ import annotations
@@ -86,14 +87,16 @@ def describe_info(pipeline: _Pipeline, assistant: _Assistant, tts: _Tts) -> Info
     voice_lang = voice_language(tts)
     asr = []
     if assistant.hears_audio and isinstance(audio, AsrAudio):
-        model = AsrModel(
+        program_model = AsrModel(
             name="Whisper", attribution=_ATTRIBUTION, installed=True, version=None, languages=[language],
             description=f"Whisper ({audio.engine}) of the {manifest.name} bundle",
         )
-        asr.append(AsrProgram(
+        program = AsrProgram(
             name=NAME, attribution=_ATTRIBUTION, installed=True, version=__version__,
-            description="voiced speech to text (Whisper)", models=[model],
-        ))  # requires_external_vad keeps its default, True: the client's audio-stop ends the command
+            description="voiced speech to text (Whisper)", models=[program_model],
+        )
+        program.requires_external_vad = pipeline.settings.server.wyoming_requires_external_vad  # after: not in old wyoming
+        asr.append(program)
     voice = TtsVoice(
         name=tts_settings.voice, attribution=_ATTRIBUTION, installed=True, version=None,
         languages=[voice_lang] if voice_lang else [],
