@@ -31,6 +31,7 @@ from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.handle import Handled
+from wyoming.info import Describe, Info
 from wyoming.pipeline import PipelineStage, RunPipeline
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
@@ -50,6 +51,7 @@ from voiced.model.bundle import load_bundle
 from voiced.routing import plays_locally
 from voiced.server.wyoming import WyomingServer
 from voiced.server.wyoming_info import bcp47
+from voiced.server.wyoming_zeroconf import SERVICE_TYPE, Announcement, plan
 from voiced.speech.playback import Playback
 
 TOKEN = "test-token-0123456789abcdef"
@@ -290,3 +292,39 @@ async def test_websocket_sessions_keep_apart_on_the_real_model(real_settings_and
             in_a = await a.collect_reply(request_id=await a.text_query("What is my name?"))
     assert not _knows_alice(in_b.text), f"session B knew what A said: {in_b.text!r}"
     assert _knows_alice(in_a.text), f"session A forgot: {in_a.text!r}"
+
+
+# -- zeroconf: Home Assistant discovers voiced ----------------------------------------------------------------------
+def test_only_an_endpoint_beyond_loopback_is_announced() -> None:
+    lan = lambda: ["192.0.2.7"]  # noqa: E731
+    assert plan("tcp://127.0.0.1:10700", 10700, "box", lan) is None
+    assert plan("unix:///run/voiced.sock", None, "box", lan) is None
+    assert plan("tcp://0.0.0.0:10700", 10700, "box.lan", lan) == Announcement("voiced-box", ("192.0.2.7",), 10700)
+    assert plan("tcp://192.0.2.9:10700", 10701, "my_box", lan) == Announcement("voiced-my-box", ("192.0.2.9",), 10701)
+
+
+async def test_home_assistant_discovers_the_endpoint_and_can_use_it() -> None:
+    from zeroconf import IPVersion
+    from zeroconf.asyncio import AsyncZeroconf
+
+    settings = turn_settings()
+    async with daemon(settings, TOKEN, pace=False) as (pipeline, _ws, _c):
+        async with WyomingServer("tcp://0.0.0.0:0", pipeline, pipeline.assistant, pipeline.tts) as wy:
+            announcer = wy._announcer
+            assert announcer is not None, "bound beyond loopback with server.wyoming_zeroconf on: it must be announced"
+            name = announcer._info.name  # type: ignore[union-attr]
+            browser = AsyncZeroconf(ip_version=IPVersion.V4Only)  # what HA's zeroconf discovery resolves
+            try:
+                found = await browser.async_get_service_info(SERVICE_TYPE, name, timeout=5000)
+            finally:
+                await browser.async_close()
+            assert found is not None and found.port == wy.port
+            async with AsyncTcpClient(found.parsed_addresses()[0], found.port) as client:
+                await client.write_event(Describe().event())
+                (ev,) = await read_until(client, lambda e: Info.is_type(e.type))
+            assert Info.from_event(ev).handle[0].name == "voiced"
+        assert wy._announcer is None
+    settings.server.wyoming_zeroconf = False
+    async with daemon(settings, TOKEN, pace=False) as (pipeline, _ws, _c):
+        async with WyomingServer("tcp://0.0.0.0:0", pipeline, pipeline.assistant, pipeline.tts) as wy:
+            assert wy._announcer is None, "server.wyoming_zeroconf = false: never announced"

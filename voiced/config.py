@@ -60,6 +60,7 @@ class ServerSettings(_Section):
     audio_burst_s: float = Field(30.0, ge=1.0, le=3600.0, description="seconds of microphone audio a client may send at once before max_audio_speed applies")
     audio_frame_ms: int = Field(100, ge=10, le=2000, description="longest reply-audio binary frame sent to clients")
     wyoming: str | None = Field(None, description="e.g. tcp://127.0.0.1:10700 to serve the Wyoming protocol")
+    wyoming_zeroconf: bool = Field(True, description="announce the Wyoming endpoint on the LAN (_wyoming._tcp, mDNS) when it binds beyond loopback, so Home Assistant discovers it")
     wyoming_requires_external_vad: bool = Field(False, description="false: voiced's own end of turn ends a Wyoming transcription's command (Home Assistant 2026.5+ then skips its fixed 0.7 s silence cut-off); true: the client's audio-stop does")
 
     @field_validator("host")

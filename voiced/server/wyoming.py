@@ -77,6 +77,7 @@ from voiced.server.limits import AudioBudget
 from voiced.server.wyoming_info import describe_info
 from voiced.server.wyoming_stt import Command, CommandEnd
 from voiced.server.wyoming_tts import SynthesisStream, TextTooLong
+from voiced.server.wyoming_zeroconf import Announcer, announce
 
 log = logging.getLogger(__name__)
 
@@ -653,6 +654,7 @@ class WyomingServer:
         self._replies: dict[str, _Connection] = {}
         self._ids = itertools.count(1)
         self._registered = False
+        self._announcer: Announcer | None = None  # zeroconf (voiced.server.wyoming_zeroconf)
 
     @property
     def port(self) -> int | None:
@@ -677,8 +679,12 @@ class WyomingServer:
             self.pipeline.add_publisher(self)
             self._registered = True
         log.info("serving Wyoming on %s", self.url)
+        self._announcer = await announce(self.uri, self.port, self.pipeline.settings.server.wyoming_zeroconf)
 
     async def stop(self) -> None:
+        if self._announcer is not None:
+            await self._announcer.stop()
+            self._announcer = None
         if self._server is not None:
             await self._server.stop()
             self._server = None
