@@ -328,3 +328,23 @@ async def test_home_assistant_discovers_the_endpoint_and_can_use_it() -> None:
     async with daemon(settings, TOKEN, pace=False) as (pipeline, _ws, _c):
         async with WyomingServer("tcp://0.0.0.0:0", pipeline, pipeline.assistant, pipeline.tts) as wy:
             assert wy._announcer is None, "server.wyoming_zeroconf = false: never announced"
+
+
+async def test_tts_languages_come_from_the_voice_itself() -> None:
+    """HA builds the TTS entity's languages from the voice's (tts.py); a pipeline in en-US must match them."""
+    from tests.support.turn import shared_assistant
+    from voiced.pipeline import Pipeline
+    from voiced.server.wyoming_info import describe_info
+    from voiced.speech.tts import make_tts
+
+    for tts_section, language, label in (({"engine": "espeak", "voice": "en-gb"}, "en-GB", "espeak-ng en-gb"),
+                                         ({"engine": "piper"}, "en-US", "Piper")):
+        settings = turn_settings(tts=tts_section)
+        pipeline = Pipeline(settings, shared_assistant(settings), make_tts(settings.tts), None, pace=False)
+        try:
+            info = describe_info(pipeline, pipeline.assistant, pipeline.tts)
+        finally:
+            await pipeline.aclose()
+        (voice,) = info.tts[0].voices
+        assert voice.languages == [language], (tts_section, voice.languages)
+        assert (voice.description or "").startswith(label) and "/" not in (voice.description or "")
