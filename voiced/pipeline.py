@@ -182,7 +182,9 @@ class Pipeline:
 
     def _speaking(self) -> bool:
         now = time.monotonic()
-        if self.state == "speaking" or (self.playback is not None and self.playback.playing):
+        turn = self.turn  # a reply heard elsewhere (voiced.routing) is no echo on the local microphone
+        local = turn is None or plays_locally(turn.source, self.settings.audio.speaker_plays)
+        if (self.state == "speaking" and local) or (self.playback is not None and self.playback.playing):
             self._echo_until = now + ECHO_TAIL_S
         return now < self._echo_until
 
