@@ -22,7 +22,9 @@ default bundle, espeak-ng. Measured:
 - conversation_switch: the prefill of a turn in the conversation the engine's cache already holds (stay) vs one
   in another conversation with as much history (switch), from `handled`'s timings.
 - `--wyoming-bench`: also runs `wyoming-bench` (PyPI, if installed) against this daemon's STT and TTS and
-  includes what it printed (its figures are its own; it was run offline here).
+  includes what it printed (its figures are its own; it was run offline here). `--stt-peer` / `--tts-peer
+  HOST:PORT` add other Wyoming servers to the same wyoming-bench runs, which interleave the servers, e.g.
+  `wyoming-faster-whisper --model DIR` and `wyoming-piper --voice NAME` started from local files (see RESULTS.md).
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ async def synthesize_streamed(port: int, text: str, word_s: float) -> float:
     return first[-1][0] - t0
 
 
-def run_wyoming_bench(port: int, corpus: list[tuple[np.ndarray, str]]) -> dict[str, Any]:
+def run_wyoming_bench(port: int, corpus: list[tuple[np.ndarray, str]], stt_peers: list[str], tts_peers: list[str]) -> dict[str, Any]:
     exe = shutil.which("wyoming-bench") or str(Path(sys.executable).with_name("wyoming-bench"))
     if not Path(exe).exists():
         return {"skipped": "wyoming-bench is not installed (pip install wyoming-bench==2026.10.0)"}
@@ -194,8 +196,8 @@ def run_wyoming_bench(port: int, corpus: list[tuple[np.ndarray, str]]) -> dict[s
             with wave.open(f"{tmp}/{i:02d}.wav", "wb") as w:
                 w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(pcm.tobytes())
             Path(f"{tmp}/{i:02d}.txt").write_text(ref)
-        for name, cmd in (("stt", ["stt", "--corpus", tmp]), ("tts", ["tts"])):
-            p = subprocess.run([exe, *cmd, f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=900)
+        for name, cmd, peers in (("stt", ["stt", "--corpus", tmp], stt_peers), ("tts", ["tts"], tts_peers)):
+            p = subprocess.run([exe, *cmd, f"127.0.0.1:{port}", *peers], capture_output=True, text=True, timeout=1800)
             out[name] = {"rc": p.returncode, "stdout_tail": p.stdout[-3000:], "stderr_tail": p.stderr[-1000:]}
     return out
 
@@ -223,68 +225,69 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                           "tts_languages": info.tts[0].voices[0].languages}
 
         corpus = clips(Path(args.speech), args.clips)
-        stt: dict[str, Any] = {}
-        for mode in ("client_vad", "voiced_vad"):
-            settings.server.wyoming_requires_external_vad = mode == "client_vad"
-            rows = [await stt_round(port, pcm, mode == "voiced_vad") for pcm, _ in corpus]
-            refs = [ref for _, ref in corpus]
-            hyps = [r["text"] for r in rows]
-            norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()])
-            stt[mode] = {
-                "clips": len(rows),
-                "last_word_to_transcript_ms_median": _med([r["last_word_to_transcript_ms"] for r in rows]),
-                "wer": round(jiwer.wer([norm(x) for x in refs], [norm(x) or "-" for x in hyps]), 3),
-            }
-            if mode == "client_vad":
-                stt[mode]["after_audio_stop_ms_median"] = _med([r["after_audio_stop_ms"] for r in rows])
-            else:
-                stt[mode]["ended_before_client_ran_out"] = sum(r["before_client_ran_out"] for r in rows)
-        settings.server.wyoming_requires_external_vad = False
-        result["stt"] = stt
+        if not args.skip_own:
+            stt: dict[str, Any] = {}
+            for mode in ("client_vad", "voiced_vad"):
+                settings.server.wyoming_requires_external_vad = mode == "client_vad"
+                rows = [await stt_round(port, pcm, mode == "voiced_vad") for pcm, _ in corpus]
+                refs = [ref for _, ref in corpus]
+                hyps = [r["text"] for r in rows]
+                norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()])
+                stt[mode] = {
+                    "clips": len(rows),
+                    "last_word_to_transcript_ms_median": _med([r["last_word_to_transcript_ms"] for r in rows]),
+                    "wer": round(jiwer.wer([norm(x) for x in refs], [norm(x) or "-" for x in hyps]), 3),
+                }
+                if mode == "client_vad":
+                    stt[mode]["after_audio_stop_ms_median"] = _med([r["after_audio_stop_ms"] for r in rows])
+                else:
+                    stt[mode]["ended_before_client_ran_out"] = sum(r["before_client_ran_out"] for r in rows)
+            settings.server.wyoming_requires_external_vad = False
+            result["stt"] = stt
 
-        conv: dict[str, Any] = {}
-        tts: dict[str, Any] = {}
-        decode_tok_s = []
-        for qi, q in enumerate(QUESTIONS):
-            handled_ms, audio_s, plain_first, stream_first, text_ms = [], [], [], [], []
+            conv: dict[str, Any] = {}
+            tts: dict[str, Any] = {}
+            decode_tok_s = []
+            for qi, q in enumerate(QUESTIONS):
+                handled_ms, audio_s, plain_first, stream_first, text_ms = [], [], [], [], []
+                for r in range(args.rounds):
+                    handled, waited = await conversation(port, q, f"bench-{qi}-{r}")
+                    timings = handled.context["voiced"]["timings_ms"]
+                    handled_ms.append(waited * 1e3)
+                    first_token_ms = timings.get("first_token", 0.0)
+                    write_s = max(0.0, waited - first_token_ms / 1e3)  # from its first token to its last
+                    text_ms.append(write_s * 1e3)
+                    if timings.get("decode_ms") and timings.get("decode_tokens"):
+                        decode_tok_s.append(timings["decode_tokens"] / timings["decode_ms"] * 1e3)
+                    first, length = await synthesize(port, handled.text)
+                    audio_s.append(length)
+                    plain_first.append((write_s + first) * 1e3)
+                    word_s = write_s / max(1, len(handled.text.split()))
+                    stream_first.append(await synthesize_streamed(port, handled.text, word_s) * 1e3)
+                conv[q] = {"handled_ms_median": _med(handled_ms), "answer_speech_s_median": round(statistics.median(audio_s), 2)}
+                tts[q] = {"first_audio_from_first_words_ms": {"non_streaming": _med(plain_first), "streaming": _med(stream_first)},
+                          "reply_written_in_ms_median": _med(text_ms)}
+            result["conversation"] = conv
+            result["tts_first_audio"] = tts
+            result["decode_tok_s_median"] = _med(decode_tok_s)
+
+            # One engine, one cache: a turn in the conversation it holds vs in another one with as much history.
+            for name in ("X", "Y"):
+                for user in HISTORY[name]:
+                    await conversation(port, user, f"switch-{name}")
+            stay, switch = [], []
             for r in range(args.rounds):
-                handled, waited = await conversation(port, q, f"bench-{qi}-{r}")
-                timings = handled.context["voiced"]["timings_ms"]
-                handled_ms.append(waited * 1e3)
-                first_token_ms = timings.get("first_token", 0.0)
-                write_s = max(0.0, waited - first_token_ms / 1e3)  # from its first token to its last
-                text_ms.append(write_s * 1e3)
-                if timings.get("decode_ms") and timings.get("decode_tokens"):
-                    decode_tok_s.append(timings["decode_tokens"] / timings["decode_ms"] * 1e3)
-                first, length = await synthesize(port, handled.text)
-                audio_s.append(length)
-                plain_first.append((write_s + first) * 1e3)
-                word_s = write_s / max(1, len(handled.text.split()))
-                stream_first.append(await synthesize_streamed(port, handled.text, word_s) * 1e3)
-            conv[q] = {"handled_ms_median": _med(handled_ms), "answer_speech_s_median": round(statistics.median(audio_s), 2)}
-            tts[q] = {"first_audio_from_first_words_ms": {"non_streaming": _med(plain_first), "streaming": _med(stream_first)},
-                      "reply_written_in_ms_median": _med(text_ms)}
-        result["conversation"] = conv
-        result["tts_first_audio"] = tts
-        result["decode_tok_s_median"] = _med(decode_tok_s)
-
-        # One engine, one cache: a turn in the conversation it holds vs in another one with as much history.
-        for name in ("X", "Y"):
-            for user in HISTORY[name]:
-                await conversation(port, user, f"switch-{name}")
-        stay, switch = [], []
-        for r in range(args.rounds):
-            for name, bucket in (("Y", stay), ("X", switch)):  # Y was last: stay; then X: switch
-                handled, _ = await conversation(port, "What do you know about me?", f"switch-{name}")
-                t = handled.context["voiced"]["timings_ms"]
-                bucket.append((t.get("prefill_tokens", 0.0), t.get("prefill_ms", 0.0)))
-            await conversation(port, "Thank you.", "switch-Y")  # so that Y is held again for the next stay
-        result["conversation_switch"] = {
-            "stay": {"prefill_tokens_median": _med([a for a, _ in stay]), "prefill_ms_median": _med([b for _, b in stay])},
-            "switch": {"prefill_tokens_median": _med([a for a, _ in switch]), "prefill_ms_median": _med([b for _, b in switch])},
-        }
+                for name, bucket in (("Y", stay), ("X", switch)):  # Y was last: stay; then X: switch
+                    handled, _ = await conversation(port, "What do you know about me?", f"switch-{name}")
+                    t = handled.context["voiced"]["timings_ms"]
+                    bucket.append((t.get("prefill_tokens", 0.0), t.get("prefill_ms", 0.0)))
+                await conversation(port, "Thank you.", "switch-Y")  # so that Y is held again for the next stay
+            result["conversation_switch"] = {
+                "stay": {"prefill_tokens_median": _med([a for a, _ in stay]), "prefill_ms_median": _med([b for _, b in stay])},
+                "switch": {"prefill_tokens_median": _med([a for a, _ in switch]), "prefill_ms_median": _med([b for _, b in switch])},
+            }
         if args.wyoming_bench:
-            result["wyoming_bench"] = await asyncio.get_running_loop().run_in_executor(None, run_wyoming_bench, port, corpus)
+            result["wyoming_bench"] = await asyncio.get_running_loop().run_in_executor(None, run_wyoming_bench, port, corpus, args.stt_peer, args.tts_peer)
     await pipeline.aclose()
     return result
 
@@ -296,6 +299,9 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--wyoming-bench", action="store_true")
+    ap.add_argument("--stt-peer", action="append", default=[], metavar="HOST:PORT")
+    ap.add_argument("--tts-peer", action="append", default=[], metavar="HOST:PORT")
+    ap.add_argument("--skip-own", action="store_true", help="only the wyoming-bench runs (with --wyoming-bench)")
     print(json.dumps(asyncio.run(main_async(ap.parse_args())), indent=1))
 
 
