@@ -146,6 +146,11 @@ class Assistant:
             return 0
         return self.conversation.sync(ids, cancel) if ids else 0
 
+    def prepare_in(self, conversation: str, user: str | None) -> int:
+        """prepare() in `conversation`'s history: what a speaker's pause prefills belongs to their conversation."""
+        self.select(conversation)
+        return self.prepare(user)
+
     def prepare_next_turn(self) -> int:
         """Between turns: prefill the last reply's close and the next user turn's opening, uncounted (no turn's
         prefill: reply_done's prefill_tokens stays what the turn itself had to do)."""

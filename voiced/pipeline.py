@@ -279,7 +279,8 @@ class Pipeline:
                     return  # the pause's own speculation (more audio) supersedes this pass: leave it the cores
                 addressed = st.activation.peek(" ".join(words), time.monotonic())
                 if addressed.answer and addressed.query:
-                    st.early_tokens += await self._run(self._model, self.assistant.prepare, addressed.query)
+                    conversation = self.conversation_of(st.segmenter.source)
+                    st.early_tokens += await self._run(self._model, self.assistant.prepare_in, conversation, addressed.query)
             except Exception as e:  # a guess: the end of the turn transcribes and prefills whatever is missing
                 log.warning("prefill while speaking failed: %s", e)
 
@@ -301,7 +302,7 @@ class Pipeline:
             if text and self.turn is None and st.speculative is task:
                 addressed = st.activation.peek(text, time.monotonic())
                 if addressed.answer:
-                    await self._run(self._model, self.assistant.prepare, addressed.query)
+                    await self._run(self._model, self.assistant.prepare_in, self.conversation_of(st.segmenter.source), addressed.query)
             return text
 
         task = st.speculative = self._spawn(run())
@@ -356,7 +357,10 @@ class Pipeline:
     async def on_client_disconnect(self, client_id: str) -> None:
         self._sources.pop(client_id, None)
         if self._named.pop(client_id, None) is None:  # its own conversation: nobody can reach it again
-            await self._run(self._model, self.assistant.conversations.forget, client_id)
+            try:  # on the model thread, which alone touches conversations while turns run
+                await self._run(self._model, self.assistant.conversations.forget, client_id)
+            except RuntimeError:  # the pipeline closed first (shutdown): nothing is left to forget
+                pass
 
     # -- the turn -------------------------------------------------------------------------------------------
     def _start(self, turn: Turn) -> asyncio.Task:
