@@ -57,9 +57,10 @@ class ConversationStore:
     def get(self, key: str, now: float) -> Memory:
         """The memory of `key` (a new one when unknown or forgotten); marks it used at `now`."""
         self.expire(now)
-        entry = self._memories.pop(key, None)
+        entry = self._memories.get(key)
         memory = entry[0] if entry is not None else self._make()
-        self._memories[key] = (memory, now)
+        self._memories[key] = (memory, now)  # never absent meanwhile: `peek` from another thread always finds it
+        self._memories.move_to_end(key)
         while len(self._memories) > self.max_conversations:
             self._memories.popitem(last=False)
             self.evicted += 1
