@@ -187,6 +187,8 @@ class VoicedServer:
             return
         if isinstance(msg, ReplyStarted):
             self._reply_sources[msg.reply_id] = msg.source
+            while len(self._reply_sources) > 256:  # a failed turn ends with an error, not reply_done: never kept
+                del self._reply_sources[next(iter(self._reply_sources))]
         if isinstance(msg, ReplyDone):
             self._audio.end(msg.reply_id, self._listeners())
             self._reply_sources.pop(msg.reply_id, None)
