@@ -87,6 +87,8 @@ class VoicedClient:
         roles: Iterable[str] = ("listener",),
         audio_rate: int = 24000,
         events: list[str] | None = None,
+        conversation: str | None = None,
+        replies: str | None = None,
         token_in_hello: bool = False,
         origin: str | None = None,
         max_size: int = 1 << 22,
@@ -95,7 +97,8 @@ class VoicedClient:
         self.url = url
         self._token = token
         self._hello = Hello(
-            token=token if token_in_hello else None, name=name, roles=list(roles), audio_rate=audio_rate, events=events  # type: ignore[arg-type]
+            token=token if token_in_hello else None, name=name, roles=list(roles), audio_rate=audio_rate, events=events,  # type: ignore[arg-type]
+            conversation=conversation, replies=replies,  # type: ignore[arg-type]
         )
         self._headers = {} if token_in_hello else {"Authorization": f"Bearer {token}"}
         self._origin = origin

@@ -75,6 +75,10 @@ class Hello(_Message):
     audio_format: AudioFormat = "s16le"
     events: list[EventName] | None = Field(None, max_length=64,
                                      description="server message types wanted; null = all. welcome, error and pong always come")
+    conversation: str | None = Field(None, min_length=1, max_length=128,
+                                     description="continue this named conversation (shared by sessions naming it); null = one of its own")
+    replies: Literal["own", "all"] | None = Field(None, description="reply audio heard (listeners): own = the replies to "
+                                     "this session; all = every reply; null = own with the microphone role, else all")
 
 
 class AudioStart(_Message):

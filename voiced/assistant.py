@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from voiced.config import ModelSettings
+from voiced.conversations import LOCAL, ConversationStore
 from voiced.memory import Memory
 from voiced.model.bundle import Bundle
 from voiced.model.engine import Conversation, Delta, Engine, GenerationConfig
@@ -54,7 +55,13 @@ class Assistant:
         self.conversation = self.engine.conversation()
         self.prompt = ChatPrompt(bundle)
         system = settings.system_prompt or bundle.manifest.system_prompt or FALLBACK_SYSTEM_PROMPT
-        self.memory = Memory(system_prompt=system, max_turns=settings.history_turns)
+        # One memory per conversation (voiced.conversations); `memory` is the one the engine's cache holds now.
+        self.conversations = ConversationStore(
+            lambda: Memory(system_prompt=system, max_turns=settings.history_turns),
+            settings.conversations, settings.conversation_idle_s,
+        )
+        self.memory = self.conversations.get(LOCAL, time.monotonic())
+        self.conversation_key = LOCAL
         self.budget = min(settings.history_tokens, self.engine.max_context - settings.max_new_tokens)
         self.recognizer = None
         self.projector = None
@@ -138,6 +145,11 @@ class Assistant:
             log.debug("prefix prefill skipped: %s", e)
             return 0
         return self.conversation.sync(ids, cancel) if ids else 0
+
+    def prepare_in(self, conversation: str, user: str | None) -> int:
+        """prepare() in `conversation`'s history: what a speaker's pause prefills belongs to their conversation."""
+        self.select(conversation)
+        return self.prepare(user)
 
     def prepare_next_turn(self) -> int:
         """Between turns: prefill the last reply's close and the next user turn's opening, uncounted (no turn's
@@ -239,11 +251,29 @@ class Assistant:
             n += 1
         return n
 
-    def remember(self, user: str, reply: str, interrupted: bool) -> None:
-        self.memory.add(user, reply, interrupted)
+    def select(self, key: str, now: float | None = None) -> None:
+        """Answer from conversation `key` from now on (model thread). The next prompt renders its history; the
+        cache keeps what it shares with the last conversation's (the system prompt) and prefills the rest."""
+        self.memory = self.conversations.get(key, time.monotonic() if now is None else now)
+        self.conversation_key = key
 
-    def forget(self) -> None:
-        self.memory.forget()
+    def remember(self, user: str, reply: str, interrupted: bool, conversation: str | None = None) -> None:
+        """Into `conversation`'s memory (the current one when None), named by the caller: by the time a reply has
+        been spoken, another turn may have selected another conversation."""
+        memory = self.memory if conversation is None else self.conversations.peek(conversation)
+        if memory is not None:  # None: forgotten (idle, evicted, its client gone) while the reply was spoken
+            memory.add(user, reply, interrupted)
+
+    def forget(self, conversation: str | None = None) -> None:
+        memory = self.memory if conversation is None else self.conversations.peek(conversation)
+        if memory is not None:
+            memory.forget()
+
+    def forget_all(self) -> None:
+        """Every conversation's memory; the local microphone's (new, empty) becomes the current one."""
+        for key in self.conversations:
+            self.conversations.forget(key)
+        self.select(LOCAL)
 
 
 def _assistant_names(wake_phrases: Sequence[str]) -> list[str]:

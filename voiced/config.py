@@ -46,6 +46,7 @@ class AudioSettings(_Section):
     min_speech_ms: int = Field(250, ge=0, le=5000, description="shorter segments are clicks, not turns")
     max_segment_s: float = Field(30.0, gt=1.0, le=300.0, description="longer speech is split")
     half_duplex: bool = Field(True, description="mute the local mic from VAD while the speaker plays (no echo canceller)")
+    speaker_plays: Literal["local", "all"] = Field("local", description="replies the local speaker plays: local = the local microphone's; all = every source's (otherwise a reply is heard only where it was asked)")
 
 
 class ServerSettings(_Section):
@@ -64,6 +65,8 @@ class ServerSettings(_Section):
     audio_burst_s: float = Field(30.0, ge=1.0, le=3600.0, description="seconds of microphone audio a client may send at once before max_audio_speed applies")
     audio_frame_ms: int = Field(100, ge=10, le=2000, description="longest reply-audio binary frame sent to clients")
     wyoming: str | None = Field(None, description="e.g. tcp://127.0.0.1:10700 to serve the Wyoming protocol")
+    wyoming_zeroconf: bool = Field(True, description="announce the Wyoming endpoint on the LAN (_wyoming._tcp, mDNS) when it binds beyond loopback, so Home Assistant discovers it")
+    wyoming_requires_external_vad: bool = Field(False, description="false: voiced's own end of turn ends a Wyoming transcription's command (Home Assistant 2026.5+ then skips its fixed 0.7 s silence cut-off); true: the client's audio-stop does")
 
     @field_validator("host")
     @classmethod
@@ -103,6 +106,8 @@ class ModelSettings(_Section):
     system_prompt: str | None = Field(None, description="none = the bundle's own prompt suited to its model")
     history_turns: int = Field(8, ge=0, le=1000, description="exchanges remembered; oldest dropped first")
     history_tokens: int = Field(1536, ge=64, description="token budget of the whole prompt; oldest turns dropped first")
+    conversations: int = Field(16, ge=1, le=10000, description="conversations remembered at once (one per source: local mic, WebSocket session, Home Assistant conversation); least recently used dropped first")
+    conversation_idle_s: float = Field(1800.0, gt=0.0, description="a conversation unused this long is forgotten")
     asr_window_s: float = Field(15.0, ge=5.0, le=30.0, description="ASR bundles: Whisper's encoder window for a short segment (30 = Whisper's own, exact; 15 = ~2x faster, +0.4 WER points on real speech)")
     drafter: Literal["auto", "on", "off"] = "auto"
     draft_tokens: int = Field(0, ge=0, le=16, description="0 = adapt k to the measured acceptance")

@@ -40,6 +40,8 @@ from voiced.audio.activation import Activation, Decision
 from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy
 from voiced.audio.wakeword import LEAD_S, WakeWordDetector, WakeWordModel
 from voiced.config import Settings
+from voiced.conversations import key_of
+from voiced.routing import Delivery, plays_locally
 from voiced.speech.chunker import ClauseChunker
 from voiced.server.logsafe import words
 from voiced.speech.tts import TTSEngine
@@ -79,6 +81,8 @@ class Turn:
     marks: dict[str, float] = field(default_factory=dict)
     reply: str = ""
     interrupted: bool = False
+    conversation: str | None = None  # whose memory answers (voiced.conversations); None: the source's, at the model
+    delivery: Delivery = Delivery.SPOKEN
 
     def mark(self, name: str) -> None:
         self.marks.setdefault(name, (time.monotonic() - self.t0) * 1e3)
@@ -128,6 +132,7 @@ class Pipeline:
         self._waiting: WaitingTurns[Turn] = WaitingTurns(settings.server.max_waiting_turns)
         self._tasks: set[asyncio.Task] = set()
         self._echo_until = 0.0
+        self._named: dict[str, str] = {}  # source -> the conversation its client named (voiced.conversations)
         self._endpoint = EndOfTurnPolicy(settings.activation, settings.audio)
         act = settings.activation
         # The wake-word model runs on every source's frames in front of the VAD, on this loop (about 25 ms of CPU
@@ -180,7 +185,9 @@ class Pipeline:
 
     def _speaking(self) -> bool:
         now = time.monotonic()
-        if self.state == "speaking" or (self.playback is not None and self.playback.playing):
+        turn = self.turn  # a reply heard elsewhere (voiced.routing) is no echo on the local microphone
+        local = turn is None or plays_locally(turn.source, self.settings.audio.speaker_plays)
+        if (self.state == "speaking" and local) or (self.playback is not None and self.playback.playing):
             self._echo_until = now + ECHO_TAIL_S
         return now < self._echo_until
 
@@ -275,7 +282,8 @@ class Pipeline:
                     return  # the pause's own speculation (more audio) supersedes this pass: leave it the cores
                 addressed = st.activation.peek(" ".join(words), time.monotonic())
                 if addressed.answer and addressed.query:
-                    st.early_tokens += await self._run(self._model, self.assistant.prepare, addressed.query)
+                    conversation = self.conversation_of(st.segmenter.source)
+                    st.early_tokens += await self._run(self._model, self.assistant.prepare_in, conversation, addressed.query)
             except Exception as e:  # a guess: the end of the turn transcribes and prefills whatever is missing
                 log.warning("prefill while speaking failed: %s", e)
 
@@ -297,7 +305,7 @@ class Pipeline:
             if text and self.turn is None and st.speculative is task:
                 addressed = st.activation.peek(text, time.monotonic())
                 if addressed.answer:
-                    await self._run(self._model, self.assistant.prepare, addressed.query)
+                    await self._run(self._model, self.assistant.prepare_in, self.conversation_of(st.segmenter.source), addressed.query)
             return text
 
         task = st.speculative = self._spawn(run())
@@ -310,7 +318,22 @@ class Pipeline:
         await self.end_of_stream(client_id)
 
     async def on_text_query(self, client_id: str, text: str, request_id: str | None) -> None:
-        self._start(Turn(source=client_id, query=text.strip(), request_id=request_id))
+        self._start(Turn(source=client_id, query=text.strip(), request_id=request_id, conversation=self.conversation_of(client_id)))
+
+    async def on_handle(self, client_id: str, text: str, request_id: str, conversation: str) -> None:
+        """A text turn whose asker speaks the answer itself (Home Assistant's conversation agent): the reply is
+        text only, done when its last token is (voiced.routing)."""
+        self._start(Turn(source=client_id, query=text.strip(), request_id=request_id, conversation=conversation, delivery=Delivery.TEXT))
+
+    def name_conversation(self, client_id: str, conversation: str | None) -> None:
+        """The conversation `client_id`'s turns belong to from now on (None: its own, keyed by the source)."""
+        if conversation:
+            self._named[client_id] = conversation
+        else:
+            self._named.pop(client_id, None)
+
+    def conversation_of(self, source: str) -> str:
+        return key_of(source, self._named.get(source))
 
     async def on_cancel(self, client_id: str, request_id: str | None) -> None:
         turn = self.turn
@@ -334,12 +357,17 @@ class Pipeline:
                 self._set_state("idle", None)  # released without speaking
 
     async def on_forget(self, client_id: str) -> None:
-        await self._run(self._model, self.assistant.forget)
+        await self._run(self._model, self.assistant.forget, self.conversation_of(client_id))
 
     async def on_client_disconnect(self, client_id: str) -> None:
         self._sources.pop(client_id, None)
         for waiting in self._waiting.withdraw(client_id):  # nobody is left to hear them
             waiting.cancel.set()
+        if self._named.pop(client_id, None) is None:  # its own conversation: nobody can reach it again
+            try:  # on the model thread, which alone touches conversations while turns run
+                await self._run(self._model, self.assistant.conversations.forget, client_id)
+            except RuntimeError:  # the pipeline closed first (shutdown): nothing is left to forget
+                pass
 
     # -- the turn -------------------------------------------------------------------------------------------
     def _start(self, turn: Turn) -> asyncio.Task:
@@ -477,8 +505,11 @@ class Pipeline:
         deltas: asyncio.Queue[str | None] = asyncio.Queue()
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
 
+        conversation = turn.conversation = turn.conversation or self.conversation_of(turn.source)
+
         def generate() -> dict:
             try:
+                self.assistant.select(conversation)
                 replies = self.assistant.reply_audio(turn.audio, turn.cancel) if spoken else self.assistant.reply(query, turn.cancel)
                 for d in replies:
                     loop.call_soon_threadsafe(deltas.put_nowait, d.text)
@@ -507,7 +538,7 @@ class Pipeline:
         turn.interrupted = turn.interrupted or turn.cancel.is_set()
         if not turn.interrupted and turn.source in self._sources:
             self._sources[turn.source].activation.replied(time.monotonic())
-        self.assistant.remember(query, turn.reply, turn.interrupted)
+        self.assistant.remember(query, turn.reply, turn.interrupted, conversation)
         self._spawn(self._prefill_next_opening())
         timings = self._timings(turn, stats)
         done = m.ReplyDone(reply_id=turn.id, text=turn.reply.strip(), interrupted=turn.interrupted, timings_ms=timings)
@@ -522,10 +553,13 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         rate = self.tts.sample_rate
         first_audio_at, samples = 0.0, 0
+        local = self.playback is not None and plays_locally(turn.source, self.settings.audio.speaker_plays)
         try:
             while (clause := await clauses.get()) is not None:
                 if turn.cancel.is_set():
                     break
+                if turn.delivery is Delivery.TEXT:  # the asker speaks it (voiced.routing)
+                    continue
                 chunks: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
 
                 def synth(text: str = clause) -> None:
@@ -546,7 +580,7 @@ class Pipeline:
                     samples += len(chunk)
                     for p in self.publishers:
                         p.broadcast_audio(turn.id, chunk, rate)
-                    if self.playback is not None:
+                    if local:
                         await self.playback.play(chunk, rate)
                 await job
         finally:
@@ -554,7 +588,7 @@ class Pipeline:
                 p.end_audio(turn.id)
         if turn.cancel.is_set():
             return
-        if self.playback is not None:
+        if local:
             await self.playback.drain()
         elif self.pace and samples:
             heard_at = first_audio_at + samples / rate

@@ -66,7 +66,8 @@ def shared_assistant(settings: Settings) -> Assistant:
     if a is None:
         a = _ASSISTANTS[key] = Assistant(load_bundle(asr_tiny_bundle()), settings.model, hotwords=hotwords)
     a.settings = settings.model
-    a.forget()
+    a.forget_all()
+    a.select("local")
     return a
 
 

@@ -28,3 +28,11 @@ class TurnHandler(Protocol):
 
     async def on_client_disconnect(self, client_id: str) -> None:
         """Also called when an open microphone stream is cut by the disconnect (no audio_end comes)."""
+
+
+@runtime_checkable
+class ConversationNaming(Protocol):
+    """Optional beside TurnHandler (the pipeline has it): a client's hello may name the conversation its turns
+    continue (voiced.conversations); a handler without it keeps one conversation per client or none at all."""
+
+    def name_conversation(self, client_id: str, conversation: str | None) -> None: ...

@@ -41,6 +41,7 @@ from protocol.messages import (
     ProtocolError,
     PushToTalk,
     ReplyDone,
+    ReplyStarted,
     TextQuery,
     Welcome,
     parse_client,
@@ -50,7 +51,7 @@ from voiced.audio.resample import StreamResampler
 from voiced.config import ServerSettings
 from voiced.server.auth import bearer, origin_allowed
 from voiced.server.fanout import AudioFanout, Listener, Outbox
-from voiced.server.handler import TurnHandler
+from voiced.server.handler import ConversationNaming, TurnHandler
 from voiced.server.limits import AudioBudget, is_loopback, raise_open_files_limit
 from voiced.server.logsafe import LimitedLog, printable
 from voiced.server.pairing import Gate, Grant, Revocation, revocation_path
@@ -94,6 +95,7 @@ class ClientSession:
     outbox: Outbox = field(repr=False)
     budget: AudioBudget = field(repr=False)
     mic: _MicStream | None = field(default=None, repr=False)
+    hears_all: bool = False  # hello replies "all": reply audio of every source, not only its own (voiced.routing)
 
     def wants(self, kind: str) -> bool:
         return self.events is None or kind in self.events or kind in ALWAYS_DELIVERED
@@ -123,6 +125,7 @@ class VoicedServer:
         self.activation = activation  # told to every client in its welcome, so a page offers the right controls
         self._clients: dict[str, ClientSession] = {}
         self._audio = AudioFanout(settings.audio_frame_ms)
+        self._reply_sources: dict[str, str | None] = {}  # reply_id -> the source that asked (from reply_started)
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -205,8 +208,13 @@ class VoicedServer:
         if self._off_loop():
             self._loop.call_soon_threadsafe(self.broadcast, msg)  # type: ignore[union-attr]
             return
+        if isinstance(msg, ReplyStarted):
+            self._reply_sources[msg.reply_id] = msg.source
+            while len(self._reply_sources) > 256:  # a failed turn ends with an error, not reply_done: never kept
+                del self._reply_sources[next(iter(self._reply_sources))]
         if isinstance(msg, ReplyDone):
             self._audio.end(msg.reply_id, self._listeners())
+            self._reply_sources.pop(msg.reply_id, None)
         text = msg.to_json()
         kind = msg.type
         for s in list(self._clients.values()):
@@ -226,7 +234,7 @@ class VoicedServer:
         if self._off_loop():
             self._loop.call_soon_threadsafe(self.broadcast_audio, reply_id, np.array(pcm, copy=True), rate)  # type: ignore[union-attr]
             return
-        self._audio.push(reply_id, pcm, rate, self._listeners())
+        self._audio.push(reply_id, pcm, rate, self._listeners_for(reply_id))
 
     def end_audio(self, reply_id: str) -> None:
         """Close a reply's audio stream without a ReplyDone (broadcasting ReplyDone does this itself)."""
@@ -237,6 +245,14 @@ class VoicedServer:
 
     def _listeners(self) -> list[Listener]:
         return [Listener(s.id, s.audio_rate, s.outbox) for s in self._clients.values() if s.listener]
+
+    def _listeners_for(self, reply_id: str) -> list[Listener]:
+        """A reply is heard where it was asked (voiced.routing): by the session that asked, if it listens, and by
+        listeners that asked for every reply. Audio of a reply never announced (no reply_started) goes to all."""
+        if reply_id not in self._reply_sources:
+            return self._listeners()
+        source = self._reply_sources[reply_id]
+        return [Listener(s.id, s.audio_rate, s.outbox) for s in self._clients.values() if s.listener and (s.hears_all or s.id == source)]
 
     def _off_loop(self) -> bool:
         return self._loop_thread is not None and threading.get_ident() != self._loop_thread
@@ -344,7 +360,11 @@ class VoicedServer:
             conn=conn,
             outbox=outbox,
             budget=AudioBudget(self.settings.max_audio_speed, self.settings.audio_burst_s),
+            # A client without a microphone is a speaker (`voiced listen`, a room's player): it hears every reply.
+            hears_all=hello.replies == "all" or (hello.replies is None and "microphone" not in hello.roles),
         )
+        if hello.conversation and isinstance(self.handler, ConversationNaming):
+            self.handler.name_conversation(sid, f"ws:{hello.conversation}")
         outbox.start()
         outbox.put(
             Welcome(

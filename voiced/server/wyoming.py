@@ -8,13 +8,16 @@ What `describe` advertises, and why it is the honest mapping of what voiced is:
   -> one `transcript`. Any rate / width / channels is converted to 16 kHz mono with voiced.audio.resample.
   It needs an external VAD (the client decides when the command ended), so `requires_external_vad` is true.
 - **tts**: the configured engine and voice. `synthesize` -> `audio-start` / `audio-chunk`* / `audio-stop` at the
-  engine's own rate, streamed as the engine makes it.
+  engine's own rate, streamed as the engine makes it; streamed text (`synthesize-start` / `-chunk` / `-stop`) is
+  spoken clause by clause, then `synthesize-stopped` (voiced.server.wyoming_tts). `info`: voiced.server.wyoming_info.
 - **handle**: the assistant. Wyoming models "a thing that answers what was said" as an intent *handler*: Home
   Assistant's conversation agent sends the user's words as a `transcript` event and waits for `handled` (or
   `not-handled`) with the text to speak. That is exactly voiced's model step, so the assistant is advertised as a
   handle program (not as an `intent` recogniser: voiced returns an answer, not a structured intent, and it does
   not control the home, so `supports_home_control` is false). The text goes through the same Pipeline as a
-  WebSocket `text_query`, so it shares the conversation memory and the single model thread.
+  WebSocket `text_query` (the single model thread), in the conversation Home Assistant names in the
+  transcript's context (voiced.conversations), as text only: `handled` goes back when the text is complete, and
+  nothing is spoken by voiced, since Home Assistant speaks the answer where it was asked (voiced.routing).
 - **the spoken turn** (audio in -> spoken reply out) has no program type in `info`: in Wyoming a *satellite*
   streams its microphone to whoever runs the pipeline and gets events back. voiced plays the role Home Assistant
   plays for a satellite: the client sends `run-pipeline` (start_stage asr or wake, end_stage tts), then its
@@ -58,30 +61,23 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.handle import Handled, NotHandled
-from wyoming.info import (
-    AsrModel,
-    AsrProgram,
-    Attribution,
-    Describe,
-    HandleModel,
-    HandleProgram,
-    Info,
-    TtsProgram,
-    TtsVoice,
-)
+from wyoming.info import Describe
 from wyoming.ping import Ping, Pong
 from wyoming.pipeline import PipelineStage, RunPipeline
 from wyoming.server import AsyncEventHandler, AsyncServer, AsyncTcpServer
-from wyoming.tts import Synthesize
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 from wyoming.vad import VoiceStarted, VoiceStopped
 
 from protocol import messages as m
-from voiced import __version__
 from voiced.audio.resample import StreamResampler
 from voiced.config import ConfigError, Settings
-from voiced.model.manifest import AsrAudio
+from voiced.conversations import wyoming_key
 from voiced.server.limits import AudioBudget, audio_cost_s, is_loopback, raise_open_files_limit
 from voiced.server.logsafe import LimitedLog, printable
+from voiced.server.wyoming_info import describe_info
+from voiced.server.wyoming_stt import Command, CommandEnd
+from voiced.server.wyoming_tts import SynthesisStream, TextTooLong
+from voiced.server.wyoming_zeroconf import Announcer, announce
 
 log = logging.getLogger(__name__)
 limited = LimitedLog(log)
@@ -95,7 +91,6 @@ PONG_TEXT_CHARS = 256  # a ping's text is echoed, but no more of it than this
 # The whole door's audio budget, in peers streaming at full speed: a budget per connection alone resets with every
 # reconnect, so a peer that reconnects would get a fresh burst each time.
 DOOR_STREAMS = 4
-_ATTRIBUTION = Attribution(name="voiced", url="")  # no public home page to point at (yet); never invent one
 _AUDIO_START_STAGES = (PipelineStage.WAKE, PipelineStage.ASR)
 
 
@@ -262,40 +257,7 @@ class AudioIn:
         return tail
 
 
-# -- info -----------------------------------------------------------------------------------------------------
-def describe_info(pipeline: Any, assistant: Any, tts: Any) -> Info:
-    """What this daemon offers, in Home Assistant's terms (see the module docstring for the mapping)."""
-    manifest = assistant.bundle.manifest
-    audio = manifest.audio
-    language = (audio.language if isinstance(audio, AsrAudio) else None) or "en"
-    tts_settings = pipeline.settings.tts
-    engine = "espeak-ng" if tts_settings.engine == "espeak" else tts_settings.engine
-    asr = []
-    if assistant.hears_audio and isinstance(audio, AsrAudio):
-        model = AsrModel(
-            name=f"{manifest.name}/{audio.dir}", attribution=_ATTRIBUTION, installed=True,
-            description=f"{audio.engine} recogniser of bundle {manifest.name}", version=None, languages=[language],
-        )
-        asr.append(AsrProgram(
-            name="voiced-asr", attribution=_ATTRIBUTION, installed=True, version=__version__,
-            description="voiced speech to text", models=[model],
-        ))  # requires_external_vad keeps its default, True: the client's audio-stop ends the command
-    voice = TtsVoice(
-        name=tts_settings.voice, attribution=_ATTRIBUTION, installed=True, version=None, languages=[tts_settings.voice.split("+")[0]],
-        description=f"{engine} voice {tts_settings.voice}, {tts.sample_rate} Hz",
-    )
-    handle = HandleModel(
-        name=manifest.name, attribution=_ATTRIBUTION, installed=True, version=None, languages=[language],
-        description=manifest.description or f"voiced assistant ({manifest.family})",
-    )
-    return Info(
-        asr=asr,
-        tts=[TtsProgram(name="voiced-tts", attribution=_ATTRIBUTION, installed=True, version=__version__,
-                        description=f"voiced text to speech ({engine})", voices=[voice])],
-        handle=[HandleProgram(name="voiced", attribution=_ATTRIBUTION, installed=True, version=__version__,
-                              description="voiced local assistant (spoken turns: run-pipeline)", models=[handle])],
-    )  # supports_home_control and supports_handled_streaming keep their defaults, False; left out so that older
-    # wyoming releases (pyproject allows >=1.6), which lack those fields, build the same Info
+# -- info: voiced.server.wyoming_info ------------------------------------------------------------------------
 
 
 _DONE = object()
@@ -359,6 +321,8 @@ class _Connection(AsyncEventHandler):
         self.refused = False  # went over an input limit: told so, and being disconnected
         self._requests = itertools.count(1)
         self._writer_task: asyncio.Task | None = None
+        self.stream: SynthesisStream | None = None  # synthesize-start .. synthesize-stop (voiced.server.wyoming_tts)
+        self.command: CommandEnd | None = None  # voiced ends the transcription's command (voiced.server.wyoming_stt)
 
     # -- output -------------------------------------------------------------------------------------------------
     def send(self, event: Event) -> None:
@@ -462,6 +426,10 @@ class _Connection(AsyncEventHandler):
 
     async def disconnect(self) -> None:
         self.cancel.set()
+        if self.stream is not None:
+            self.stream.cancel()
+        if self.command is not None:
+            self.command.close()
         self.server._forget(self)
         with contextlib.suppress(asyncio.QueueFull):
             self.outbox.put_nowait(None)
@@ -502,12 +470,16 @@ class _Connection(AsyncEventHandler):
             start = AudioStart.from_event(event)
             AudioIn.check(start.rate, start.width, start.channels)
             self.audio, self.asr_pcm, self.asr_samples = AudioIn(), [], 0
+            self._start_command()
         elif AudioChunk.is_type(t):
             await self._audio_chunk(AudioChunk.from_event(event))
         elif AudioStop.is_type(t):
             await self._audio_stop()
         elif Synthesize.is_type(t):
-            await self._synthesize(Synthesize.from_event(event).text)
+            if self.stream is None:  # inside a stream it repeats the streamed text, for servers that do not stream
+                await self._synthesize(Synthesize.from_event(event).text)
+        elif SynthesizeStart.is_type(t) or SynthesizeChunk.is_type(t) or SynthesizeStop.is_type(t):
+            await self._synthesis_stream(event)
         elif Transcript.is_type(t):
             await self._handle(Transcript.from_event(event))
         else:  # Wyoming peers drop events they do not know (select-program, newer event types): so do we
@@ -541,6 +513,14 @@ class _Connection(AsyncEventHandler):
             return
         self.asr_samples += pcm.size
         limit_s = self.server.limits.utterance_s
+        if self.command is not None:  # voiced decides where the command ends, and at the limit ends it
+            if self.command.ended is None:
+                ended = self.command.feed(pcm) or (self.command.give_up() if self.asr_samples > limit_s * RATE else None)
+                if ended is not None:
+                    await self._command_transcript(ended)
+                else:
+                    self.asr_pcm.append(pcm)
+            return
         if self.asr_samples > limit_s * RATE:
             raise InputLimit(
                 "too-long",
@@ -582,6 +562,12 @@ class _Connection(AsyncEventHandler):
                 await self.server.pipeline.feed(self.source, tail)
             await self.server.pipeline.end_of_stream(self.source)
             return
+        command, self.command = self.command, None
+        if command is not None:
+            command.close()
+            if command.ended is not None:  # its transcript went back when voiced heard the command end
+                self.asr_pcm, self.asr_samples = [], 0
+                return
         pcm = np.concatenate([*self.asr_pcm, tail]) if self.asr_pcm or tail.size else np.zeros(0, np.int16)
         self.asr_pcm, self.asr_samples = [], 0
         assistant = self.server.assistant
@@ -605,6 +591,49 @@ class _Connection(AsyncEventHandler):
             self.send(AudioStart(rate=rate, width=2, channels=1).event())
         self.send(AudioStop().event())
 
+    def _start_command(self) -> None:
+        assistant = self.server.assistant
+        if self.mode != "asr" or self.server.pipeline.settings.server.wyoming_requires_external_vad or not assistant.hears_audio:
+            return
+        if self.command is not None:
+            self.command.close()
+        loop = asyncio.get_running_loop()
+        self.command = CommandEnd(self.server.pipeline.settings, lambda pcm: loop.run_in_executor(None, assistant.transcribe, pcm), self.source)
+
+    async def _command_transcript(self, command: Command) -> None:
+        text = ""
+        if command.words is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                text = await command.words
+        assistant = self.server.assistant
+        if not text and command.audio.size:
+            text = await asyncio.get_running_loop().run_in_executor(None, assistant.transcribe, command.audio)
+        self.asr_pcm = []
+        self.send(Transcript(text=text, language=getattr(assistant.bundle.manifest.audio, "language", None)).event())
+
+    async def _synthesis_stream(self, event: Event) -> None:
+        if SynthesizeStart.is_type(event.type):
+            if self.stream is not None:
+                raise ValueError("synthesize-start while a stream is open; send synthesize-stop first")
+            tts = self.server.tts
+            self.stream = SynthesisStream(
+                lambda text: _iterate_in_thread(lambda: tts.synthesize(text, self.cancel)),
+                lambda: tts.sample_rate, self.send, self.server.limits.event_bytes,
+            )
+            return
+        if self.stream is None:
+            raise ValueError(f"{event.type} without synthesize-start; send synthesize-start, synthesize-chunk..., synthesize-stop")
+        if SynthesizeChunk.is_type(event.type):
+            try:
+                self.stream.push(SynthesizeChunk.from_event(event).text)
+            except TextTooLong as e:
+                self.stream, stream = None, self.stream
+                stream.cancel()
+                raise ValueError(str(e)) from None
+            return
+        stream, self.stream = self.stream, None
+        await stream.stop()
+
     async def _handle(self, transcript: Transcript) -> None:
         text = transcript.text.strip()
         _check_text(text, "transcript text")
@@ -613,7 +642,8 @@ class _Connection(AsyncEventHandler):
             return
         request_id = f"{self.source}-{next(self._requests)}"
         self.handle_context[request_id] = transcript.context
-        await self.server.pipeline.on_text_query(self.source, text, request_id)
+        conversation = wyoming_key(transcript.context, self.source)  # voiced.conversations
+        await self.server.pipeline.on_handle(self.source, text, request_id, conversation)
 
     # -- pipeline events (via the server's Publisher) -----------------------------------------------------------
     def on_message(self, msg: Any) -> None:
@@ -711,6 +741,7 @@ class WyomingServer:
         self._replies: dict[str, _Connection] = {}
         self._ids = itertools.count(1)
         self._registered = False
+        self._announcer: Announcer | None = None  # zeroconf (voiced.server.wyoming_zeroconf)
 
     @property
     def port(self) -> int | None:
@@ -736,8 +767,12 @@ class WyomingServer:
             self.pipeline.add_publisher(self)
             self._registered = True
         log.info("serving Wyoming on %s", self.url)
+        self._announcer = await announce(self.uri, self.port, self.pipeline.settings.server.wyoming_zeroconf)
 
     async def stop(self) -> None:
+        if self._announcer is not None:
+            await self._announcer.stop()
+            self._announcer = None
         if self._server is not None:
             await self._server.stop()
             self._server = None

@@ -111,6 +111,19 @@ class _Libespeak:
         with self.lock:
             self._set_voice(voice)
 
+    def voice_language(self, voice: str) -> str | None:
+        """The language of `voice` from espeak-ng's own voice record (its `languages`: a priority byte, then the
+        tag); None when the record names none."""
+        lib = self._lib
+        lib.espeak_GetCurrentVoice.argtypes = []
+        lib.espeak_GetCurrentVoice.restype = ctypes.POINTER(_VoiceProperties)
+        with self.lock:
+            self._set_voice(voice)
+            current = lib.espeak_GetCurrentVoice()
+            raw = current.contents.languages if current else None
+        tag = raw[1:].decode("ascii", "replace") if raw and len(raw) > 1 else ""
+        return tag or None
+
     def synth(self, text: str, voice: str, rate_wpm: int, sink: _Sink) -> None:
         data = text.encode("utf-8") + b"\0"
         with self.lock:
@@ -144,9 +157,11 @@ class EspeakEngine:
                 self._lib = _libespeak()
             except OSError as e:
                 log.warning("libespeak-ng did not load (%s); falling back to the espeak-ng command", e)
+        self.language: str | None = voice.split("+")[0]  # espeak-ng takes a language tag as a voice name
         if self._lib is not None:
             self._lib.check_voice(voice)
             self.sample_rate = self._lib.sample_rate
+            self.language = self._lib.voice_language(voice) or self.language
         else:
             self._exe = shutil.which("espeak-ng")
             if self._exe is None:

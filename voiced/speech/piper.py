@@ -33,7 +33,10 @@ class PiperEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+        config = PiperConfig.from_dict(raw)
+        # The voice's own language ("en_US"), else the espeak-ng voice it phonemises with ("en-us").
+        self.language: str | None = (raw.get("language") or {}).get("code") or (raw.get("espeak") or {}).get("voice")
         self._voice = PiperVoice(
             session=ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"]),
             config=config,
