@@ -41,6 +41,10 @@ SERVER_SAMPLES = [
     m.Error(code="busy", message="try again", request_id="q1"),
     m.Pong(data="abc"),
     m.TurnIgnored(source="local", reason="not_addressed"),
+    m.TimerStarted(id="t1", name="pasta", total_s=480, remaining_s=480, due_at="2026-12-04T19:38:00+01:00"),
+    m.TimerUpdated(id="t1", total_s=480, remaining_s=300, active=False, due_at="2026-12-04T19:40:00+01:00"),
+    m.TimerCancelled(id="t1", name="pasta"),
+    m.TimerFinished(id="r1", kind="reminder", text="call my mother"),
 ]
 
 
