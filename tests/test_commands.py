@@ -212,7 +212,8 @@ def test_system_prompt_says_what_voiced_can_do() -> None:
     bundle = ("You are a voice assistant. Say numbers as a person would say them. If asked to set a timer or "
               "reminder, confirm it in one sentence.")  # fmt: skip
     text = prompt.compose(bundle)
-    assert prompt.STALE not in text and "cannot control lights" in text and "never say it was set" in text
+    assert prompt.STALE not in text and "no connection to lights" in text and "never say or suggest that you did it" in text
+    assert "didn't catch it" in text
     assert prompt.compose(text) == text
     assert "You cannot set timers" in prompt.compose(bundle, commands_enabled=False)
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 # The sentence of the default bundle's prompt (model_export/sources.py) that this replaces.
 STALE = "If asked to set a timer or reminder, confirm it in one sentence."
 
-HANDLED = (
-    "You run on a local device. The device itself sets, cancels, pauses and reports timers, alarms and "
-    "reminders, and tells the time and date; those requests are handled before they reach you, so if one "
-    "reaches you it was not understood: ask the user to say it again and never say it was set."
-)
+# Worded by trying it on the 1.5B default: "you cannot control devices" alone still got "Sure, I can turn on
+# the kitchen light."; a bare list of what it cannot do made it refuse "how do I boil an egg?" too. Asking to
+# operate something and asking how to do it are named apart.
 CANNOT = (
-    "You cannot control lights, switches, heating, locks, music or any other device, cannot send messages or "
-    "make calls, and cannot look anything up online. When asked to do something you cannot do, say plainly that "
-    "you cannot do it; never say or suggest that you did it."
+    "You can only talk: you have no connection to lights, switches, heating, locks, speakers, phones or the "
+    "internet, so you cannot operate any of them. If the user asks you to operate one (turn on a light, play "
+    "music, lock a door), say in one sentence that you can't do that, and never say or suggest that you did it. "
+    "If the user asks how to do something themselves, explain it."
+)
+HANDLED = (
+    "Timers, alarms, reminders, the time and the date are handled by the device before you; if such a request "
+    "reaches you, say you didn't catch it and ask the user to say it again."
 )
 NO_COMMANDS = "You cannot set timers, alarms or reminders, and you do not know the current time or date."
 
@@ -29,4 +32,4 @@ def compose(base: str, commands_enabled: bool = True) -> str:
     text = base.replace(STALE, "").strip()
     if CANNOT in text:
         return text
-    return " ".join(p for p in (text, HANDLED if commands_enabled else NO_COMMANDS, CANNOT) if p)
+    return " ".join(p for p in (text, CANNOT, HANDLED if commands_enabled else NO_COMMANDS) if p)
