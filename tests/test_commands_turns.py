@@ -193,3 +193,44 @@ async def test_reminders_survive_a_restart_only_when_privacy_allows(tmp_path) ->
             rid = await c.text_query("What are my reminders?")
             listed = await asyncio.wait_for(c.collect_reply(request_id=rid), 60)
     assert listed.text == "You have no reminders set."
+
+
+async def test_wyoming_peers_get_timer_events() -> None:
+    """The `wyoming` package's own client, as Home Assistant's conversation agent talks: a transcript to handle."""
+    from wyoming.asr import Transcript
+    from wyoming.client import AsyncTcpClient
+    from wyoming.handle import Handled
+    from wyoming.timer import TimerCancelled, TimerFinished, TimerStarted
+
+    from voiced.server.wyoming import WyomingServer
+
+    settings = turn_settings(commands={"ring_for_s": 0})
+    async with daemon(settings, TOKEN, pace=False) as (pipeline, _, collector):
+        async with WyomingServer("tcp://127.0.0.1:0", pipeline, pipeline.assistant, pipeline.tts) as wy, AsyncTcpClient(
+            "127.0.0.1", wy.port
+        ) as client:
+            got = []
+
+            async def read_until(kind: str) -> None:
+                while True:
+                    ev = await client.read_event()
+                    assert ev is not None, [e.type for e in got]
+                    got.append(ev)
+                    if ev.type == kind:
+                        return
+
+            await client.write_event(Transcript(text="Set a tea timer for two seconds.").event())
+            await asyncio.wait_for(read_until("timer-finished"), 60)
+            await client.write_event(Transcript(text="Set a timer for one hour.").event())
+            await asyncio.wait_for(read_until("handled"), 60)
+            await client.write_event(Transcript(text="Cancel the timer.").event())
+            await asyncio.wait_for(read_until("timer-cancelled"), 60)
+    types = [e.type for e in got]
+    assert types[:3] == ["timer-started", "handled", "timer-finished"], types
+    first = TimerStarted.from_event(got[0])
+    assert (first.name, first.total_seconds, first.start_seconds) == ("tea", 2, 2)
+    assert Handled.from_event(got[1]).text == "Your tea timer is set for 2 seconds."
+    assert TimerFinished.from_event(got[2]).id == first.id
+    hour = TimerStarted.from_event(next(e for e in got[3:] if e.type == "timer-started"))
+    assert hour.total_seconds == 3600 and hour.start_hours == 1
+    assert TimerCancelled.from_event(got[-1]).id == hour.id
