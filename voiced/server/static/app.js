@@ -35,6 +35,7 @@
     playedSamples: 0,
     replyAudioStreams: 0,
     errors: [],
+    timers: {}, // id -> the last timer_* message and the page clock when it came: the countdown runs from there
   };
   window.voiced = view;
 
@@ -327,6 +328,12 @@
       case 'reply_done':
         onReplyDone(msg);
         break;
+      case 'timer_started':
+      case 'timer_updated':
+      case 'timer_cancelled':
+      case 'timer_finished':
+        onTimer(msg);
+        break;
       case 'error':
         view.errors.push(msg);
         status(`daemon: ${msg.message}`);
@@ -357,6 +364,47 @@
     li.textContent = `${view.transcript ? `“${view.transcript}” → ` : ''}${msg.text}${msg.interrupted ? ' (interrupted)' : ''}`;
     $('history').prepend(li);
   }
+
+  // ------------------------------------------------------------------------------------------------ timers
+  // Running timers, alarms and reminders with a countdown, from the daemon's timer_* messages (PROTOCOL.md 3.1).
+  function onTimer(msg) {
+    if (msg.type === 'timer_started' || msg.type === 'timer_updated') {
+      view.timers[msg.id] = { ...msg, at: performance.now() };
+    } else {
+      delete view.timers[msg.id];
+    }
+    renderTimers();
+  }
+
+  function left(t) {
+    const s = t.active ? t.remaining_s - (performance.now() - t.at) / 1000 : t.remaining_s;
+    return Math.max(0, Math.ceil(s));
+  }
+
+  function clock(s) {
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const sec = String(s % 60).padStart(2, '0');
+    return h ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+  }
+
+  function renderTimers() {
+    const items = Object.values(view.timers).sort((a, b) => left(a) - left(b));
+    $('timers-box').hidden = items.length === 0;
+    $('timers').replaceChildren(
+      ...items.map((t) => {
+        const li = document.createElement('li');
+        li.dataset.id = t.id;
+        const label = t.kind === 'reminder' ? `reminder: ${t.text || ''}` : t.name ? `${t.name} ${t.kind}` : t.kind;
+        const when = document.createElement('span');
+        when.className = 'countdown';
+        when.textContent = t.kind === 'timer' ? clock(left(t)) + (t.active ? '' : ' (paused)') : new Date(t.due_at).toLocaleString();
+        li.append(`${label} `, when);
+        return li;
+      }),
+    );
+  }
+  setInterval(() => Object.keys(view.timers).length && renderTimers(), 1000);
 
   function fail(e) {
     view.errors.push({ code: 'page', message: String(e && e.message ? e.message : e) });
