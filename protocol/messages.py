@@ -119,13 +119,19 @@ class Forget(_Message):
     type: Literal["forget"] = "forget"
 
 
+class ListTimers(_Message):
+    """Asks for every timer, alarm and reminder as it stands (answered by `timers`, to this client only)."""
+
+    type: Literal["list_timers"] = "list_timers"
+
+
 class Ping(_Message):
     type: Literal["ping"] = "ping"
     data: str | None = Field(None, max_length=128, description="echoed in the pong")
 
 
 ClientMessage = Annotated[
-    Union[Hello, AudioStart, AudioEnd, TextQuery, Cancel, PushToTalk, Forget, Ping],
+    Union[Hello, AudioStart, AudioEnd, TextQuery, Cancel, PushToTalk, Forget, Ping, ListTimers],
     Field(discriminator="type"),
 ]
 
@@ -275,6 +281,17 @@ class TimerUpdated(_TimerState):
     type: Literal["timer_updated"] = "timer_updated"
 
 
+class TimerInfo(_TimerState):
+    """One item as it stands, in a `timers` answer."""
+
+
+class Timers(_Message):
+    """The answer to `list_timers`: every timer, alarm and reminder, soonest first."""
+
+    type: Literal["timers"] = "timers"
+    items: list[TimerInfo] = Field(default_factory=list, max_length=10000)
+
+
 class TimerCancelled(_Message):
     type: Literal["timer_cancelled"] = "timer_cancelled"
     id: str
@@ -297,18 +314,19 @@ class TimerFinished(_Message):
 ServerMessage = Annotated[
     Union[Welcome, State, SpeechStarted, SpeechEnded, Transcript, ReplyStarted, ReplyDelta, ReplyAudioStart,
           ReplyAudioEnd, ReplyDone, Error, Pong, TurnIgnored, TimerStarted, TimerUpdated, TimerCancelled,
-          TimerFinished],
+          TimerFinished, Timers],
     Field(discriminator="type"),
 ]
 
 CLIENT_TYPES: dict[str, type[_Message]] = {
-    m.model_fields["type"].default: m for m in (Hello, AudioStart, AudioEnd, TextQuery, Cancel, PushToTalk, Forget, Ping)
+    m.model_fields["type"].default: m
+    for m in (Hello, AudioStart, AudioEnd, TextQuery, Cancel, PushToTalk, Forget, Ping, ListTimers)
 }
 SERVER_TYPES: dict[str, type[_Message]] = {
     m.model_fields["type"].default: m
     for m in (Welcome, State, SpeechStarted, SpeechEnded, Transcript, ReplyStarted, ReplyDelta, ReplyAudioStart,
               ReplyAudioEnd, ReplyDone, Error, Pong, TurnIgnored, TimerStarted, TimerUpdated, TimerCancelled,
-              TimerFinished)
+              TimerFinished, Timers)
 }
 # Types a client cannot filter out: it needs them to work at all.
 ALWAYS_DELIVERED = frozenset({"welcome", "error", "pong"})

@@ -38,3 +38,23 @@ async def test_page_counts_down_a_running_timer_and_drops_a_cancelled_one(tmp_pa
         await page.click("#ask button")
         await wait_state(page, "Object.keys(v.timers).length === 0 && v.replies.length >= 2")
         assert await page.is_hidden("#timers-box")
+
+
+async def test_a_page_opened_later_shows_the_timers_already_running(tmp_path, capsys):
+    from protocol import messages as m
+    from protocol.client import VoicedClient
+
+    settings = _settings(tmp_path)
+    async with daemon(settings, TOKEN) as (_, server, __), chromium() as browser:
+        server.http_handler = make_http_handler(settings.server)
+        async with VoicedClient(server.url, TOKEN) as c:
+            rid = await c.text_query("Set a tea timer for 5 minutes.")
+            await c.collect_reply(request_id=rid)
+            await c.send(m.ListTimers())
+            listed = await anext(x async for x in c.events() if isinstance(x, m.Timers))
+        assert [(t.name, t.total_s, t.active) for t in listed.items] == [("tea", 300, True)]
+        page = await browser.new_page()
+        await page.goto(_fresh_url(settings, server.port, capsys))
+        await wait_state(page, "v.connected && Object.keys(v.timers).length === 1")
+        text = await page.text_content("#timers li")
+        assert text.startswith("tea timer") and 0 < _seconds(text) <= 300, text

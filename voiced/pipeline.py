@@ -344,6 +344,9 @@ class Pipeline:
     async def on_forget(self, client_id: str) -> None:
         await self._run(self._model, self.assistant.forget)
 
+    async def on_list_timers(self, client_id: str) -> list[m.TimerInfo]:
+        return self.commands.snapshot()
+
     async def on_client_disconnect(self, client_id: str) -> None:
         self._sources.pop(client_id, None)
 

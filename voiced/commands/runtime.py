@@ -177,10 +177,11 @@ class Commands:
         return cls(id=item.id, kind=item.kind.value, name=item.name, text=item.text, total_s=round(item.total_s, 3),
                    remaining_s=round(left, 3), active=item.active, due_at=due.isoformat(timespec="seconds"))  # fmt: skip
 
-    def snapshot(self) -> list[m.TimerUpdated]:
-        """Every item as it stands now (for a client that comes in late)."""
+    def snapshot(self) -> list[m.TimerInfo]:
+        """Every item as it stands now, soonest first (a `timers` answer: for a client that comes in late)."""
         now = self.wall()
-        return [self._message(Change.UPDATED, i, now) for i in self.schedule.items.values()]  # type: ignore[misc]
+        items = sorted(self.schedule.items.values(), key=lambda i: (not i.active, i.due))
+        return [m.TimerInfo(**self._message(Change.UPDATED, i, now).model_dump(exclude={"type"})) for i in items]
 
     def _save(self) -> None:
         if self.store is not None:

@@ -295,6 +295,7 @@
         setPill('conn', 'connected', 'on');
         status('connected');
         if (view.mode === 'hands-free') openMicStream();
+        send({ type: 'list_timers' }); // timers that were running before this page came
         break;
       case 'state':
         view.state = msg.state;
@@ -333,6 +334,11 @@
       case 'timer_cancelled':
       case 'timer_finished':
         onTimer(msg);
+        break;
+      case 'timers':
+        view.timers = {};
+        for (const t of msg.items) view.timers[t.id] = { ...t, at: performance.now() };
+        renderTimers();
         break;
       case 'error':
         view.errors.push(msg);
