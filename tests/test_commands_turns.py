@@ -234,3 +234,23 @@ async def test_wyoming_peers_get_timer_events() -> None:
     hour = TimerStarted.from_event(next(e for e in got[3:] if e.type == "timer-started"))
     assert hour.total_seconds == 3600 and hour.start_hours == 1
     assert TimerCancelled.from_event(got[-1]).id == hour.id
+
+
+async def test_a_pause_mid_command_runs_nothing_until_the_turn_is_over() -> None:
+    """Spoken in real time with a pause after "for": the speculative pass at the pause hears "Set a timer for"
+    and the early pass hears part of it; neither may run a command (a started or refused timer, a reply)."""
+    settings = turn_settings(activation={"prefill_while_speaking_s": 0.8})
+    pcm = compose([0.4, "Set a timer for", 0.8, "ten minutes.", 2.0], seed=5).pcm
+    async with daemon(settings, TOKEN, pace=False) as (pipeline, _, collector):
+        t0 = asyncio.get_running_loop().time()
+        for n, i in enumerate(range(0, len(pcm), 480)):
+            await pipeline.feed("local", pcm[i : i + 480])
+            await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.03 - asyncio.get_running_loop().time()))
+            if n * 0.03 < 2.0:  # while the words are still coming, nothing has been done
+                assert not _of(collector.messages, m.TimerStarted) and not _of(collector.messages, m.ReplyStarted)
+        msgs = await _until(collector, lambda ms: _of(ms, m.ReplyDone))
+        await asyncio.sleep(0.5)
+        msgs = list(collector.messages)
+    started = _of(msgs, m.TimerStarted)
+    assert [s.total_s for s in started] == [600], [type(x).__name__ for x in msgs]
+    assert [d.text for d in _of(msgs, m.ReplyDone)] == ["Your timer is set for 10 minutes."]

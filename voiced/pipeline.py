@@ -464,6 +464,7 @@ class Pipeline:
         return activation.decide(f"{phrase}, {rest}" if rest else phrase, now)
 
     async def _turn_body(self, turn: Turn) -> None:
+        self.commands.silence()  # a new request once a due timer's announcement was heard: the user is here
         self._set_state("thinking", turn.source)
         spoken = turn.query is None and turn.audio is not None
         query = SPOKEN if spoken else turn.query or ""
@@ -484,7 +485,6 @@ class Pipeline:
         # The one place a command runs: the words of a finished turn (never a speculative or early pass's guess).
         command = None if spoken else self.commands.handle(query)
         if command is not None:  # done at once: its reply is the turn's, no model decode
-            self.commands.silence()
             gen: asyncio.Future = loop.create_future()
             gen.set_result({})
             deltas.put_nowait(command)
