@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import yaml
 from hassil import Intents, recognize_best
@@ -86,11 +86,20 @@ class Command:
     text: str | None = None
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+# hassil's intents data as JSON: {"intents": {name: {"data": [{"sentences": [...]}]}}, "lists": ..., ...}
+IntentsData = dict[str, object]
+
+
+def _load_yaml(path: Path) -> IntentsData:
     data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict) or "intents" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("intents"), dict):
         raise ValueError(f"{path} is not a hassil intents file (needs 'intents'); reinstall voiced")
     return data
+
+
+def _section(data: IntentsData, key: str) -> dict[str, object]:
+    value = data.get(key, {})
+    return cast(dict[str, object], value) if isinstance(value, dict) else {}
 
 
 def build_intents(language: str = "en") -> Intents:
@@ -101,22 +110,24 @@ def build_intents(language: str = "en") -> Intents:
     if ha is None:
         raise ValueError(f"home-assistant-intents has no language {language!r}; voiced's commands speak 'en'")
     ours = _load_yaml(DATA / f"{language}.yaml")
-    intents: dict[str, Any] = {}
+    intents: dict[str, object] = {}
     for name in HA_INTENTS:
         data = []
-        for block in ha["intents"].get(name, {}).get("data", []):
-            sentences = [s for s in block["sentences"] if not any(k in s for k in _HA_ONLY)]
+        intent = _section(_section(ha, "intents"), name)
+        for block in cast(list[dict[str, object]], intent.get("data", [])):
+            sentences = [s for s in cast(list[str], block["sentences"]) if not any(k in s for k in _HA_ONLY)]
             if sentences:
                 data.append({**block, "sentences": sentences})
         if data:
             intents[name] = {"data": data}
-    intents.update(ours["intents"])
+    intents.update(_section(ours, "intents"))
+    skip = cast(list[str], ha.get("skip_words", []))
     return Intents.from_dict({
         "language": language,
         "intents": intents,
-        "lists": {**ha.get("lists", {}), **ours.get("lists", {})},
-        "expansion_rules": {**ha.get("expansion_rules", {}), **ours.get("expansion_rules", {})},
-        "skip_words": [*ha.get("skip_words", []), "hey", "okay", "ok", "um", "uh", "and", "then", "now"],
+        "lists": {**_section(ha, "lists"), **_section(ours, "lists")},
+        "expansion_rules": {**_section(ha, "expansion_rules"), **_section(ours, "expansion_rules")},
+        "skip_words": [*skip, "hey", "okay", "ok", "um", "uh", "and", "then", "now"],
     })  # fmt: skip
 
 
@@ -150,12 +161,15 @@ def _clean(text: str) -> str:
     return text.strip(" .!?,")
 
 
-def _num(entities: dict[str, tuple[Any, str]], key: str) -> float:
+Entities = dict[str, tuple[object, str]]  # slot name -> (value, the words that said it)
+
+
+def _num(entities: Entities, key: str) -> float:
     v = entities.get(key, (0, ""))[0]
     return float(v) if isinstance(v, (int, float)) else 0.0
 
 
-def _command(intent: str, e: dict[str, tuple[Any, str]]) -> Command:
+def _command(intent: str, e: Entities) -> Command:
     action = _ACTIONS[intent]
     seconds = _num(e, "hours") * 3600 + _num(e, "minutes") * 60 + _num(e, "seconds")
     of = _num(e, "start_hours") * 3600 + _num(e, "start_minutes") * 60 + _num(e, "start_seconds")

@@ -35,6 +35,7 @@ from voiced.config import Settings
 log = logging.getLogger(__name__)
 
 Announce = Callable[[str], Awaitable[None]]
+WATCH_S = 30.0
 TimerMessage = m.TimerStarted | m.TimerUpdated | m.TimerCancelled | m.TimerFinished
 
 
@@ -130,7 +131,9 @@ class Commands:
         assert self._wake is not None
         while True:
             due_at = self.schedule.next_due()
-            timeout = None if due_at is None else max(0.0, due_at - self.wall())
+            # Looked at again at least every WATCH_S: the wall clock can be set or jump (NTP, suspend), and an
+            # alarm days away must not sleep through the change on a timeout computed before it.
+            timeout = WATCH_S if due_at is None else min(WATCH_S, max(0.0, due_at - self.wall()))
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)

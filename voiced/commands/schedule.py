@@ -14,7 +14,10 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
-from typing import Any
+
+
+# An item as JSON (the store's file, a test's look): plain values only.
+ItemDict = dict[str, str | float | None]
 
 
 class Kind(StrEnum):
@@ -44,15 +47,28 @@ class Item:
     def remaining(self, now: float) -> float:
         return max(0.0, self.paused_left if self.paused_left is not None else self.due - now)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ItemDict:
         return asdict(self)
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> Item:
+    def from_dict(d: ItemDict) -> Item:
+        """Raises ValueError (or KeyError) on a field missing or of the wrong kind."""
+
+        def num(key: str) -> float:
+            v = d[key]
+            if not isinstance(v, (int, float)):
+                raise ValueError(f"{key} must be a number, got {v!r}")
+            return float(v)
+
+        def text(key: str) -> str | None:
+            v = d.get(key)
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"{key} must be text, got {v!r}")
+            return v
+
         return Item(
-            id=str(d["id"]), kind=Kind(d["kind"]), due=float(d["due"]), total_s=float(d["total_s"]),
-            name=d.get("name"), text=d.get("text"),
-            paused_left=None if d.get("paused_left") is None else float(d["paused_left"]),
+            id=str(d["id"]), kind=Kind(str(d["kind"])), due=num("due"), total_s=num("total_s"), name=text("name"),
+            text=text("text"), paused_left=None if d.get("paused_left") is None else num("paused_left"),
         )  # fmt: skip
 
 
@@ -130,7 +146,7 @@ class Schedule:
         running = [i.due for i in self.items.values() if i.active]
         return min(running) if running else None
 
-    def to_list(self) -> list[dict[str, Any]]:
+    def to_list(self) -> list[ItemDict]:
         return [i.to_dict() for i in self.items.values()]
 
 
