@@ -216,6 +216,10 @@ def test_system_prompt_says_what_voiced_can_do() -> None:
     assert "didn't catch it" in text
     assert prompt.compose(text) == text
     assert "You cannot set timers" in prompt.compose(bundle, commands_enabled=False)
+    words = lambda text: len(text.split())  # noqa: E731
+    assert prompt.for_assistant(bundle, words, 4000, True) == text
+    assert prompt.NO_COMMANDS in prompt.for_assistant(bundle, words, 4000, False)  # encoder-free: nothing runs
+    assert prompt.for_assistant(bundle, words, 100, True) == bundle  # would crowd out a tiny context
 
 
 def test_wyoming_timer_events() -> None:

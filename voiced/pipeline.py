@@ -139,8 +139,9 @@ class Pipeline:
         # Timers, alarms, reminders and the clock run before the model (voiced.commands); the system prompt says
         # what voiced really does, so the model never claims a timer or a switched light it did not set.
         self.commands = Commands(settings, self._publish, self.announce)
-        memory = assistant.memory
-        memory.system_prompt = command_prompt.compose(memory.system_prompt, self.commands.enabled)
+        count = lambda text: len(assistant.bundle.tokenizer.encode(text).ids)  # noqa: E731
+        runs = self.commands.enabled and assistant.transcribes  # encoder-free bundles have no words to match
+        assistant.memory.system_prompt = command_prompt.for_assistant(assistant.memory.system_prompt, count, assistant.budget, runs)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def warm_up(self) -> None:

@@ -8,6 +8,11 @@ costs minutes; what voiced can do also depends on its configuration (commands on
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
 # The sentence of the default bundle's prompt (model_export/sources.py) that this replaces.
 STALE = "If asked to set a timer or reminder, confirm it in one sentence."
 
@@ -33,3 +38,15 @@ def compose(base: str, commands_enabled: bool = True) -> str:
     if CANNOT in text:
         return text
     return " ".join(p for p in (text, CANNOT, HANDLED if commands_enabled else NO_COMMANDS) if p)
+
+
+def for_assistant(base: str, count_tokens: Callable[[str], int], budget: int, commands_run: bool) -> str:
+    """The composed prompt for a model, unless it would take more than a quarter of the prompt's token `budget`
+    (a small test model's 512-token context): there the account would crowd out the conversation itself, so
+    the base prompt stays (logged). `commands_run`: False where commands never run (encoder-free bundles have
+    no words to match, so the prompt must not promise them)."""
+    text = compose(base, commands_run)
+    if count_tokens(text) > budget // 4:
+        log.warning("the model's context is too small for the account of what voiced can do; its own prompt stays")
+        return base
+    return text
