@@ -254,3 +254,25 @@ async def test_a_pause_mid_command_runs_nothing_until_the_turn_is_over() -> None
     started = _of(msgs, m.TimerStarted)
     assert [s.total_s for s in started] == [600], [type(x).__name__ for x in msgs]
     assert [d.text for d in _of(msgs, m.ReplyDone)] == ["Your timer is set for 10 minutes."]
+
+
+async def test_a_timer_due_while_the_user_speaks_waits_for_the_turn_to_finish() -> None:
+    settings = turn_settings(commands={"ring_for_s": 0})
+    speech = compose([0.2, "Tell me a long story about the sea and about the ships that sail on it.", 2.0], seed=6).pcm
+    async with daemon(settings, TOKEN, pace=False) as (pipeline, _, collector):
+        await pipeline.on_text_query("cli", "Set a timer for two seconds.", "q1")
+        await _until(collector, lambda ms: _of(ms, m.ReplyDone))
+        t0 = asyncio.get_running_loop().time()
+        for n, i in enumerate(range(0, len(speech), 480)):  # in real time: the timer comes due mid-sentence
+            await pipeline.feed("sat", speech[i : i + 480])
+            await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.03 - asyncio.get_running_loop().time()))
+        msgs = await _until(collector, lambda ms: any(isinstance(x, m.ReplyDone) and x.text == "Your timer is done." for x in ms))
+    kinds = [(type(x).__name__, getattr(x, "source", None)) for x in msgs]
+    started = kinds.index(("SpeechStarted", "sat"))
+    ended = kinds.index(("SpeechEnded", "sat"))
+    finished = kinds.index(("TimerFinished", None))
+    assert started < finished < ended, kinds  # it came due while the user was speaking
+    answer = next(i for i, x in enumerate(msgs) if isinstance(x, m.ReplyStarted) and x.source == "sat")
+    answer_done = next(i for i, x in enumerate(msgs) if i > answer and isinstance(x, m.ReplyDone))
+    announced = next(i for i, x in enumerate(msgs) if isinstance(x, m.ReplyStarted) and x.source == "timers")
+    assert ended < answer < answer_done < announced, kinds  # the user's turn first, then the announcement
