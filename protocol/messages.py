@@ -29,6 +29,7 @@ ActivationName = Literal["always", "wake", "push"]
 EventName = Literal[
     "state", "speech_started", "speech_ended", "transcript", "reply_started", "reply_delta", "reply_audio_start",
     "reply_audio_end", "reply_done", "welcome", "error", "pong", "turn_ignored",
+    "timer_started", "timer_updated", "timer_cancelled", "timer_finished",
 ]
 
 ErrorCode = Literal[
@@ -105,7 +106,8 @@ class TextQuery(_Message):
 
 
 class Cancel(_Message):
-    """Stops the current reply (or the one answering `request_id`)."""
+    """Stops the current reply (or the one answering `request_id`); without `request_id` it also silences a
+    ringing timer, alarm or reminder."""
 
     type: Literal["cancel"] = "cancel"
     request_id: str | None = Field(None, max_length=128)
@@ -122,13 +124,19 @@ class Forget(_Message):
     type: Literal["forget"] = "forget"
 
 
+class ListTimers(_Message):
+    """Asks for every timer, alarm and reminder as it stands (answered by `timers`, to this client only)."""
+
+    type: Literal["list_timers"] = "list_timers"
+
+
 class Ping(_Message):
     type: Literal["ping"] = "ping"
     data: str | None = Field(None, max_length=128, description="echoed in the pong")
 
 
 ClientMessage = Annotated[
-    Union[Hello, AudioStart, AudioEnd, TextQuery, Cancel, PushToTalk, Forget, Ping],
+    Union[Hello, AudioStart, AudioEnd, TextQuery, Cancel, PushToTalk, Forget, Ping, ListTimers],
     Field(discriminator="type"),
 ]
 
@@ -257,19 +265,78 @@ class TurnIgnored(_Message):
     reason: Literal["no_speech", "not_addressed", "stop_command", "outside_push_to_talk"]
 
 
+TimerKind = Literal["timer", "alarm", "reminder"]
+
+
+class _TimerState(_Message):
+    id: str = Field(description="the item's id, stable for its life (and across restarts when persisted)")
+    kind: TimerKind = "timer"
+    name: str | None = Field(None, description="a timer's name, as said: 'pasta' in 'a pasta timer'")
+    text: str | None = Field(None, description="a reminder's words ('call my mother')")
+    total_s: float = Field(description="the span it was set for, with any time added")
+    remaining_s: float = Field(description="seconds left when this was sent (a paused timer keeps it)")
+    active: bool = Field(True, description="false while a timer is paused")
+    due_at: str = Field(description="when it rings (ISO 8601 with the zone offset); for a paused timer, as if resumed now")
+
+
+class TimerStarted(_TimerState):
+    """A timer, alarm or reminder was set by a command (spoken or a text_query)."""
+
+    type: Literal["timer_started"] = "timer_started"
+
+
+class TimerUpdated(_TimerState):
+    """A timer was paused, resumed, or had time added or taken off."""
+
+    type: Literal["timer_updated"] = "timer_updated"
+
+
+class TimerInfo(_TimerState):
+    """One item as it stands, in a `timers` answer."""
+
+
+class Timers(_Message):
+    """The answer to `list_timers`: every timer, alarm and reminder, soonest first."""
+
+    type: Literal["timers"] = "timers"
+    items: list[TimerInfo] = Field(default_factory=list, max_length=10000)
+
+
+class TimerCancelled(_Message):
+    type: Literal["timer_cancelled"] = "timer_cancelled"
+    id: str
+    kind: TimerKind = "timer"
+    name: str | None = None
+    text: str | None = None
+
+
+class TimerFinished(_Message):
+    """Its time came. The announcement follows as a reply (reply_started ... reply_done, `source` "timers"),
+    repeated until stopped: the stop word, push-to-talk, or a `cancel` message silence it."""
+
+    type: Literal["timer_finished"] = "timer_finished"
+    id: str
+    kind: TimerKind = "timer"
+    name: str | None = None
+    text: str | None = None
+
+
 ServerMessage = Annotated[
     Union[Welcome, State, SpeechStarted, SpeechEnded, Transcript, ReplyStarted, ReplyDelta, ReplyAudioStart,
-          ReplyAudioEnd, ReplyDone, Error, Pong, TurnIgnored],
+          ReplyAudioEnd, ReplyDone, Error, Pong, TurnIgnored, TimerStarted, TimerUpdated, TimerCancelled,
+          TimerFinished, Timers],
     Field(discriminator="type"),
 ]
 
 CLIENT_TYPES: dict[str, type[_Message]] = {
-    m.model_fields["type"].default: m for m in (Hello, AudioStart, AudioEnd, TextQuery, Cancel, PushToTalk, Forget, Ping)
+    m.model_fields["type"].default: m
+    for m in (Hello, AudioStart, AudioEnd, TextQuery, Cancel, PushToTalk, Forget, Ping, ListTimers)
 }
 SERVER_TYPES: dict[str, type[_Message]] = {
     m.model_fields["type"].default: m
     for m in (Welcome, State, SpeechStarted, SpeechEnded, Transcript, ReplyStarted, ReplyDelta, ReplyAudioStart,
-              ReplyAudioEnd, ReplyDone, Error, Pong, TurnIgnored)
+              ReplyAudioEnd, ReplyDone, Error, Pong, TurnIgnored, TimerStarted, TimerUpdated, TimerCancelled,
+              TimerFinished, Timers)
 }
 # Types a client cannot filter out: it needs them to work at all.
 ALWAYS_DELIVERED = frozenset({"welcome", "error", "pong"})

@@ -25,6 +25,7 @@ CLIENT_SAMPLES = [
     m.PushToTalk(pressed=True),
     m.Forget(),
     m.Ping(data="abc"),
+    m.ListTimers(),
 ]
 SERVER_SAMPLES = [
     m.Welcome(server_version="0.1.0", session_id="s1", audio_rate=22050,
@@ -41,6 +42,11 @@ SERVER_SAMPLES = [
     m.Error(code="busy", message="try again", request_id="q1"),
     m.Pong(data="abc"),
     m.TurnIgnored(source="local", reason="not_addressed"),
+    m.TimerStarted(id="t1", name="pasta", total_s=480, remaining_s=480, due_at="2026-12-04T19:38:00+01:00"),
+    m.TimerUpdated(id="t1", total_s=480, remaining_s=300, active=False, due_at="2026-12-04T19:40:00+01:00"),
+    m.TimerCancelled(id="t1", name="pasta"),
+    m.TimerFinished(id="r1", kind="reminder", text="call my mother"),
+    m.Timers(items=[m.TimerInfo(id="t1", total_s=60, remaining_s=12.5, due_at="2026-12-04T19:38:00+01:00")]),
 ]
 
 

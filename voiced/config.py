@@ -124,6 +124,7 @@ class PrivacySettings(_Section):
     save_transcripts: bool = False
     log_transcripts: bool = Field(False, description="put what was said and the reply text in the daemon's log lines (the journal is usually on disk); ids, lengths and timings are logged anyway")
     data_dir: Path | None = Field(None, description="where saved audio/transcripts go when enabled")
+    save_reminders: bool = Field(False, description="keep timers, alarms and reminders (with their words) in data_dir so they survive a restart")
 
 
 class ActivationSettings(_Section):
@@ -147,7 +148,27 @@ class ActivationSettings(_Section):
     barge_in_min_ms: int = Field(300, ge=0, le=5000)
 
 
-_SECTIONS = ("audio", "server", "model", "tts", "privacy", "activation")
+class CommandsSettings(_Section):
+    enabled: bool = Field(True, description="timers, alarms, reminders and the clock run as commands before the model (voiced.commands)")
+    timezone: str | None = Field(None, description="IANA zone for the clock, alarms and reminders, e.g. Europe/Berlin; none = the system's")
+    ring_every_s: float = Field(4.0, ge=0.5, le=600.0, description="pause between repeats of a due timer's announcement")
+    ring_for_s: float = Field(60.0, ge=0.0, le=3600.0, description="how long a due timer keeps being announced unless stopped (0 = once)")
+    max_items: int = Field(100, ge=1, le=10000, description="timers, alarms and reminders kept at once")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError("not a known time zone; use an IANA name such as Europe/Berlin or America/New_York") from None
+        return v
+
+
+_SECTIONS = ("audio", "server", "model", "tts", "privacy", "activation", "commands")
 
 
 class Settings(BaseSettings):
@@ -161,11 +182,14 @@ class Settings(BaseSettings):
     tts: TTSSettings = Field(default_factory=TTSSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     activation: ActivationSettings = Field(default_factory=ActivationSettings)
+    commands: CommandsSettings = Field(default_factory=CommandsSettings)
 
     @model_validator(mode="after")
     def _privacy_dir(self) -> "Settings":
         if (self.privacy.save_audio or self.privacy.save_transcripts) and self.privacy.data_dir is None:
             raise ValueError("privacy.save_audio/save_transcripts need privacy.data_dir (a directory to write to)")
+        if self.privacy.save_reminders and self.privacy.data_dir is None:
+            raise ValueError("privacy.save_reminders needs privacy.data_dir (a directory to write to)")
         return self
 
     @classmethod

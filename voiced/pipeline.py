@@ -39,6 +39,8 @@ from voiced.audio import vad
 from voiced.audio.activation import Activation, Decision
 from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy
 from voiced.audio.wakeword import LEAD_S, WakeWordDetector, WakeWordModel
+from voiced.commands import prompt as command_prompt
+from voiced.commands.runtime import Commands
 from voiced.config import Settings
 from voiced.conversations import key_of
 from voiced.routing import Delivery, plays_locally
@@ -52,6 +54,7 @@ LOCAL = "local"
 ECHO_TAIL_S = 0.25  # room reverb and output latency after our last sample still reach the mic
 SPECULATE_AFTER_S = 0.12  # short unvoiced stretches inside words pause the VAD too; ASR only real pauses
 BARE_WAKE_S = 0.3  # wake-word model: less speech than this after the detection means the phrase was said alone
+ANNOUNCE = "timers"  # the source of a due timer's announcement (a reply nobody asked for in words)
 
 
 class Publisher(Protocol):
@@ -141,14 +144,22 @@ class Pipeline:
         self._model = ThreadPoolExecutor(1, thread_name_prefix="voiced-model")
         self._asr = ThreadPoolExecutor(1, thread_name_prefix="voiced-asr")
         self._tts = ThreadPoolExecutor(1, thread_name_prefix="voiced-tts")
+        # Timers, alarms, reminders and the clock run before the model (voiced.commands); the system prompt says
+        # what voiced really does, so the model never claims a timer or a switched light it did not set.
+        self.commands = Commands(settings, self._publish, self.announce)
+        count = lambda text: len(assistant.bundle.tokenizer.encode(text).ids)  # noqa: E731
+        runs = self.commands.enabled and assistant.transcribes  # encoder-free bundles have no words to match
+        assistant.memory.system_prompt = command_prompt.for_assistant(assistant.memory.system_prompt, count, assistant.budget, runs)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def warm_up(self) -> None:
+        self.commands.warm_up()
         await self._run(self._model, self.assistant.warm_up)
 
     async def aclose(self) -> None:
         if self.turn is not None:
             self._interrupt(self.turn)
+        await self.commands.aclose()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -337,6 +348,8 @@ class Pipeline:
 
     async def on_cancel(self, client_id: str, request_id: str | None) -> None:
         turn = self.turn
+        if request_id is None:
+            self.commands.silence()
         if turn is not None and (request_id is None or request_id == turn.request_id):
             self._interrupt(turn)
         for waiting in self._waiting.withdraw(client_id, lambda t: request_id is None or t.request_id == request_id):
@@ -346,6 +359,7 @@ class Pipeline:
         st = self._source(client_id)
         st.ptt = pressed
         if pressed:
+            self.commands.silence()
             if self.turn is not None:
                 self._interrupt(self.turn)
             self._set_state("listening", client_id)
@@ -358,6 +372,9 @@ class Pipeline:
 
     async def on_forget(self, client_id: str) -> None:
         await self._run(self._model, self.assistant.forget, self.conversation_of(client_id))
+
+    async def on_list_timers(self, client_id: str) -> list[m.TimerInfo]:
+        return self.commands.snapshot()
 
     async def on_client_disconnect(self, client_id: str) -> None:
         self._sources.pop(client_id, None)
@@ -460,6 +477,7 @@ class Pipeline:
         if activation.is_stop_command(text):
             current = self.turn
             log.info("stop command %s from %s%s", words(text, self._log_words), turn.source, f": stopping reply {current.id}" if current else "")
+            self.commands.silence()
             if current is not None:
                 self._interrupt(current)
             self._publish(m.TurnIgnored(source=turn.source, reason="stop_command"))
@@ -497,6 +515,7 @@ class Pipeline:
         return activation.decide(f"{phrase}, {rest}" if rest else phrase, now)
 
     async def _turn_body(self, turn: Turn) -> None:
+        self.commands.silence()  # a new request once a due timer's announcement was heard: the user is here
         self._set_state("thinking", turn.source)
         spoken = turn.query is None and turn.audio is not None
         query = SPOKEN if spoken else turn.query or ""
@@ -517,7 +536,15 @@ class Pipeline:
                 loop.call_soon_threadsafe(deltas.put_nowait, None)
             return dict(self.assistant.conversation.last_stats)
 
-        gen = loop.run_in_executor(self._model, generate)
+        # The one place a command runs: the words of a finished turn (never a speculative or early pass's guess).
+        command = None if spoken else self.commands.handle(query)
+        if command is not None:  # done at once: its reply is the turn's, no model decode
+            gen: asyncio.Future = loop.create_future()
+            gen.set_result({})
+            deltas.put_nowait(command)
+            deltas.put_nowait(None)
+        else:
+            gen = loop.run_in_executor(self._model, generate)
         speaker = asyncio.ensure_future(self._speak(turn, clauses))
         chunker = ClauseChunker()
         while (delta := await deltas.get()) is not None:
@@ -594,6 +621,28 @@ class Pipeline:
             heard_at = first_audio_at + samples / rate
             while not turn.cancel.is_set() and (left := heard_at - time.monotonic()) > 0:
                 await asyncio.sleep(min(left, 0.02))
+
+    async def announce(self, text: str) -> None:
+        """Speak `text` unasked (a due timer), as a reply of its own from source ANNOUNCE, on the local speaker and
+        to every listener. It waits for any turn in progress and any speech still open to end, so it never talks
+        over the user; the stop word, push-to-talk and `cancel` interrupt it like any reply. Not remembered."""
+        while self.turn is not None or self.state != "idle" or self._lock.locked():
+            await asyncio.sleep(0.05)
+        async with self._lock:
+            turn = Turn(source=ANNOUNCE)
+            self.turn = turn
+            try:
+                self._publish(m.ReplyStarted(reply_id=turn.id, source=ANNOUNCE))
+                clauses: asyncio.Queue[str | None] = asyncio.Queue()
+                chunker = ClauseChunker()
+                for clause in [*chunker.push(text), *chunker.flush()]:
+                    clauses.put_nowait(clause)
+                clauses.put_nowait(None)
+                await self._speak(turn, clauses)
+                self._publish(m.ReplyDone(reply_id=turn.id, text=text, interrupted=turn.cancel.is_set()))
+            finally:
+                self.turn = None
+                self._set_state("idle", None)
 
     async def _prefill_next_opening(self) -> None:
         """While nobody speaks: the reply's close and the next user turn's opening into the cache, so the next

@@ -65,6 +65,10 @@ class VadHandler:
     async def on_forget(self, client_id: str) -> None:
         self.calls.append(("forget", client_id))
 
+    async def on_list_timers(self, client_id: str) -> list[m.TimerInfo]:
+        self.calls.append(("list_timers", client_id))
+        return []
+
     async def on_client_disconnect(self, client_id: str) -> None:
         self.calls.append(("disconnect", client_id))
         self._segmenters.pop(client_id, None)

@@ -6,6 +6,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from protocol.messages import TimerInfo
+
 
 @runtime_checkable
 class TurnHandler(Protocol):
@@ -25,6 +27,9 @@ class TurnHandler(Protocol):
     async def on_push_to_talk(self, client_id: str, pressed: bool) -> None: ...
 
     async def on_forget(self, client_id: str) -> None: ...
+
+    async def on_list_timers(self, client_id: str) -> list[TimerInfo]:
+        """Every timer, alarm and reminder as it stands, for this client's `timers` answer."""
 
     async def on_client_disconnect(self, client_id: str) -> None:
         """Also called when an open microphone stream is cut by the disconnect (no audio_end comes)."""

@@ -36,6 +36,7 @@ from protocol.messages import (
     Forget,
     Hello,
     Limits,
+    ListTimers,
     Ping,
     Pong,
     ProtocolError,
@@ -43,6 +44,7 @@ from protocol.messages import (
     ReplyDone,
     ReplyStarted,
     TextQuery,
+    Timers,
     Welcome,
     parse_client,
 )
@@ -453,6 +455,8 @@ class VoicedServer:
             await h.on_push_to_talk(s.id, msg.pressed)
         elif isinstance(msg, Forget):
             await h.on_forget(s.id)
+        elif isinstance(msg, ListTimers):
+            s.outbox.put(Timers(items=await h.on_list_timers(s.id)).to_json())
         elif isinstance(msg, AudioStart):
             self._start_mic(s, msg)
         elif isinstance(msg, AudioEnd):

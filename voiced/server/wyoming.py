@@ -70,6 +70,7 @@ from wyoming.vad import VoiceStarted, VoiceStopped
 
 from protocol import messages as m
 from voiced.audio.resample import StreamResampler
+from voiced.commands.wyoming import timer_event
 from voiced.config import ConfigError, Settings
 from voiced.conversations import wyoming_key
 from voiced.server.limits import AudioBudget, audio_cost_s, is_loopback, raise_open_files_limit
@@ -814,6 +815,10 @@ class WyomingServer:
             conn = self._replies.get(msg.reply_id)
             if isinstance(msg, m.ReplyDone):
                 self._replies.pop(msg.reply_id, None)
+        elif (timer := timer_event(msg)) is not None:  # timers are the household's: every peer hears of them
+            for conn in list(self._conns.values()):
+                conn.send(timer)
+            return
         elif isinstance(msg, m.State | m.Error):  # no source: each connection decides whether it concerns it
             for conn in list(self._conns.values()):
                 conn.on_message(msg)

@@ -38,6 +38,7 @@
     activation: null, // the daemon's activation mode from the welcome: always | wake | push
     shownState: 'offline', // what the state pill says (the daemon's state, corrected for local playback and offline)
     ignored: [], // turn_ignored reasons, newest last
+    timers: {}, // id -> the last timer_* message and the page clock when it came: the countdown runs from there
   };
   window.voiced = view;
 
@@ -303,6 +304,7 @@
         showActivation(msg.activation);
         renderState();
         if (view.mode === 'hands-free') openMicStream();
+        send({ type: 'list_timers' }); // timers that were running before this page came
         break;
       case 'state':
         view.state = msg.state;
@@ -338,6 +340,17 @@
         break;
       case 'reply_done':
         onReplyDone(msg);
+        break;
+      case 'timer_started':
+      case 'timer_updated':
+      case 'timer_cancelled':
+      case 'timer_finished':
+        onTimer(msg);
+        break;
+      case 'timers':
+        view.timers = {};
+        for (const t of msg.items) view.timers[t.id] = { ...t, at: performance.now() };
+        renderTimers();
         break;
       case 'error':
         view.errors.push(msg);
@@ -466,6 +479,46 @@
       }),
     );
   }
+  // ------------------------------------------------------------------------------------------------ timers
+  // Running timers, alarms and reminders with a countdown, from the daemon's timer_* messages (PROTOCOL.md 3.1).
+  function onTimer(msg) {
+    if (msg.type === 'timer_started' || msg.type === 'timer_updated') {
+      view.timers[msg.id] = { ...msg, at: performance.now() };
+    } else {
+      delete view.timers[msg.id];
+    }
+    renderTimers();
+  }
+
+  function left(t) {
+    const s = t.active ? t.remaining_s - (performance.now() - t.at) / 1000 : t.remaining_s;
+    return Math.max(0, Math.ceil(s));
+  }
+
+  function clock(s) {
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const sec = String(s % 60).padStart(2, '0');
+    return h ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+  }
+
+  function renderTimers() {
+    const items = Object.values(view.timers).sort((a, b) => left(a) - left(b));
+    $('timers-box').hidden = items.length === 0;
+    $('timers').replaceChildren(
+      ...items.map((t) => {
+        const li = document.createElement('li');
+        li.dataset.id = t.id;
+        const label = t.kind === 'reminder' ? `reminder: ${t.text || ''}` : t.name ? `${t.name} ${t.kind}` : t.kind;
+        const when = document.createElement('span');
+        when.className = 'countdown';
+        when.textContent = t.kind === 'timer' ? clock(left(t)) + (t.active ? '' : ' (paused)') : new Date(t.due_at).toLocaleString();
+        li.append(`${label} `, when);
+        return li;
+      }),
+    );
+  }
+  setInterval(() => Object.keys(view.timers).length && renderTimers(), 1000);
 
   function fail(e) {
     view.errors.push({ code: 'page', message: String(e && e.message ? e.message : e) });
