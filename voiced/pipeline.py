@@ -43,7 +43,7 @@ from voiced.commands import prompt as command_prompt
 from voiced.commands.runtime import Commands
 from voiced.config import Settings
 from voiced.conversations import key_of
-from voiced.routing import Delivery, plays_locally
+from voiced.routing import ANNOUNCE, Delivery, plays_locally
 from voiced.speech.chunker import ClauseChunker
 from voiced.server.logsafe import words
 from voiced.speech.tts import TTSEngine
@@ -54,7 +54,6 @@ LOCAL = "local"
 ECHO_TAIL_S = 0.25  # room reverb and output latency after our last sample still reach the mic
 SPECULATE_AFTER_S = 0.12  # short unvoiced stretches inside words pause the VAD too; ASR only real pauses
 BARE_WAKE_S = 0.3  # wake-word model: less speech than this after the detection means the phrase was said alone
-ANNOUNCE = "timers"  # the source of a due timer's announcement (a reply nobody asked for in words)
 
 
 class Publisher(Protocol):
@@ -539,6 +538,7 @@ class Pipeline:
         # The one place a command runs: the words of a finished turn (never a speculative or early pass's guess).
         command = None if spoken else self.commands.handle(query)
         if command is not None:  # done at once: its reply is the turn's, no model decode
+            await self._run(self._model, self.assistant.select, conversation)  # remembered in the asker's conversation
             gen: asyncio.Future = loop.create_future()
             gen.set_result({})
             deltas.put_nowait(command)

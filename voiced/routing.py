@@ -18,6 +18,10 @@ from enum import Enum
 
 from voiced.conversations import LOCAL
 
+# The source of a reply nobody asked for in words (a due timer's announcement): it is for everyone, so it plays
+# on the local speaker and goes to every listener, wherever the timer was set.
+ANNOUNCE = "timers"
+
 
 class Delivery(Enum):
     SPOKEN = "spoken"  # the asker hears the reply: audio to its sinks, paced as it is heard
@@ -26,4 +30,4 @@ class Delivery(Enum):
 
 def plays_locally(source: str, speaker_plays: str) -> bool:
     """Whether the local speaker plays the reply to `source` (`audio.speaker_plays`: "local" or "all")."""
-    return source == LOCAL or speaker_plays == "all"
+    return source in (LOCAL, ANNOUNCE) or speaker_plays == "all"

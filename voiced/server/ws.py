@@ -56,6 +56,7 @@ from voiced.server.fanout import AudioFanout, Listener, Outbox
 from voiced.server.handler import ConversationNaming, TurnHandler
 from voiced.server.limits import AudioBudget, is_loopback, raise_open_files_limit
 from voiced.server.logsafe import LimitedLog, printable
+from voiced.routing import ANNOUNCE
 from voiced.server.pairing import Gate, Grant, Revocation, revocation_path
 
 log = logging.getLogger(__name__)
@@ -254,6 +255,8 @@ class VoicedServer:
         if reply_id not in self._reply_sources:
             return self._listeners()
         source = self._reply_sources[reply_id]
+        if source == ANNOUNCE:
+            return self._listeners()
         return [Listener(s.id, s.audio_rate, s.outbox) for s in self._clients.values() if s.listener and (s.hears_all or s.id == source)]
 
     def _off_loop(self) -> bool:
