@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 import webrtcvad
 
+from voiced.audio.silero import SileroStream, shared_model
 from voiced.config import AudioSettings
 
 RATE = 16000
@@ -58,6 +59,9 @@ _DIGITAL_SILENCE_DB = -90.0
 BACKDATE_MS = 900
 ZERO_GAP_MS = 150
 HOT_START_DB = 15.0
+# Silero's score must fall this far below audio.silero_threshold to count a frame in a turn as silence: the
+# hysteresis Silero's own iterator uses, so that a soft syllable does not pause the turn.
+SILERO_HYSTERESIS = 0.15
 
 
 def _energy_db(frames: np.ndarray) -> np.ndarray:
@@ -113,11 +117,17 @@ _EMPTY = np.zeros(0, np.int16)
 
 
 class Segmenter:
-    """webrtcvad per frame, a start window that must be mostly voiced, a hangover of silence to end a turn."""
+    """A voice detector per frame (audio.vad: webrtcvad + the noise gate, Silero, or both agreeing), a start
+    window that must be mostly voiced, a hangover of silence to end a turn."""
 
-    def __init__(self, settings: AudioSettings, source: str = "local") -> None:
+    def __init__(self, settings: AudioSettings, source: str = "local", silero: SileroStream | None = None) -> None:
         self.settings = settings
         self.source = source
+        self._detector = settings.vad
+        # One Silero session serves every source; the recurrent state is this stream's own.
+        self._silero = silero if silero is not None or settings.vad == "webrtc" else shared_model().stream()
+        self._silero_on = settings.silero_threshold
+        self._silero_off = max(0.01, settings.silero_threshold - SILERO_HYSTERESIS)
         self.frame_len = RATE * settings.frame_ms // 1000
         self._vad = webrtcvad.Vad(settings.vad_aggressiveness)
         self._window_frames = max(1, round(settings.start_window_ms / settings.frame_ms))
@@ -130,6 +140,7 @@ class Segmenter:
         self._noise_frames = max(1, round(NOISE_WINDOW_S * 1000 / settings.frame_ms))
         self.hangover_ms = settings.hangover_ms
         self._muted = False
+        self._held = False
         self._queued: list[Event] = []
         self.reset()
 
@@ -162,8 +173,23 @@ class Segmenter:
         self._muted = value
 
     @property
+    def held(self) -> bool:
+        return self._held
+
+    @held.setter
+    def held(self, value: bool) -> None:
+        """Push-to-talk held: no silence ends the turn (the release does, with flush()); a segment past
+        max_segment_s is still split."""
+        self._held = bool(value)
+
+    @property
     def in_speech(self) -> bool:
         return self._in_speech
+
+    @property
+    def silence_s(self) -> float:
+        """Seconds of silence heard since the open segment's last voiced frame (0 outside a segment)."""
+        return self._silent_run * self.frame_len / RATE if self._in_speech else 0.0
 
     # -- feeding --------------------------------------------------------------------------------------------
 
@@ -173,6 +199,8 @@ class Segmenter:
         self._pos = 0  # samples consumed into frames (the clock of frame starts)
         self._floor = np.full(max(self._noise_frames, _FLOOR_RANK + 1), np.inf)  # frame energies (dB), a ring
         self._queued = []
+        if self._silero is not None:
+            self._silero.reset()
         self._to_idle()
 
     def feed(self, pcm: np.ndarray) -> list[Event]:
@@ -195,11 +223,13 @@ class Segmenter:
             self._pos += n * self.frame_len
             return out
         energy_db = _energy_db(frames).tolist()
+        probs = self._silero.frame_probs(frames).tolist() if self._silero is not None else [1.0] * n
+        detector = self._detector
         run: list[np.ndarray] = []  # speech frames not yet emitted
         run_t = 0.0
         is_speech = self._vad.is_speech
         floor = self._floor
-        for frame, db in zip(frames, energy_db):
+        for frame, db, p in zip(frames, energy_db, probs):
             t = self._pos / RATE
             k = self._pos // self.frame_len
             # Zeros (a stream opening, a muted source) are no room's noise floor: they do not count.
@@ -207,7 +237,9 @@ class Segmenter:
             noise_db = np.partition(floor, _FLOOR_RANK)[_FLOOR_RANK]
             margin = NOISE_MARGIN_DB / 2 if self._in_speech else NOISE_MARGIN_DB  # hysteresis: fewer false pauses
             # webrtcvad adapts to what it hears, so it sees every frame, whatever the energy gate says.
-            voiced = is_speech(frame.tobytes(), RATE, self.frame_len) and db > noise_db + margin
+            webrtc = is_speech(frame.tobytes(), RATE, self.frame_len) and db > noise_db + margin
+            heard = p >= (self._silero_off if self._in_speech else self._silero_on) and db > _DIGITAL_SILENCE_DB
+            voiced = webrtc if detector == "webrtc" else heard if detector == "silero" else webrtc and heard
             self._pos += self.frame_len
             if not self._in_speech:
                 self._idle_frame(frame, voiced, t, out)
@@ -334,7 +366,7 @@ class Segmenter:
             self._silent_run += 1
             if self._silent_run == 1:
                 events = [SpeechPaused(self.source, t), SpeechFrames(self.source, t, frame)]
-        if self._silent_run >= self._hangover_frames:
+        if self._silent_run >= self._hangover_frames and not self._held:
             events = events or [SpeechFrames(self.source, t, frame)]
             events.append(self._close("silence"))
             self._to_idle()
