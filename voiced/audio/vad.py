@@ -62,6 +62,9 @@ HOT_START_DB = 15.0
 # Silero's score must fall this far below audio.silero_threshold to count a frame in a turn as silence: the
 # hysteresis Silero's own iterator uses, so that a soft syllable does not pause the turn.
 SILERO_HYSTERESIS = 0.15
+# Silero's score rises a window or three after the voice does, so a turn it opens starts back at the first of
+# the frames just before its onset that webrtcvad + the gate called voiced, at most SILERO_LEAD_MS earlier.
+SILERO_LEAD_MS = 300
 
 
 def _energy_db(frames: np.ndarray) -> np.ndarray:
@@ -117,8 +120,8 @@ _EMPTY = np.zeros(0, np.int16)
 
 
 class Segmenter:
-    """A voice detector per frame (audio.vad: webrtcvad + the noise gate, Silero, or both agreeing), a start
-    window that must be mostly voiced, a hangover of silence to end a turn."""
+    """A voice detector per frame (audio.vad: webrtcvad + the noise gate, Silero, or both: Silero confirming
+    the frames that open a turn), a start window that must be mostly voiced, a hangover of silence to end it."""
 
     def __init__(self, settings: AudioSettings, source: str = "local", silero: SileroStream | None = None) -> None:
         self.settings = settings
@@ -134,6 +137,7 @@ class Segmenter:
         self._start_count = math.ceil(settings.start_ratio * self._window_frames - 1e-9)
         self._pre_roll_frames = round(settings.pre_roll_ms / settings.frame_ms)
         self._backdate_frames = round(BACKDATE_MS / settings.frame_ms)
+        self._silero_lead_frames = round(SILERO_LEAD_MS / settings.frame_ms)
         self._zero_gap_frames = max(1, round(ZERO_GAP_MS / settings.frame_ms))
         self._max_frames = max(1, round(settings.max_segment_s * 1000 / settings.frame_ms))
         self._min_speech_s = settings.min_speech_ms / 1000
@@ -239,10 +243,12 @@ class Segmenter:
             # webrtcvad adapts to what it hears, so it sees every frame, whatever the energy gate says.
             webrtc = is_speech(frame.tobytes(), RATE, self.frame_len) and db > noise_db + margin
             heard = p >= (self._silero_off if self._in_speech else self._silero_on) and db > _DIGITAL_SILENCE_DB
-            voiced = webrtc if detector == "webrtc" else heard if detector == "silero" else webrtc and heard
+            # "both": Silero must agree for a turn to open (noise, hum and music do not), and inside a turn
+            # webrtcvad + the gate alone find the pauses, since Silero's score lags the end of a word.
+            voiced = webrtc if detector == "webrtc" or (self._in_speech and detector == "both") else heard if detector == "silero" else webrtc and heard
             self._pos += self.frame_len
             if not self._in_speech:
-                self._idle_frame(frame, voiced, t, out)
+                self._idle_frame(frame, voiced, t, out, webrtc)
                 continue
             events = self._speech_frame(frame, voiced, t)
             if not events:
@@ -284,6 +290,7 @@ class Segmenter:
         self._in_speech = False
         self._ring: deque[np.ndarray] = deque(maxlen=self._pre_roll_frames + self._window_frames + self._backdate_frames)
         self._window: deque[bool] = deque(maxlen=self._window_frames)
+        self._lead: deque[bool] = deque(maxlen=self._ring.maxlen)  # webrtcvad + gate per ring frame
         self._audio: list[np.ndarray] = []
         self._pre_roll_len = 0
         self._t_start = 0.0
@@ -291,8 +298,9 @@ class Segmenter:
         self._silent_run = 0
         self._speech_frames = 0
 
-    def _idle_frame(self, frame: np.ndarray, voiced: bool, t: float, out: list[Event]) -> None:
+    def _idle_frame(self, frame: np.ndarray, voiced: bool, t: float, out: list[Event], webrtc: bool) -> None:
         self._ring.append(frame)
+        self._lead.append(webrtc)
         self._window.append(voiced)
         if len(self._window) < self._window_frames or sum(self._window) < self._start_count:
             return
@@ -302,6 +310,10 @@ class Segmenter:
         k = len(ring) - self._window_frames + onset
         from_start = round(t * RATE / self.frame_len) + 1 == len(ring)  # ring[0] is the stream's first frame
         backdated = self._backdate(ring, k, from_start)
+        if not backdated and self._detector != "webrtc":
+            lead = list(self._lead)
+            while backdated < self._silero_lead_frames and k - backdated > 0 and lead[k - backdated - 1]:
+                backdated += 1
         pre = ring[max(0, k - backdated - self._pre_roll_frames) : k - backdated]
         speech = ring[k - backdated :]
         pre_roll = np.concatenate(pre) if pre else _EMPTY
@@ -350,6 +362,7 @@ class Segmenter:
         self._silent_run = 0
         self._speech_frames = 0
         self._ring.clear()
+        self._lead.clear()
         self._window.clear()
 
     def _speech_frame(self, frame: np.ndarray, voiced: bool, t: float) -> list[Event]:
