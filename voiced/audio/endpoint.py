@@ -173,3 +173,13 @@ class EndOfTurnPolicy:
         if falling:
             return Hangover(self.complete_ms, "pitch-falling")
         return Hangover(self.fixed_ms, "no-evidence")
+
+
+def stalled_wait(now: float, last_audio_at: float, silence_s: float, hangover_ms: int, stalled_ms: int) -> float:
+    """Seconds from `now` until a turn whose source has sent nothing since `last_audio_at` (wall clock) is over;
+    0 means end it now. The segmenter's clock is the samples it was fed, so a client that stops sending inside
+    a turn (a satellite that gates its silence, a dropped link) would leave the turn open for ever: once the
+    gap exceeds `stalled_ms` (longer than network jitter), the wall-clock gap counts as the silence still owed."""
+    gap = now - last_audio_at
+    due = max(stalled_ms / 1000, hangover_ms / 1000 - silence_s)
+    return max(0.0, due - gap)
