@@ -128,3 +128,11 @@ def test_a_stalled_source_has_its_wall_clock_gap_counted_as_silence() -> None:
     # Mid-word, hangover 1500 ms: the whole hangover must pass on the wall clock.
     assert stalled_wait(10.2, 10.0, 0.0, 1500, 500) == pytest.approx(1.3)
     assert stalled_wait(11.5, 10.0, 0.0, 1500, 500) == 0.0
+
+
+def test_the_turn_model_is_asked_only_where_it_can_change_the_answer() -> None:
+    model = policy("model")
+    level = espeak("Set a timer for it.")[-TAIL:]
+    assert model.needs_model(None) and model.needs_model("Set a timer for it.", level)
+    assert not model.needs_model("What time is it?") and not model.needs_model("Set a timer for")
+    assert not policy().needs_model(None)

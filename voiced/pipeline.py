@@ -316,8 +316,10 @@ class Pipeline:
         audio = np.concatenate(st.audio)
 
         async def run() -> str:
-            turn_p = await self._run(self._asr, self._turn_model.probability, audio) if self._turn_model is not None else None
             text = await self._run(self._asr, self.assistant.transcribe, audio) if self.assistant.transcribes else None
+            turn_p = None  # the turn model runs only where its answer can change the decision (after the words)
+            if self._turn_model is not None and self._endpoint.needs_model(text, tail) and st.speculative is task:
+                turn_p = await self._run(self._asr, self._turn_model.probability, audio)
             if st.speculative is task:
                 st.segmenter.hangover_ms = self._endpoint.decide(text, tail, turn_p=turn_p).ms
             if text is None:

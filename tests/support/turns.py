@@ -97,15 +97,15 @@ def simulate(
             audio_so_far = np.concatenate(segment)
             voiced_until = len(audio_so_far) - int((t - paused_at) * RATE)
             tail = audio_so_far[max(0, voiced_until - RATE * TAIL_MS // 1000) : voiced_until]
-            turn_p = turn_model(audio_so_far) if turn_model is not None else None
-            h = policy.decide(None, tail, words_pending=transcribe is not None, turn_p=turn_p)
+            turn_p = turn_model(audio_so_far) if turn_model is not None and policy.needs_model(None, tail) else None
+            h = policy.decide(None, tail, words_pending=transcribe is not None, turn_p=turn_p if transcribe is None else None)
             seg.hangover_ms = h.ms
             out.decisions.append((t, h, None))
             if transcribe is not None:
                 text, ms = transcribe(audio_so_far)
                 pending = (t + (ms if asr_delay_ms is None else asr_delay_ms) / 1000, text, tail)
         if pending is not None and t >= pending[0]:
-            h = policy.decide(pending[1], pending[2], turn_p=turn_p)
+            h = policy.decide(pending[1], pending[2], turn_p=turn_p)  # in the pipeline it runs after the words
             seg.hangover_ms = h.ms
             out.decisions.append((t, h, pending[1]))
             pending = None

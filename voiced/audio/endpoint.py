@@ -139,6 +139,13 @@ class EndOfTurnPolicy:
         """Whether decide() takes the turn model's probability (end_of_turn = "model")."""
         return self.mode == "model"
 
+    def needs_model(self, transcript: str | None, tail: np.ndarray | None = None) -> bool:
+        """Whether the turn model's probability could change decide()'s answer: only in "model" mode, and only
+        with no words or a statement whose pitch stayed level; the pipeline skips the model pass otherwise."""
+        if self.mode != "model":
+            return False
+        return transcript is None or self.decide(transcript, tail).reason == "words-complete-pitch-level"
+
     def decide(
         self, transcript: str | None = None, tail: np.ndarray | None = None, *, words_pending: bool = False, turn_p: float | None = None
     ) -> Hangover:
