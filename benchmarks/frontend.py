@@ -37,7 +37,9 @@ SPEECH = next((p for p in (ROOT.parent / "shared" / "speech", ROOT.parents[1] / 
 FRAME = 0.03
 
 
-def cost(detector: str = "webrtc") -> dict[str, float]:
+def cost(detector: str | None = None) -> dict[str, float]:
+    """For the configured default detector unless one is named."""
+    detector = detector or AudioSettings().vad
     rec = compose([1.0, "Hello there, how are you today?", 1.5, "Turn on the kitchen lights please.", 2.0, "What time is it?", 1.5] * 3)
     mono48 = resample(rec.pcm, 16000, 48000)
     stereo = np.stack([mono48, mono48], axis=1)
@@ -76,7 +78,8 @@ def labels(segments: list[tuple[float, float]], n: int) -> np.ndarray:
     return y
 
 
-def quality(detector: str = "webrtc") -> dict[str, object]:
+def quality(detector: str | None = None) -> dict[str, object]:
+    detector = detector or AudioSettings().vad
     if not (SPEECH / "manifest.json").exists():
         return {"status": f"{SPEECH} is absent: no real-speech VAD figures in this run"}
     import webrtcvad
@@ -107,7 +110,7 @@ def quality(detector: str = "webrtc") -> dict[str, object]:
     for name, (tp, fp, fn) in tot.items():
         out[f"{name}_precision"] = round(tp / max(tp + fp, 1), 3)
         out[f"{name}_recall"] = round(tp / max(tp + fn, 1), 3)
-    out["note"] = "raw = webrtcvad per 30 ms frame; turns = frames inside the segmenter's [t_start, t_end]"
+    out["note"] = f"raw = webrtcvad per 30 ms frame; turns = frames inside the segmenter's [t_start, t_end] (audio.vad = {detector})"
     return out
 
 

@@ -11,7 +11,7 @@ are complete it ends before the first word that opens a new phrase ("is", "and",
 of France | is Paris"), when the word before it can end one (not "the", "of", "you"); ending anywhere else
 cuts a noun phrase ("A spider has eight | legs") and sounds broken. The fragment is given a trailing comma,
 so the voice keeps the level melody of a clause that goes on instead of a sentence's final fall. What follows is generated faster than the fragment is
-spoken, so the next clause is ready before the fragment's audio ends (benchmarks/voice_to_voice.py).
+spoken, so the next clause is ready before the fragment's audio ends (benchmarks/voice_to_voice.py --levers).
 
 A boundary is only decided once the character after it has arrived, so "3." + "14" and "e.g" + ". " never
 split: a full stop needs whitespace after it and must not end a known abbreviation, a dotted acronym ("U.S."),
@@ -57,7 +57,7 @@ class ClauseChunker:
     min_words: int = 10
     first_max_words: int = 12
     max_words: int = 30
-    first_fragment_words: int = 0  # 0 = the first piece is a clause like the others
+    first_fragment_words: int = 3  # 0 = the first piece is a clause like the others
     _buf: str = field(default="", init=False, repr=False)
     _in_fence: bool = field(default=False, init=False, repr=False)
     _emitted: int = field(default=0, init=False, repr=False)
