@@ -65,3 +65,12 @@ def test_the_stream_state_carries_across_calls_of_any_size() -> None:
     assert np.allclose(whole, pieces, atol=1e-5)
     s2.reset()
     assert np.allclose(s2.frame_probs(frames), whole, atol=1e-5)  # reset: a fresh stream again
+
+
+def test_voiced_model_prepare_takes_a_front_end_model_by_name() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "voiced", "model", "prepare", "silero-vad"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(assets.model_path("silero-vad"))
