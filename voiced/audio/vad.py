@@ -144,7 +144,7 @@ class Segmenter:
         self._noise_frames = max(1, round(NOISE_WINDOW_S * 1000 / settings.frame_ms))
         self.hangover_ms = settings.hangover_ms
         self._muted = False
-        self._held = False
+        self.held = False  # push-to-talk held: no silence ends the turn (the release flushes); max_segment_s splits
         self._queued: list[Event] = []
         self.reset()
 
@@ -175,16 +175,6 @@ class Segmenter:
                 self._queued.append(SpeechDiscarded(self.source, self._t_start))
             self._to_idle()
         self._muted = value
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    @held.setter
-    def held(self, value: bool) -> None:
-        """Push-to-talk held: no silence ends the turn (the release does, with flush()); a segment past
-        max_segment_s is still split."""
-        self._held = bool(value)
 
     @property
     def in_speech(self) -> bool:
@@ -379,7 +369,7 @@ class Segmenter:
             self._silent_run += 1
             if self._silent_run == 1:
                 events = [SpeechPaused(self.source, t), SpeechFrames(self.source, t, frame)]
-        if self._silent_run >= self._hangover_frames and not self._held:
+        if self._silent_run >= self._hangover_frames and not self.held:
             events = events or [SpeechFrames(self.source, t, frame)]
             events.append(self._close("silence"))
             self._to_idle()
