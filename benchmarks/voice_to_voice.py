@@ -10,13 +10,22 @@ VAD, Whisper, the LLM, espeak and the real server on 127.0.0.1; the client strea
 
 With several `--asr-window` values (model.asr_window_s) each question is asked once per window, in turn, and
 the figures come per window side by side (one daemon, the recogniser swapped between questions).
+
+`--levers base,model,fragment3,silero,all` does the same for the front-end levers of issue 20, switched in the
+running daemon between questions: `model` = activation.end_of_turn "model" (Smart Turn beside the words),
+`fragmentN` = a first spoken fragment of N+ words (ClauseChunker.first_fragment_words), `silero` = audio.vad
+"both" (Silero confirms turn onsets), `all` = every one of them; `base` = none (adaptive, webrtc, clauses).
+`gap_ms` is the silence a listener playing the audio as it arrives hears between the first and the last
+sample beyond what the TTS itself put there (the next clause late).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
+import os
 import statistics
 import sys
 import time
@@ -35,7 +44,11 @@ from voiced.assistant import Assistant  # noqa: E402
 from voiced.config import load_settings  # noqa: E402
 from voiced.model import store  # noqa: E402
 from voiced.model.bundle import load_bundle  # noqa: E402
+from voiced import pipeline as pipeline_module  # noqa: E402
+from voiced.audio.endpoint import EndOfTurnPolicy  # noqa: E402
+from voiced.audio.smart_turn import SmartTurn  # noqa: E402
 from voiced.pipeline import Pipeline  # noqa: E402
+from voiced.speech.chunker import ClauseChunker  # noqa: E402
 from voiced.server.ws import VoicedServer  # noqa: E402
 from voiced.speech.tts import make_tts  # noqa: E402
 
@@ -76,12 +89,18 @@ async def one(url: str, question: str, seed: int) -> dict:
         first_audio: float | None = None
         done: m.ReplyDone | None = None
         heard = ""
+        play_end = 0.0
+        gap = 0.0
 
         async def listen() -> None:
-            nonlocal first_audio, done, heard
+            nonlocal first_audio, done, heard, play_end, gap
             async for msg in c.events():
-                if isinstance(msg, AudioChunk) and first_audio is None:
-                    first_audio = time.monotonic()
+                if isinstance(msg, AudioChunk):
+                    now = time.monotonic()
+                    if first_audio is None:
+                        first_audio = play_end = now
+                    gap += max(0.0, now - play_end)  # the listener's queue ran dry: heard as silence
+                    play_end = max(play_end, now) + len(msg.pcm) / msg.rate
                 if isinstance(msg, m.Transcript) and msg.final:
                     heard = msg.text
                 if isinstance(msg, m.ReplyDone):
@@ -104,6 +123,8 @@ async def one(url: str, question: str, seed: int) -> dict:
         "first_clause_ms": t.get("first_clause"),
         "prefill_tokens": t.get("prefill_tokens"),
         "prefill_while_speaking_tokens": t.get("prefill_while_speaking_tokens", 0.0),
+        "end_of_turn_silence_ms": t.get("end_of_turn_silence"),
+        "gap_ms": round(gap * 1e3, 1),
     }
 
 
@@ -116,7 +137,10 @@ async def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prefill-while-speaking", type=float, default=2.0, help="activation.prefill_while_speaking_s (0 = off)")
     ap.add_argument("--asr-window", default="", help="model.asr_window_s; several, comma-separated, to compare")
+    ap.add_argument("--levers", default="", help="issue 20's levers to compare, e.g. base,model,fragment3,silero,all")
     args = ap.parse_args()
+    if args.levers:
+        return await compare_levers(args)
     windows = [float(w) for w in args.asr_window.split(",") if w.strip()]
     settings, _ = load_settings(None, {
         "server": {"port": 0}, "model": {"threads": args.threads, "bundle": args.bundle, **({"asr_window_s": windows[0]} if windows else {})},
@@ -146,6 +170,56 @@ async def main() -> None:
         print(json.dumps({f"asr_window_{w:g}s": summary(args, assistant, rows) for w, rows in by_window.items()}, indent=1))
     else:
         print(json.dumps(summary(args, assistant, next(iter(by_window.values()))), indent=1))
+
+
+async def compare_levers(args: argparse.Namespace) -> None:
+    """Each question once per lever, in turn, on one daemon; the levers switched between questions."""
+    levers = [x.strip() for x in args.levers.split(",") if x.strip()]
+    settings, _ = load_settings(None, {
+        "server": {"port": 0}, "model": {"threads": args.threads, "bundle": args.bundle},
+        "audio": {"input_device": "none", "output_device": "none", "vad": "webrtc"},
+        "activation": {"end_of_turn": "adaptive", "prefill_while_speaking_s": args.prefill_while_speaking},
+    })  # fmt: skip
+    assistant = Assistant(load_bundle(store.ensure_prepared(args.bundle, progress=False)), settings.model)
+    pipeline = Pipeline(settings, assistant, make_tts(settings.tts), None, pace=False)
+    await pipeline.warm_up()
+    server = VoicedServer(settings.server, pipeline, TOKEN)
+    pipeline.add_publisher(server)
+    smart = SmartTurn()
+    policies = {mode: EndOfTurnPolicy(settings.activation.model_copy(update={"end_of_turn": mode}), settings.audio) for mode in ("adaptive", "model")}
+
+    def apply(lever: str) -> None:
+        on = lambda name: lever == "all" or lever.startswith(name)  # noqa: E731
+        model = on("model")
+        pipeline._endpoint = policies["model" if model else "adaptive"]
+        pipeline._turn_model = smart if model else None
+        settings.audio.vad = "both" if on("silero") else "webrtc"  # each connection is a new source: a new segmenter
+        n = int(lever[len("fragment"):] or 3) if lever.startswith("fragment") else 3 if lever == "all" else 0
+        pipeline_module.ClauseChunker = functools.partial(ClauseChunker, first_fragment_words=n)
+
+    def fresh_cache() -> None:
+        assistant.conversation.reset()
+        assistant.prepare_next_turn()
+
+    rows: dict[str, list[dict]] = {lv: [] for lv in levers}
+    async with server:
+        for i, q in enumerate((LONG if args.long else QUESTIONS)[: args.n]):
+            for lever in levers if i % 2 == 0 else levers[::-1]:  # alternate the order too
+                apply(lever)
+                await pipeline.on_forget("bench")
+                # An empty cache but the system prompt: the same question asked again would find its own
+                # prompt still cached from the lever before, and prefill nothing.
+                await pipeline._run(pipeline._model, fresh_cache)
+                rows[lever].append(await one(server.url, q, seed=i))
+    await pipeline.aclose()
+    out = {}
+    for lever, rs in rows.items():
+        summ = summary(args, assistant, rs)
+        summ["gap_ms"] = {"p50": pct([r["gap_ms"] for r in rs], 0.5), "p90": pct([r["gap_ms"] for r in rs], 0.9)}
+        summ["lever"] = lever
+        out[lever] = summ
+    out["host_load_avg"] = list(os.getloadavg())
+    print(json.dumps(out, indent=1))
 
 
 def summary(args: argparse.Namespace, assistant: Assistant, rows: list[dict]) -> dict:

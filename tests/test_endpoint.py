@@ -103,3 +103,36 @@ def test_finished_question_ends_on_its_words(parts, transcribe) -> None:
     out = simulate(rec, policy(), AUDIO, transcribe, asr_delay_ms=400)
     assert not out.cut_early and out.latency_ms is not None
     assert out.decisions[-1][1].reason == "words-complete"
+
+
+def test_the_turn_model_settles_doubt_but_never_overrides_unfinished_words() -> None:
+    model, adaptive = policy("model"), policy()
+    level = espeak("Set a timer for it.")[-TAIL:]  # a statement whose voice did not fall
+    assert adaptive.decide("Set a timer for it.", level).reason == "words-complete-pitch-level"
+    assert model.decide("Set a timer for it.", level, turn_p=0.9).ms == 300
+    assert model.decide("Set a timer for it.", level, turn_p=0.1).reason == "words-complete-model-unfinished"
+    assert model.decide("Set a timer for", turn_p=0.99).ms == 1500  # the words' veto stands
+    assert model.decide("I'd like to know", turn_p=0.99).reason == "words-unpunctuated"
+    assert model.decide(None, words_pending=True, turn_p=0.99).reason == "awaiting-words"
+    assert model.decide(None, turn_p=0.9).reason == "model-finished" and model.decide(None, turn_p=0.9).ms == 300
+    assert model.decide(None, turn_p=0.1).reason == "model-unfinished"
+    assert adaptive.decide(None, turn_p=0.9).reason == "no-evidence"  # other modes ignore the model
+
+
+def test_a_stalled_source_has_its_wall_clock_gap_counted_as_silence() -> None:
+    from voiced.audio.endpoint import stalled_wait
+
+    # 0.5 s of silence heard, hangover 300 ms: owed nothing but the stall margin itself.
+    assert stalled_wait(10.0, 10.0, 0.5, 300, 500) == pytest.approx(0.5)
+    assert stalled_wait(10.6, 10.0, 0.5, 300, 500) == 0.0
+    # Mid-word, hangover 1500 ms: the whole hangover must pass on the wall clock.
+    assert stalled_wait(10.2, 10.0, 0.0, 1500, 500) == pytest.approx(1.3)
+    assert stalled_wait(11.5, 10.0, 0.0, 1500, 500) == 0.0
+
+
+def test_the_turn_model_is_asked_only_where_it_can_change_the_answer() -> None:
+    model = policy("model")
+    level = espeak("Set a timer for it.")[-TAIL:]
+    assert model.needs_model(None) and model.needs_model("Set a timer for it.", level)
+    assert not model.needs_model("What time is it?") and not model.needs_model("Set a timer for")
+    assert not policy().needs_model(None)

@@ -230,3 +230,47 @@ def test_flush_closes_speech_at_end_of_input_and_reset_restarts_clock() -> None:
 def test_feed_refuses_float_audio() -> None:
     with pytest.raises(TypeError, match="int16"):
         Segmenter(AudioSettings()).feed(np.zeros(480, np.float32))
+
+
+# -- the voice detector (audio.vad) and push-to-talk hold ------------------------------------------------------
+
+
+def test_stepping_noise_opens_no_turn_with_silero_and_speech_after_it_is_found() -> None:
+    from tests.support.noise import music, stepping_noise
+
+    bed = stepping_noise(60.0, seed=0)
+    # The control: webrtcvad + the gate take the level steps for voice, so the noise is a real test.
+    assert len(turns(run(bed, AudioSettings(vad="webrtc")))) >= 3
+    for detector in ("both", "silero"):
+        assert turns(run(bed, AudioSettings(vad=detector))) == [], detector
+        assert turns(run(music(20.0, seed=1), AudioSettings(vad=detector))) == [], detector
+    rec = compose([0.2, "What is the capital of France?", 1.5], noise_dbfs=None, seed=2)
+    mixed = stepping_noise(8.0 + rec.duration_s, seed=5, hi_dbfs=-34.0).astype(np.int32)
+    mixed[8 * 16000 : 8 * 16000 + len(rec.pcm)] += rec.pcm
+    s, e = rec.segments[0]
+    for detector in ("both", "silero"):
+        found = turns(run(mixed.clip(-32768, 32767).astype(np.int16), AudioSettings(vad=detector)))
+        assert len(found) == 1, (detector, [(t.t_start, t.t_end) for t in found])
+        assert abs(found[0].t_start - (8 + s)) <= 2 * TOL and found[0].t_end >= 8 + e - TOL, (detector, found[0].t_start, found[0].t_end)
+
+
+def test_both_detectors_keep_webrtc_pauses_inside_a_turn(three: Recording) -> None:
+    # Silero's score lags the end of a word; with "both" the pauses (and so the end of turn) stay webrtcvad's.
+    def pauses(detector: str) -> list[float]:
+        return [round(e.t, 2) for e in run(three.pcm, AudioSettings(vad=detector)) if isinstance(e, SpeechPaused)]
+
+    assert pauses("both") == pauses("webrtc")
+
+
+def test_a_held_segmenter_ends_no_turn_at_a_pause_and_flush_ends_it() -> None:
+    rec = compose([0.4, "What is the capital of", 2.0, "France?", 1.5])
+    seg = Segmenter(AudioSettings())
+    seg.held = True
+    events: list[Event] = []
+    for i in range(0, len(rec.pcm), 480):
+        events += seg.feed(rec.pcm[i : i + 480])
+    assert turns(events) == [] and seg.in_speech and seg.silence_s > 1.0
+    seg.held = False
+    ended = turns(events + seg.flush())
+    assert len(ended) == 1 and ended[0].reason == "flush"
+    assert abs(ended[0].t_start - rec.segments[0][0]) <= TOL and abs(ended[0].t_end - rec.segments[1][1]) <= TOL

@@ -37,7 +37,9 @@ from voiced.admission import Addressed, Verdict, WaitingTurns
 from voiced.assistant import SPOKEN, Assistant
 from voiced.audio import vad
 from voiced.audio.activation import Activation, Decision
-from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy
+from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy, stalled_wait
+from voiced.audio.silero import shared_model
+from voiced.audio.smart_turn import SmartTurn
 from voiced.audio.wakeword import LEAD_S, WakeWordDetector, WakeWordModel
 from voiced.commands import prompt as command_prompt
 from voiced.commands.runtime import Commands
@@ -105,6 +107,8 @@ class _Source:
     early_at: float = 0.0  # stream time the last such pass heard up to (at first: where the segment's audio begins)
     early_tokens: int = 0
     audio_t0: float = 0.0  # stream time where the open segment's audio (its pre-roll first) begins
+    last_audio_at: float = 0.0  # wall clock (monotonic) of the last audio fed
+    stall: asyncio.TimerHandle | None = None  # ends a turn whose source stopped sending inside it
 
     def drop_speculation(self) -> None:
         if self.pending is not None:
@@ -136,6 +140,10 @@ class Pipeline:
         self._echo_until = 0.0
         self._named: dict[str, str] = {}  # source -> the conversation its client named (voiced.conversations)
         self._endpoint = EndOfTurnPolicy(settings.activation, settings.audio)
+        # Loaded now, so that a missing or damaged file stops the start with its fix, not the first turn.
+        self._turn_model = SmartTurn() if self._endpoint.wants_model else None
+        if settings.audio.vad != "webrtc":
+            shared_model()
         act = settings.activation
         # The wake-word model runs on every source's frames in front of the VAD, on this loop (about 25 ms of CPU
         # per second of audio, one 2 ms call per 80 ms: benchmarks/wakeword.py); loaded once, state per source.
@@ -178,6 +186,26 @@ class Pipeline:
             st.wake.feed(pcm)
         for ev in st.segmenter.feed(pcm):
             await self._on_vad(source, st, ev)
+        st.last_audio_at = time.monotonic()
+        self._watch_stall(source, st, self.settings.audio.stalled_stream_ms / 1000)
+
+    def _watch_stall(self, source: str, st: _Source, delay: float) -> None:
+        """(Re)arm the timer that ends the open turn if the source sends nothing more (endpoint.stalled_wait)."""
+        if st.stall is not None:
+            st.stall.cancel()
+        st.stall = asyncio.get_running_loop().call_later(delay, self._stalled, source, st) if st.segmenter.in_speech else None
+
+    def _stalled(self, source: str, st: _Source) -> None:
+        st.stall = None
+        if self._sources.get(source) is not st or not st.segmenter.in_speech or st.segmenter.held:
+            return  # gone, turn already over, or push-to-talk held (the release ends it)
+        seg = st.segmenter
+        wait = stalled_wait(time.monotonic(), st.last_audio_at, seg.silence_s, seg.hangover_ms, self.settings.audio.stalled_stream_ms)
+        if wait > 0:  # the hangover may still shorten (words landing): look again soon
+            self._watch_stall(source, st, min(wait, 0.1))
+            return
+        log.info("no audio from %s for %.1f s inside a turn: ending it", source, time.monotonic() - st.last_audio_at)
+        self._spawn(self.end_of_stream(source))
 
     async def end_of_stream(self, source: str) -> None:
         st = self._sources.get(source)
@@ -230,7 +258,7 @@ class Pipeline:
             if st.audio:
                 audio = np.concatenate(st.audio)
                 tail = audio[-vad.RATE * TAIL_MS // 1000 :]
-                hears = self.assistant.transcribes
+                hears = self.assistant.transcribes or self._turn_model is not None  # words or the turn model will tell
                 st.segmenter.hangover_ms = self._endpoint.decide(None, tail, words_pending=hears).ms
                 if hears:
                     st.drop_speculation()
@@ -309,9 +337,14 @@ class Pipeline:
         audio = np.concatenate(st.audio)
 
         async def run() -> str:
-            text = await self._run(self._asr, self.assistant.transcribe, audio)
+            text = await self._run(self._asr, self.assistant.transcribe, audio) if self.assistant.transcribes else None
+            turn_p = None  # the turn model runs only where its answer can change the decision (after the words)
+            if self._turn_model is not None and self._endpoint.needs_model(text, tail) and st.speculative is task:
+                turn_p = await self._run(self._asr, self._turn_model.probability, audio)
             if st.speculative is task:
-                st.segmenter.hangover_ms = self._endpoint.decide(text, tail).ms
+                st.segmenter.hangover_ms = self._endpoint.decide(text, tail, turn_p=turn_p).ms
+            if text is None:
+                return ""
             if text and self.turn is None and st.speculative is task:
                 addressed = st.activation.peek(text, time.monotonic())
                 if addressed.answer:
@@ -357,6 +390,7 @@ class Pipeline:
     async def on_push_to_talk(self, client_id: str, pressed: bool) -> None:
         st = self._source(client_id)
         st.ptt = pressed
+        st.segmenter.held = pressed  # no pause ends the turn while the button is held; the release does
         if pressed:
             self.commands.silence()
             if self.turn is not None:

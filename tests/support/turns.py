@@ -58,16 +58,19 @@ def simulate(
     transcribe: Callable[[np.ndarray], tuple[str, float]] | None = None,
     probe_ms: int = 120,
     asr_delay_ms: float | None = None,
+    turn_model: Callable[[np.ndarray], float] | None = None,
 ) -> Outcome:
-    """Feed `rec` 30 ms at a time. At a pause that lasts `probe_ms`, the policy gets the prosody tail at once;
-    if `transcribe` is given (pcm -> (text, compute ms)), its text arrives after `asr_delay_ms` (or the measured
-    compute time when None) of further audio, unless speech resumed meanwhile."""
+    """Feed `rec` 30 ms at a time. At a pause that lasts `probe_ms`, the policy gets the prosody tail at once
+    (and `turn_model`'s p(end of turn) for the audio so far, when given: the pipeline runs it at the same
+    moment, before the words); if `transcribe` is given (pcm -> (text, compute ms)), its text arrives after
+    `asr_delay_ms` (or the measured compute time when None) of further audio, unless speech resumed meanwhile."""
     seg = Segmenter(audio)
     frame = seg.frame_len
     seg.hangover_ms = policy.at_start().ms
     segment: list[np.ndarray] = []
     paused_at: float | None = None
     pending: tuple[float, str, np.ndarray] | None = None  # (audio time the ASR answer lands, its text, the tail)
+    turn_p: float | None = None
     probed = False
     out = Outcome(cut_early=False, latency_ms=None)
     speech_end = rec.segments[-1][1]
@@ -94,14 +97,15 @@ def simulate(
             audio_so_far = np.concatenate(segment)
             voiced_until = len(audio_so_far) - int((t - paused_at) * RATE)
             tail = audio_so_far[max(0, voiced_until - RATE * TAIL_MS // 1000) : voiced_until]
-            h = policy.decide(None, tail, words_pending=transcribe is not None)
+            turn_p = turn_model(audio_so_far) if turn_model is not None and policy.needs_model(None, tail) else None
+            h = policy.decide(None, tail, words_pending=transcribe is not None, turn_p=turn_p if transcribe is None else None)
             seg.hangover_ms = h.ms
             out.decisions.append((t, h, None))
             if transcribe is not None:
                 text, ms = transcribe(audio_so_far)
                 pending = (t + (ms if asr_delay_ms is None else asr_delay_ms) / 1000, text, tail)
         if pending is not None and t >= pending[0]:
-            h = policy.decide(pending[1], pending[2])
+            h = policy.decide(pending[1], pending[2], turn_p=turn_p)  # in the pipeline it runs after the words
             seg.hangover_ms = h.ms
             out.decisions.append((t, h, pending[1]))
             pending = None

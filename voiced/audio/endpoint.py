@@ -14,6 +14,11 @@ melody, so at each pause the pipeline asks this policy, and sets `Segmenter.hang
   in "." but whose voice stayed level gets the doubtful middle value, and a rise proves nothing (questions).
 - doubt (no final punctuation, or the words and the pitch disagree): halfway between fixed and incomplete.
 - otherwise the fixed `audio.hangover_ms`.
+- `end_of_turn = "model"`: the Smart Turn model's p(end of turn) from the audio (voiced.audio.smart_turn) is one
+  more clue beside the pitch. Words that cannot end a sentence still hold the turn open whatever the audio
+  says (the model hears "Set a timer for" as finished often enough: benchmarks/turn_taking.py), and so does
+  a transcript without final punctuation; the model settles a statement whose pitch stayed level, and with no
+  words at all (encoder-free bundles) it decides alone.
 
 Pure code: no audio devices, no clock; the pipeline owns the Segmenter and the ASR thread.
 """
@@ -119,6 +124,7 @@ class EndOfTurnPolicy:
 
     def __init__(self, activation: ActivationSettings, audio: AudioSettings) -> None:
         self.mode = activation.end_of_turn
+        self.model_threshold = activation.turn_model_threshold
         self.fixed_ms = audio.hangover_ms
         self.complete_ms = activation.hangover_complete_ms
         self.incomplete_ms = activation.hangover_incomplete_ms
@@ -128,27 +134,59 @@ class EndOfTurnPolicy:
         """For a new segment and after SpeechResumed: no evidence yet."""
         return Hangover(self.fixed_ms, "fixed" if self.mode == "fixed" else "no-evidence")
 
-    def decide(self, transcript: str | None = None, tail: np.ndarray | None = None, *, words_pending: bool = False) -> Hangover:
+    @property
+    def wants_model(self) -> bool:
+        """Whether decide() takes the turn model's probability (end_of_turn = "model")."""
+        return self.mode == "model"
+
+    def needs_model(self, transcript: str | None, tail: np.ndarray | None = None) -> bool:
+        """Whether the turn model's probability could change decide()'s answer: only in "model" mode, and only
+        with no words or a statement whose pitch stayed level; the pipeline skips the model pass otherwise."""
+        if self.mode != "model":
+            return False
+        return transcript is None or self.decide(transcript, tail).reason == "words-complete-pitch-level"
+
+    def decide(
+        self, transcript: str | None = None, tail: np.ndarray | None = None, *, words_pending: bool = False, turn_p: float | None = None
+    ) -> Hangover:
         """At a pause: `transcript` from the speculative ASR pass, `tail` the last ~300 ms of audio before the
         pause (TAIL_MS). `words_pending`: a speculative pass is running and will call back with its text;
         then the turn is held open (up to `hangover_incomplete_ms`) so that the words, the better clue, decide
-        rather than a race between the hangover and the ASR."""
+        rather than a race between the hangover and the ASR. `turn_p`: the turn model's p(end of turn) for the
+        audio up to this pause (used in "model" mode only)."""
         if self.mode == "fixed":
             return Hangover(self.fixed_ms, "fixed")
         pitch = prosody(tail).pitch_slope if tail is not None and len(tail) else None
         falling = pitch is not None and pitch <= self.FALL_ST_PER_S
+        finished = None if turn_p is None or self.mode != "model" else turn_p >= self.model_threshold
         if transcript is not None:
             c = completeness(transcript)
             if c == "incomplete":
                 return Hangover(self.incomplete_ms, "words-incomplete")
             if c == "unsure":  # Whisper punctuates what it hears as finished; no full stop is a doubt
+                # The model is not asked here: tiny.en leaves "Set a timer for" as "Set a timer for it" unpunctuated
+                # and the model called it finished, so trusting it cut the turn (benchmarks/turn_taking.py).
                 return Hangover(self.doubt_ms, "words-unpunctuated")
-            if transcript.rstrip().endswith("?") or pitch is None or falling:
+            if transcript.rstrip().endswith("?") or falling or (pitch is None and finished is not False):
                 return Hangover(self.complete_ms, "words-complete")
+            if finished:
+                return Hangover(self.complete_ms, "words-complete-model-finished")
             # "Set a timer for" heard as "Set a timer for it.": a statement whose voice did not fall.
-            return Hangover(self.doubt_ms, "words-complete-pitch-level")
+            return Hangover(self.doubt_ms, "words-complete-pitch-level" if finished is None else "words-complete-model-unfinished")
         if words_pending:
             return Hangover(max(self.fixed_ms, self.incomplete_ms), "awaiting-words")
+        if finished is not None:  # no words to come: the audio decides
+            return Hangover(self.complete_ms, "model-finished") if finished else Hangover(self.doubt_ms, "model-unfinished")
         if falling:
             return Hangover(self.complete_ms, "pitch-falling")
         return Hangover(self.fixed_ms, "no-evidence")
+
+
+def stalled_wait(now: float, last_audio_at: float, silence_s: float, hangover_ms: int, stalled_ms: int) -> float:
+    """Seconds from `now` until a turn whose source has sent nothing since `last_audio_at` (wall clock) is over;
+    0 means end it now. The segmenter's clock is the samples it was fed, so a client that stops sending inside
+    a turn (a satellite that gates its silence, a dropped link) would leave the turn open for ever: once the
+    gap exceeds `stalled_ms` (longer than network jitter), the wall-clock gap counts as the silence still owed."""
+    gap = now - last_audio_at
+    due = max(stalled_ms / 1000, hangover_ms / 1000 - silence_s)
+    return max(0.0, due - gap)

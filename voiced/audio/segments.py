@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from voiced.audio.assets import FrontendModelError
 from voiced.audio.capture import AudioFileError, load_wav_16k
 from voiced.audio.vad import SpeechEnded, Segmenter
 from voiced.config import AudioSettings
@@ -31,7 +32,7 @@ def segment_file(path: Path | str, settings: AudioSettings) -> list[SpeechEnded]
 def segments_command(path: Path, settings: AudioSettings, as_json: bool) -> int:
     try:
         turns = segment_file(path, settings)
-    except AudioFileError as e:
+    except (AudioFileError, FrontendModelError) as e:  # a bad file, or audio.vad's Silero file not prepared
         print(f"voiced: {e}", file=sys.stderr)
         return 1
     if as_json:

@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 import webrtcvad
 
+from voiced.audio.silero import SileroStream, shared_model
 from voiced.config import AudioSettings
 
 RATE = 16000
@@ -58,6 +59,12 @@ _DIGITAL_SILENCE_DB = -90.0
 BACKDATE_MS = 900
 ZERO_GAP_MS = 150
 HOT_START_DB = 15.0
+# Silero's score must fall this far below audio.silero_threshold to count a frame in a turn as silence: the
+# hysteresis Silero's own iterator uses, so that a soft syllable does not pause the turn.
+SILERO_HYSTERESIS = 0.15
+# Silero's score rises a window or three after the voice does, so a turn it opens starts back at the first of
+# the frames just before its onset that webrtcvad + the gate called voiced, at most SILERO_LEAD_MS earlier.
+SILERO_LEAD_MS = 300
 
 
 def _energy_db(frames: np.ndarray) -> np.ndarray:
@@ -113,23 +120,31 @@ _EMPTY = np.zeros(0, np.int16)
 
 
 class Segmenter:
-    """webrtcvad per frame, a start window that must be mostly voiced, a hangover of silence to end a turn."""
+    """A voice detector per frame (audio.vad: webrtcvad + the noise gate, Silero, or both: Silero confirming
+    the frames that open a turn), a start window that must be mostly voiced, a hangover of silence to end it."""
 
-    def __init__(self, settings: AudioSettings, source: str = "local") -> None:
+    def __init__(self, settings: AudioSettings, source: str = "local", silero: SileroStream | None = None) -> None:
         self.settings = settings
         self.source = source
+        self._detector = settings.vad
+        # One Silero session serves every source; the recurrent state is this stream's own.
+        self._silero = silero if silero is not None or settings.vad == "webrtc" else shared_model().stream()
+        self._silero_on = settings.silero_threshold
+        self._silero_off = max(0.01, settings.silero_threshold - SILERO_HYSTERESIS)
         self.frame_len = RATE * settings.frame_ms // 1000
         self._vad = webrtcvad.Vad(settings.vad_aggressiveness)
         self._window_frames = max(1, round(settings.start_window_ms / settings.frame_ms))
         self._start_count = math.ceil(settings.start_ratio * self._window_frames - 1e-9)
         self._pre_roll_frames = round(settings.pre_roll_ms / settings.frame_ms)
         self._backdate_frames = round(BACKDATE_MS / settings.frame_ms)
+        self._silero_lead_frames = round(SILERO_LEAD_MS / settings.frame_ms)
         self._zero_gap_frames = max(1, round(ZERO_GAP_MS / settings.frame_ms))
         self._max_frames = max(1, round(settings.max_segment_s * 1000 / settings.frame_ms))
         self._min_speech_s = settings.min_speech_ms / 1000
         self._noise_frames = max(1, round(NOISE_WINDOW_S * 1000 / settings.frame_ms))
         self.hangover_ms = settings.hangover_ms
         self._muted = False
+        self.held = False  # push-to-talk held: no silence ends the turn (the release flushes); max_segment_s splits
         self._queued: list[Event] = []
         self.reset()
 
@@ -165,6 +180,11 @@ class Segmenter:
     def in_speech(self) -> bool:
         return self._in_speech
 
+    @property
+    def silence_s(self) -> float:
+        """Seconds of silence heard since the open segment's last voiced frame (0 outside a segment)."""
+        return self._silent_run * self.frame_len / RATE if self._in_speech else 0.0
+
     # -- feeding --------------------------------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -173,6 +193,8 @@ class Segmenter:
         self._pos = 0  # samples consumed into frames (the clock of frame starts)
         self._floor = np.full(max(self._noise_frames, _FLOOR_RANK + 1), np.inf)  # frame energies (dB), a ring
         self._queued = []
+        if self._silero is not None:
+            self._silero.reset()
         self._to_idle()
 
     def feed(self, pcm: np.ndarray) -> list[Event]:
@@ -195,11 +217,13 @@ class Segmenter:
             self._pos += n * self.frame_len
             return out
         energy_db = _energy_db(frames).tolist()
+        probs = self._silero.frame_probs(frames).tolist() if self._silero is not None else [1.0] * n
+        detector = self._detector
         run: list[np.ndarray] = []  # speech frames not yet emitted
         run_t = 0.0
         is_speech = self._vad.is_speech
         floor = self._floor
-        for frame, db in zip(frames, energy_db):
+        for frame, db, p in zip(frames, energy_db, probs):
             t = self._pos / RATE
             k = self._pos // self.frame_len
             # Zeros (a stream opening, a muted source) are no room's noise floor: they do not count.
@@ -207,10 +231,14 @@ class Segmenter:
             noise_db = np.partition(floor, _FLOOR_RANK)[_FLOOR_RANK]
             margin = NOISE_MARGIN_DB / 2 if self._in_speech else NOISE_MARGIN_DB  # hysteresis: fewer false pauses
             # webrtcvad adapts to what it hears, so it sees every frame, whatever the energy gate says.
-            voiced = is_speech(frame.tobytes(), RATE, self.frame_len) and db > noise_db + margin
+            webrtc = is_speech(frame.tobytes(), RATE, self.frame_len) and db > noise_db + margin
+            heard = p >= (self._silero_off if self._in_speech else self._silero_on) and db > _DIGITAL_SILENCE_DB
+            # "both": Silero must agree for a turn to open (noise, hum and music do not), and inside a turn
+            # webrtcvad + the gate alone find the pauses, since Silero's score lags the end of a word.
+            voiced = webrtc if detector == "webrtc" or (self._in_speech and detector == "both") else heard if detector == "silero" else webrtc and heard
             self._pos += self.frame_len
             if not self._in_speech:
-                self._idle_frame(frame, voiced, t, out)
+                self._idle_frame(frame, voiced, t, out, webrtc)
                 continue
             events = self._speech_frame(frame, voiced, t)
             if not events:
@@ -252,6 +280,7 @@ class Segmenter:
         self._in_speech = False
         self._ring: deque[np.ndarray] = deque(maxlen=self._pre_roll_frames + self._window_frames + self._backdate_frames)
         self._window: deque[bool] = deque(maxlen=self._window_frames)
+        self._lead: deque[bool] = deque(maxlen=self._ring.maxlen)  # webrtcvad + gate per ring frame
         self._audio: list[np.ndarray] = []
         self._pre_roll_len = 0
         self._t_start = 0.0
@@ -259,8 +288,9 @@ class Segmenter:
         self._silent_run = 0
         self._speech_frames = 0
 
-    def _idle_frame(self, frame: np.ndarray, voiced: bool, t: float, out: list[Event]) -> None:
+    def _idle_frame(self, frame: np.ndarray, voiced: bool, t: float, out: list[Event], webrtc: bool) -> None:
         self._ring.append(frame)
+        self._lead.append(webrtc)
         self._window.append(voiced)
         if len(self._window) < self._window_frames or sum(self._window) < self._start_count:
             return
@@ -270,6 +300,10 @@ class Segmenter:
         k = len(ring) - self._window_frames + onset
         from_start = round(t * RATE / self.frame_len) + 1 == len(ring)  # ring[0] is the stream's first frame
         backdated = self._backdate(ring, k, from_start)
+        if not backdated and self._detector != "webrtc":
+            lead = list(self._lead)
+            while backdated < self._silero_lead_frames and k - backdated > 0 and lead[k - backdated - 1]:
+                backdated += 1
         pre = ring[max(0, k - backdated - self._pre_roll_frames) : k - backdated]
         speech = ring[k - backdated :]
         pre_roll = np.concatenate(pre) if pre else _EMPTY
@@ -318,6 +352,7 @@ class Segmenter:
         self._silent_run = 0
         self._speech_frames = 0
         self._ring.clear()
+        self._lead.clear()
         self._window.clear()
 
     def _speech_frame(self, frame: np.ndarray, voiced: bool, t: float) -> list[Event]:
@@ -334,7 +369,7 @@ class Segmenter:
             self._silent_run += 1
             if self._silent_run == 1:
                 events = [SpeechPaused(self.source, t), SpeechFrames(self.source, t, frame)]
-        if self._silent_run >= self._hangover_frames:
+        if self._silent_run >= self._hangover_frames and not self.held:
             events = events or [SpeechFrames(self.source, t, frame)]
             events.append(self._close("silence"))
             self._to_idle()

@@ -186,10 +186,20 @@ def ensure_prepared(name: str, progress: bool = True) -> Path:
     if _is_path(name):
         path = bundle_dir(name)
         check_bundle(path, full=False, name=str(path))
+        _prepare_frontend(progress=progress)
         return path
     path = prepare(name, progress=progress)
     check_bundle(path, full=False, name=name)
+    _prepare_frontend(progress=progress)
     return path
+
+
+def _prepare_frontend(force: bool = False, progress: bool = True) -> None:
+    """The audio front end's model files (Silero VAD, Smart Turn) come with every bundle preparation."""
+    from voiced.audio import assets
+
+    for name in assets.MODELS:
+        assets.prepare_model(name, force=force, progress=(lambda msg: print(f"voiced: {msg}", file=sys.stderr)) if progress else None)
 
 
 def _size(path: Path) -> int:
@@ -216,9 +226,15 @@ def list_bundles() -> list[dict]:
 def command(args: argparse.Namespace, settings: Settings) -> int:
     action = args.model_command
     if action == "prepare":
+        from voiced.audio import assets
+
         try:
+            if args.name in assets.MODELS:  # one front-end model file alone: `voiced model prepare smart-turn`
+                print(assets.prepare_model(args.name, force=args.force))
+                return 0
             path = prepare(args.name, force=args.force)
             check_bundle(path, full=False, name=args.name)
+            _prepare_frontend(force=args.force)
         except (PrepareError, BundleIntegrityError) as e:
             print(f"voiced: {e}", file=sys.stderr)
             return 1

@@ -6,6 +6,13 @@ clause; before the first clause has been spoken, a comma, semicolon, colon or da
 Later clauses split on those marks only after `min_words`, so the prosody of ordinary sentences stays whole.
 A model that rambles without punctuation is cut at `max_words` (`first_max_words` for the first clause).
 
+First words at once: with `first_fragment_words` (N > 0) the first piece need not be a clause. Once N words
+are complete it ends before the first word that opens a new phrase ("is", "and", "which", "on": "The capital
+of France | is Paris"), when the word before it can end one (not "the", "of", "you"); ending anywhere else
+cuts a noun phrase ("A spider has eight | legs") and sounds broken. The fragment is given a trailing comma,
+so the voice keeps the level melody of a clause that goes on instead of a sentence's final fall. What follows is generated faster than the fragment is
+spoken, so the next clause is ready before the fragment's audio ends (benchmarks/voice_to_voice.py --levers).
+
 A boundary is only decided once the character after it has arrived, so "3." + "14" and "e.g" + ". " never
 split: a full stop needs whitespace after it and must not end a known abbreviation, a dotted acronym ("U.S."),
 an initial ("J.") or an ordered-list number at the start of a line. Code fences are dropped whole, and each
@@ -17,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from voiced.audio.endpoint import CONTINUATIONS
 from voiced.speech.normalize import speakable
 
 _ABBREVIATIONS = frozenset(
@@ -30,6 +38,17 @@ _CLAUSE_MARKS = ",;:"
 _CLOSERS = "\"')]}\u201d\u2019*_"
 _WORD = re.compile(r"\S+")
 _FENCE = "```"
+# Words a first fragment does not end on: those a sentence does not end on, and auxiliaries, subject pronouns
+# and relatives that announce more ("The capital of France is", "I think you").
+_NO_FRAGMENT_END = CONTINUATIONS | frozenset(
+    """is are was were be been being am will would can could should shall may might must do does did has have had
+    not no i you he she it we they that which who whose whom there here this these those so then just also""".split()
+)
+# Words that open a new phrase: a first fragment may end just before one.
+_PHRASE_OPENERS = frozenset(
+    """is are was were has have had will would can could and but or so because which who that where when while
+    in on at of with for from by about to into over under after before during since until like than as""".split()
+)
 
 
 @dataclass
@@ -38,9 +57,11 @@ class ClauseChunker:
     min_words: int = 10
     first_max_words: int = 12
     max_words: int = 30
+    first_fragment_words: int = 3  # 0 = the first piece is a clause like the others
     _buf: str = field(default="", init=False, repr=False)
     _in_fence: bool = field(default=False, init=False, repr=False)
     _emitted: int = field(default=0, init=False, repr=False)
+    _fragment_cut: bool = field(default=False, init=False, repr=False)
 
     def push(self, delta: str) -> list[str]:
         """The speakable clauses that `delta` completed (often none)."""
@@ -71,7 +92,7 @@ class ClauseChunker:
             text = self._buf if fence < 0 else self._buf[:fence]
             cut = self._boundary(text, final=final or fence >= 0)
             if cut is not None:
-                self._emit(text[:cut], out)
+                self._emit(text[:cut], out, fragment=self._fragment_cut)
                 self._buf = self._buf[cut:]
                 continue
             if fence >= 0:
@@ -84,8 +105,10 @@ class ClauseChunker:
                 self._buf = ""
             return out
 
-    def _emit(self, raw: str, out: list[str]) -> None:
+    def _emit(self, raw: str, out: list[str], fragment: bool = False) -> None:
         clause = speakable(raw)
+        if clause and fragment and clause[-1].isalnum():
+            clause += ","  # a clause that goes on: level melody, not a full stop's fall
         if clause:
             out.append(clause)
             self._emitted += 1
@@ -95,15 +118,26 @@ class ClauseChunker:
         first = self._emitted == 0
         min_words = self.first_min_words if first else self.min_words
         max_words = self.first_max_words if first else self.max_words
+        fragment = self.first_fragment_words if first else 0
+        self._fragment_cut = False
         depth = 0
         words = 0
         in_word = False
+        word_start = prev_start = prev_end = 0
         n = len(text)
         for i, ch in enumerate(text):
             if ch.isspace():
+                if in_word and fragment and words > fragment and not depth:
+                    opener = text[word_start:i].strip("\"'").lower() in _PHRASE_OPENERS
+                    if opener and self._fragment_end(text[prev_start:prev_end]):
+                        self._fragment_cut = True
+                        return prev_end
+                if in_word:
+                    prev_start, prev_end = word_start, i
                 in_word = False
             elif not in_word:
                 in_word = True
+                word_start = i
                 words += 1
                 if words > max_words:
                     return i  # the word budget: cut before the word that overflows it
@@ -128,6 +162,14 @@ class ClauseChunker:
                 if words >= min_words and (nxt.isspace() or ch == "\u2014"):
                     return _after_closers(text, i + 1)
         return None
+
+    @staticmethod
+    def _fragment_end(word: str) -> bool:
+        """Whether a first fragment may end on `word` (complete: whitespace came after it)."""
+        bare = word.strip("\"'()[]{}*_").lower()
+        if not bare or not bare[-1].isalnum():
+            return False  # "3.", "Dr.", "U.S.": the sentence rules decide those
+        return bare not in _NO_FRAGMENT_END and not bare.isdigit()
 
     @staticmethod
     def _not_an_end(text: str, dot: int) -> bool:
