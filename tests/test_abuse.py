@@ -116,6 +116,19 @@ async def test_cancel_withdraws_a_waiting_turn(logs) -> None:
     assert started == ["a", "c"], started
 
 
+async def test_a_question_over_the_models_context_gets_a_typed_error_and_the_next_is_answered(logs) -> None:
+    """8,000 characters are over the tiny model's context: a typed `too_large` naming the fix, no traceback, and
+    the same client's next question is answered."""
+    async with daemon(turn_settings(), TOKEN, pace=False) as (_, server, _collector):
+        async with client(server) as ws:
+            await ws.send(m.TextQuery(text="word " * 1599 + "word?", request_id="long").to_json())
+            (err,) = [x for x in await until(ws, lambda x: isinstance(x, m.Error)) if isinstance(x, m.Error)]
+            assert err.code == "too_large" and err.request_id == "long" and "shorter question" in err.message, err
+            await ws.send(m.TextQuery(text="And a short one?", request_id="short").to_json())
+            done = await until(ws, lambda x: isinstance(x, m.ReplyDone))
+            assert done[-1].text
+
+
 @pytest.mark.parametrize("log_transcripts", [False, True])
 async def test_no_user_words_or_reply_text_in_the_log_unless_configured(caplog, log_transcripts: bool) -> None:
     caplog.set_level(logging.DEBUG)

@@ -44,6 +44,7 @@ from voiced.audio.wakeword import LEAD_S, WakeWordDetector, WakeWordModel
 from voiced.commands import prompt as command_prompt
 from voiced.commands.runtime import Commands
 from voiced.config import Settings
+from voiced.model.engine import ContextOverflow
 from voiced.conversations import key_of
 from voiced.routing import ANNOUNCE, Delivery, plays_locally
 from voiced.speech.chunker import ClauseChunker
@@ -437,6 +438,11 @@ class Pipeline:
             self.turn = turn
             try:
                 await self._turn_body(turn)
+            except ContextOverflow as e:  # the user's words alone are over the model's context: their input, no bug
+                log.warning("turn %s: %d tokens do not fit the context of %d", turn.id, e.tokens, e.max_context)
+                message = (f"the question is too long for the model ({e.tokens} tokens, the context holds "
+                           f"{e.max_context}); ask a shorter question, or use a bundle with a longer context")
+                self._publish(m.Error(code="too_large", message=message, request_id=turn.request_id))
             except Exception as e:
                 log.exception("turn %s failed", turn.id)
                 self._publish(m.Error(code="internal", message=f"turn failed: {e}", request_id=turn.request_id))
