@@ -94,4 +94,6 @@ async def test_push_to_talk_bypasses_the_wake_phrase() -> None:
             await c.send(m.PushToTalk(pressed=False))
             reply = await asyncio.wait_for(c.collect_reply(), 60)
     assert reply.text
-    assert "france" in (reply.transcript or "").lower()
+    # the question itself was heard and answered, wake phrase or not ("capital", not "France": Whisper tiny.en
+    # hears this espeak rendering's "of France" as "and friends" on Debian 12's espeak-ng)
+    assert "capital" in (reply.transcript or "").lower()

@@ -54,10 +54,10 @@ class Assistant:
         self.engine = Engine(bundle, threads=threads, drafter=settings.drafter, draft_tokens=settings.draft_tokens)
         self.conversation = self.engine.conversation()
         self.prompt = ChatPrompt(bundle)
-        system = settings.system_prompt or bundle.manifest.system_prompt or FALLBACK_SYSTEM_PROMPT
+        self._system_prompt = settings.system_prompt or bundle.manifest.system_prompt or FALLBACK_SYSTEM_PROMPT
         # One memory per conversation (voiced.conversations); `memory` is the one the engine's cache holds now.
         self.conversations = ConversationStore(
-            lambda: Memory(system_prompt=system, max_turns=settings.history_turns),
+            lambda: Memory(system_prompt=self._system_prompt, max_turns=settings.history_turns),
             settings.conversations, settings.conversation_idle_s,
         )
         self.memory = self.conversations.get(LOCAL, time.monotonic())
@@ -82,6 +82,19 @@ class Assistant:
         self.last_scoring_ms = 0.0
         self.last_scoring_prefill = 0  # tokens the last pass ran: its cached prefix is not among them
         self._projected: tuple[bytes, np.ndarray, int] | None = None  # the last segment's frames, by its digest
+
+    @property
+    def system_prompt(self) -> str:
+        return self._system_prompt
+
+    @system_prompt.setter
+    def system_prompt(self, text: str) -> None:
+        """Every conversation's system prompt, those kept now and those made later."""
+        self._system_prompt = text
+        for key in self.conversations:
+            memory = self.conversations.peek(key)
+            if memory is not None:
+                memory.system_prompt = text
 
     @property
     def hears_audio(self) -> bool:

@@ -157,7 +157,7 @@ class Pipeline:
         self.commands = Commands(settings, self._publish, self.announce)
         count = lambda text: len(assistant.bundle.tokenizer.encode(text).ids)  # noqa: E731
         runs = self.commands.enabled and assistant.transcribes  # encoder-free bundles have no words to match
-        assistant.memory.system_prompt = command_prompt.for_assistant(assistant.memory.system_prompt, count, assistant.budget, runs)
+        assistant.system_prompt = command_prompt.for_assistant(assistant.system_prompt, count, assistant.budget, runs)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def warm_up(self) -> None:
