@@ -33,11 +33,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from protocol import messages as m
-from voiced.assistant import SPOKEN, Assistant
+from voiced.assistant import SPOKEN
 from voiced.audio import vad
 from voiced.audio.activation import Activation, Decision
 from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy
 from voiced.audio.wakeword import LEAD_S, WakeWordDetector, WakeWordModel
+from voiced.brain import Brain, BrainUnavailable
 from voiced.config import Settings
 from voiced.speech.chunker import ClauseChunker
 from voiced.speech.tts import TTSEngine
@@ -108,7 +109,7 @@ class Pipeline:
     """Implements the server's TurnHandler; `feed` takes the local microphone."""
 
     def __init__(
-        self, settings: Settings, assistant: Assistant, tts: TTSEngine, playback: Any | None = None, pace: bool = True
+        self, settings: Settings, assistant: Brain, tts: TTSEngine, playback: Any | None = None, pace: bool = True
     ):
         """`pace`: without a local speaker, a turn still lasts as long as its audio plays at the listeners, so
         `speaking` means what people hear and a satellite's barge-in lands while they hear it. Off for `ask`."""
@@ -349,6 +350,9 @@ class Pipeline:
             self.turn = turn
             try:
                 await self._turn_body(turn)
+            except BrainUnavailable as e:  # the model could not answer (its server down): said, and named with the fix
+                log.warning("turn %s: %s", turn.id, e)
+                self._publish(m.Error(code=e.code, message=str(e), request_id=turn.request_id))
             except Exception as e:
                 log.exception("turn %s failed", turn.id)
                 self._publish(m.Error(code="internal", message=f"turn failed: {e}", request_id=turn.request_id))
@@ -479,8 +483,10 @@ class Pipeline:
                 turn.mark("first_clause")
                 clauses.put_nowait(clause)
         clauses.put_nowait(None)
-        stats = await gen
-        await speaker
+        try:
+            stats = await gen
+        finally:
+            await speaker  # a brain that failed spoke a line naming the problem: heard before the error event
         turn.mark("done")
         turn.interrupted = turn.interrupted or turn.cancel.is_set()
         if not turn.interrupted and turn.source in self._sources:

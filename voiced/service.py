@@ -23,7 +23,8 @@ def serve(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    from voiced.assistant import Assistant
+    from voiced.brain import make_brain
+    from voiced.config import ConfigError
     from voiced.model import store
     from voiced.model.bundle import BundleError, load_bundle
     from voiced.pipeline import LOCAL, Pipeline
@@ -50,7 +51,11 @@ async def _serve(settings: Settings) -> int:
         return 1
     act = settings.activation
     hotwords = ", ".join(act.wake_phrases) if act.mode == "wake" else None
-    assistant = await asyncio.to_thread(Assistant, bundle, settings.model, None, hotwords)
+    try:
+        assistant = await asyncio.to_thread(make_brain, settings, bundle, None, hotwords)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 1
     tts = make_tts(settings.tts)
     playback = None if settings.audio.output_device == "none" else Playback(settings.audio, on_state=_device_state("speaker"))
     pipeline = Pipeline(settings, assistant, tts, playback)
