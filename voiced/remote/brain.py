@@ -86,6 +86,7 @@ class RemoteBrain:
         self.last_scoring_ms = 0.0
         self._lock = threading.Lock()  # probes run on a timer thread, turns on the model thread
         self._timer: threading.Timer | None = None
+        self._probe_failure: ServerFailure | None = None  # why the last probe failed (None: it did not)
 
     # -- what the pipeline asks ---------------------------------------------------------------------------------
     @property
@@ -168,8 +169,8 @@ class RemoteBrain:
         try:
             if self.link.state is not LinkState.UP or not self.model_name:
                 self.probe()  # a server that came back, or a model name to learn, before the request
-                if self.link.state is LinkState.WRONG_MODEL or not self.model_name:
-                    raise ServerFailure(Failure.WRONG_MODEL if self.link.state is LinkState.WRONG_MODEL else Failure.UNREACHABLE, self.link.problem)
+                if self._probe_failure is not None and (self.link.state is LinkState.WRONG_MODEL or not self.model_name):
+                    raise self._probe_failure
             for chunk in self.client.stream(request.body(messages, self._options()), cancel):
                 if chunk.prompt_tokens is not None or chunk.completion_tokens is not None:
                     usage = (chunk.prompt_tokens, chunk.completion_tokens)
@@ -203,14 +204,15 @@ class RemoteBrain:
     def probe(self) -> LinkState:
         """GET /v1/models: reachable? serving our model (learning its name when unset, and its dialect)?"""
         with self._lock:
+            self._probe_failure = None
             try:
                 served = self.client.models(self.settings.connect_timeout_s + 5.0)
             except ServerFailure as e:
-                self._failed(e)
-                return self.link.state
+                return self._probe_failed(e)
             except TimeoutError:
-                self._failed(ServerFailure(Failure.STALLED, f"model server {self.settings.url} did not list its models in time. Fix: check its load and log"))
-                return self.link.state
+                return self._probe_failed(
+                    ServerFailure(Failure.STALLED, f"model server {self.settings.url} did not list its models in time. Fix: check its load and log")
+                )
             ids = [m.id for m in served]
             want = self.settings.model
             match = next((m for m in served if m.id == want), None) if want else (served[0] if len(served) == 1 else None)
@@ -220,8 +222,7 @@ class RemoteBrain:
                     if want
                     else f"model server {self.settings.url} serves {len(ids)} models {ids}. Fix: set brain.model to one of them"
                 )
-                self._failed(ServerFailure(Failure.WRONG_MODEL, why), LinkState.WRONG_MODEL)
-                return self.link.state
+                return self._probe_failed(ServerFailure(Failure.WRONG_MODEL, why))
             self.model_name = match.id
             if self.settings.dialect == "auto":
                 self.dialect = request.Dialect.from_owner(match.owned_by)
@@ -231,10 +232,14 @@ class RemoteBrain:
                 log.info("brain: %s (dialect %s)", self.describe(), self.dialect.value)
             return self.link.state
 
-    def _failed(self, e: ServerFailure, state: LinkState = LinkState.DOWN) -> None:
+    def _probe_failed(self, e: ServerFailure) -> LinkState:
+        self._probe_failure = e
+        self._failed(e)
+        return self.link.state
+
+    def _failed(self, e: ServerFailure) -> None:
         first = self.link.state not in (LinkState.DOWN, LinkState.WRONG_MODEL)
-        if e.failure is Failure.WRONG_MODEL:
-            state = LinkState.WRONG_MODEL
+        state = LinkState.WRONG_MODEL if e.failure is Failure.WRONG_MODEL else LinkState.DOWN
         delay = self.link.failed(time.monotonic(), str(e), state)
         (log.warning if first else log.debug)("%s (next look in %.0f s)", e, delay)
         if self._timer is not None:
