@@ -50,3 +50,23 @@ if [[ ! -f $stamp ]]; then
   rm -f .venv/.voiced-setup-*
   touch "$stamp"
 fi
+
+# Test mode: llama.cpp's server is the real peer of the model-server tests (tests/test_remote_llama.py) and of
+# benchmarks/model_server.py. llama-cpp-python has no wheel on PyPI, so it is built once into a cache keyed on
+# its version and installed from there (its [server] extras come from PyPI).
+if [[ $mode == test ]]; then
+  llama_ver=0.3.36
+  wheels="${XDG_CACHE_HOME:-$HOME/.cache}/voiced/wheels"
+  if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$llama_ver')" 2>/dev/null \
+     || ! .venv/bin/python -c "import llama_cpp.server.app" 2>/dev/null; then
+    if ! compgen -G "$wheels/llama_cpp_python-$llama_ver-*.whl" >/dev/null; then
+      echo "==> building llama-cpp-python $llama_ver into $wheels (once: 10-15 min on 2 cores)"
+      mkdir -p "$wheels"
+      CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF" \
+        .venv/bin/python -m pip wheel --no-deps --progress-bar off -w "$wheels" "llama-cpp-python==$llama_ver"
+    fi
+    echo "==> installing llama-cpp-python[server] $llama_ver from $wheels"
+    .venv/bin/python -m pip install -q --progress-bar off --find-links "$wheels" "llama-cpp-python[server]==$llama_ver" 2>&1 | grep -v "^WARNING: Location" || true
+    .venv/bin/python -c "import llama_cpp.server.app" || { echo "set-up failed: llama_cpp.server does not import; remove $wheels/llama_cpp_python-* and run again" >&2; exit 1; }
+  fi
+fi

@@ -245,7 +245,7 @@ def describe(settings: Settings, origin: dict[tuple[str, str], str]) -> list[dic
     for section in _SECTIONS:
         sec = getattr(settings, section)
         for key, value in sec.model_dump(mode="json").items():
-            if isinstance(getattr(sec, key), SecretStr) or "token" in key and key != "token_file":
+            if isinstance(getattr(sec, key), SecretStr) or key in ("token", "api_key") or key.endswith("_token"):  # not max_new_tokens
                 value = "***"
             rows.append({"key": f"{section}.{key}", "value": value, "source": origin.get((section, key), "default")})
     return rows
