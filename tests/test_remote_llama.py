@@ -60,7 +60,8 @@ def _done(msg: object) -> bool:
 
 async def _ask(pipeline, collector: Collector, text: str, seed: int = 0) -> m.ReplyDone:
     start = len(collector.messages)
-    await pipeline.feed("mic", compose([0.4, text, 1.0], seed=seed).pcm)
+    await pipeline.feed("mic", compose([0.4, text, 2.0], seed=seed).pcm)
+    await pipeline.end_of_stream("mic")  # as `voiced ask --wav` ends a file: the turn ends whatever the hangover
     done = await _until(collector, lambda x: _done(x) or isinstance(x, m.Error), start=start)
     assert isinstance(done, m.ReplyDone), f"turn failed: {done}"
     while pipeline.state != "idle":
@@ -80,9 +81,9 @@ async def test_spoken_questions_answered_by_llama_server(llama: LlamaServer) -> 
     heard = [x.text.lower() for x in collector.messages if isinstance(x, m.Transcript)]
     assert "capital" in heard[0] and "legs" in heard[1]
     for t in (capital.timings_ms, legs.timings_ms):  # the same timing keys as the embedded engine's turns
-        assert {"first_token", "first_audio", "prefill_ms", "prefill_tokens", "decode_tokens", "decode_ms"} <= set(t)
-        assert t["prefill_tokens"] > 10 and t["decode_tokens"] >= 1
-    assert legs.timings_ms["prefill_tokens"] > capital.timings_ms["prefill_tokens"], "history went with the second turn"
+        assert {"first_token", "first_audio", "prefill_ms", "decode_tokens", "decode_ms"} <= set(t)
+        assert t["prefill_ms"] > 0 and t["decode_tokens"] >= 1
+        assert "prefill_tokens" not in t, "llama-cpp-python reports no usage: the count is left out, not guessed"
     assert [ex.assistant for ex in brain.memory.exchanges] == [capital.text, legs.text]
 
 
@@ -91,7 +92,8 @@ async def test_barge_in_ends_the_servers_generation(llama: LlamaServer) -> None:
     mark = len(llama.log_text())
     async with daemon(settings, assistant=brain) as (pipeline, _, collector):
         await pipeline.warm_up()
-        await pipeline.feed("mic", compose([0.4, "Tell me a very long story about the sea.", 1.0]).pcm)
+        await pipeline.feed("mic", compose([0.4, "Tell me a very long story about the sea.", 2.0]).pcm)
+        await pipeline.end_of_stream("mic")
         await _until(collector, lambda x: isinstance(x, m.State) and x.state == "speaking")
         barge = compose([0.2, "What is the capital of France?", 1.0], seed=3).pcm
         for i in range(0, len(barge), 480):  # in real time, as a microphone delivers it
@@ -110,7 +112,8 @@ async def test_server_killed_mid_reply_then_back(llama: LlamaServer) -> None:
     brain, settings = _brain(llama, max_new_tokens=300)
     async with daemon(settings, assistant=brain) as (pipeline, _, collector):
         await pipeline.warm_up()
-        await pipeline.feed("mic", compose([0.4, "Tell me a very long story about the sea.", 1.0]).pcm)
+        await pipeline.feed("mic", compose([0.4, "Tell me a very long story about the sea.", 2.0]).pcm)
+        await pipeline.end_of_stream("mic")
         await _until(collector, lambda x: isinstance(x, m.ReplyDelta))
         llama.kill()
         err = await _until(collector, lambda x: isinstance(x, m.Error))

@@ -163,7 +163,7 @@ class RemoteBrain:
         t0 = time.perf_counter()
         first = last = t0
         parts: list[str] = []
-        stats: dict[str, object] = {"prefill_tokens": 0, "prefill_ms": 0.0, "decode_tokens": 0, "decode_ms": 0.0, "finish": ""}
+        stats: dict[str, object] = {"prefill_tokens": None, "prefill_ms": 0.0, "decode_tokens": 0, "decode_ms": 0.0, "finish": ""}
         self.stats.last_stats = stats
         usage: tuple[int | None, int | None] = (None, None)
         try:
@@ -193,7 +193,9 @@ class RemoteBrain:
             stats["prefill_ms"] = round((first - t0) * 1e3, 1) if parts else 0.0
             stats["first_token_ms"] = stats["prefill_ms"]
             stats["decode_ms"] = round((last - first) * 1e3, 1)
-            stats["prefill_tokens"] = usage[0] if usage[0] is not None else 0
+            # Without the server's usage (llama-cpp-python sends none) the prompt's tokens are unknown and left
+            # out, not guessed; streamed servers send one token per content chunk, so chunks count the reply.
+            stats["prefill_tokens"] = usage[0]
             stats["decode_tokens"] = usage[1] if usage[1] is not None else len(parts)
         if cancel is not None and cancel.is_set():
             stats["finish"] = "cancelled"
