@@ -8,6 +8,7 @@ broken server would: llama.cpp's server, the well-behaved peer, is in tests/test
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -21,7 +22,9 @@ import pytest
 
 from tests.support.bundles import tiny_bundle
 from tests.support.llama_server import free_port
-from voiced.brain import BrainUnavailable
+from protocol import messages as m
+from tests.support.turn import daemon, shared_assistant, turn_settings
+from voiced.brain import Brain, BrainUnavailable
 from voiced.cli import main as cli_main
 from voiced.config import load_settings
 from voiced.model.bundle import load_bundle
@@ -205,3 +208,29 @@ def test_api_key_never_in_errors_logs_or_config(
     out = capsys.readouterr().out
     assert "brain.api_key_file" in out and str(key_file) in out and KEY not in out
     brain.close()
+
+
+def test_both_brains_offer_what_the_pipeline_needs(peer: tuple[type[_Peer], str]) -> None:
+    remote = _brain(peer[1])
+    assert isinstance(remote, Brain) and isinstance(shared_assistant(turn_settings()), Brain)
+    remote.close()
+
+
+async def test_daemon_with_its_server_down_serves_and_says_why() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    settings = turn_settings(brain={"kind": "server", "url": url, "send": "audio", "retry_initial_s": 0.2})
+    brain = RemoteBrain(settings.brain, settings.model, load_bundle(tiny_bundle("int4")))
+    async with daemon(settings, assistant=brain) as (pipeline, server, collector):
+        await pipeline.warm_up()  # the server is down: the daemon still starts
+        await pipeline.on_text_query("cli", "What is the capital of France?", "q-1")
+        while not any(isinstance(x, m.Error) for x in collector.messages) or pipeline.state != "idle":
+            await asyncio.sleep(0.02)
+    brain.close()
+    err = next(x for x in collector.messages if isinstance(x, m.Error))
+    assert (err.code, err.request_id) == ("unavailable", "q-1") and url in err.message and "Fix:" in err.message
+    said = "".join(x.text for x in collector.messages if isinstance(x, m.ReplyDelta))
+    assert said == "Sorry, I can't reach my model server."
+    assert sum(len(a) for a in collector.audio) > collector.rate * 0.5, "the line is spoken"
+    kinds = [(type(x).__name__, getattr(x, "state", None)) for x in collector.messages]
+    assert kinds.index(("State", "speaking")) < kinds.index(("Error", None)), "and heard before the error event"
+    assert not any(isinstance(x, m.ReplyDone) for x in collector.messages)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,6 +30,7 @@ class TurnStats(Protocol):
     def last_stats(self) -> Mapping[str, object]: ...
 
 
+@runtime_checkable
 class Brain(Protocol):
     """Speech or words in, streamed reply text out, with the conversation remembered between turns.
 
