@@ -44,6 +44,7 @@ from voiced.turn_cli import Collector  # noqa: E402
 async def turn(pipeline: Pipeline, collector: Collector, pcm) -> m.ReplyDone | m.Error:
     start = len(collector.messages)
     await pipeline.feed("bench", pcm)
+    await pipeline.end_of_stream("bench")  # as `voiced ask --wav` ends a file: no wait on the adaptive hangover
     while True:
         for msg in collector.messages[start:]:
             if isinstance(msg, m.ReplyDone | m.Error):
@@ -122,6 +123,7 @@ async def main() -> None:
                         rows[name].append({"question": q, "error": done.message, "right": False})
                         continue
                     t = done.timings_ms
+                    print(f"{name}: {q!r} -> {done.text[:60]!r} {t}", file=sys.stderr)
                     dec = t.get("decode_tokens", 0.0)
                     rows[name].append({
                         "question": q, "reply": done.text, "right": right(done.text, keys),

@@ -71,10 +71,12 @@ class _Peer(BaseHTTPRequestHandler):
         self.end_headers()
         if self.mode == "malformed":
             self.wfile.write(_chunk("Hello") + b"data: {this is not json\n\n")
-        elif self.mode == "stall":
+        elif self.mode == "stall":  # alive (keep-alive comments) but generating nothing
             self.wfile.write(_chunk("Hello"))
-            self.wfile.flush()
-            time.sleep(3.0)
+            for _ in range(30):
+                self.wfile.write(b": ping\n\n")
+                self.wfile.flush()
+                time.sleep(0.1)
         else:
             self.wfile.write(_chunk("Paris is the capital.") + _chunk("", "stop") + b"data: [DONE]\n\n")
         self.wfile.flush()

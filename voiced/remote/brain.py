@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from voiced.assistant import FALLBACK_SYSTEM_PROMPT
+from voiced.assistant import FALLBACK_SYSTEM_PROMPT, SPOKEN
 from voiced.brain import BrainUnavailable
 from voiced.config import BrainSettings, ConfigError, ModelSettings
 from voiced.memory import Memory
@@ -127,8 +127,6 @@ class RemoteBrain:
         yield from self._stream(messages, user, cancel)
 
     def reply_audio(self, pcm: np.ndarray, cancel: threading.Event | None = None) -> Iterator[Delta]:
-        from voiced.assistant import SPOKEN
-
         s = self.settings
         if len(pcm) > s.max_audio_s * request.RATE:
             log.warning("turn of %.1f s: only its first %.0f s are sent (one clip per request)", len(pcm) / request.RATE, s.max_audio_s)

@@ -155,20 +155,27 @@ class ChatClient:
     async def _chunks(self, r: httpx.Response, q: queue.Queue[Chunk | ServerFailure | None]) -> None:
         decoder = EventDecoder()
         text_iter = r.aiter_text()
-        timeout, finished = self.first_token_s, False
+        loop = asyncio.get_running_loop()
+        # Only events reset the clock: keep-alive comments (sse-starlette pings every 15 s) say the server is up,
+        # not that it is generating.
+        window, finished = self.first_token_s, False
+        deadline = loop.time() + window
         while True:
             try:
-                text = await asyncio.wait_for(anext(text_iter), timeout)
+                text = await asyncio.wait_for(anext(text_iter), max(0.0, deadline - loop.time()))
             except StopAsyncIteration:
                 break
             except TimeoutError:
                 raise ServerFailure(
                     Failure.STALLED,
-                    f"model server {self.base_url} sent nothing for {timeout:g} s. Fix: check the server's load and "
+                    f"model server {self.base_url} sent nothing for {window:g} s. Fix: check the server's load and "
                     "log, or raise brain.first_token_timeout_s / brain.stall_timeout_s",
                 ) from None
-            timeout = self.stall_s
-            for data in decoder.feed(text):
+            events = decoder.feed(text)
+            if events:
+                window = self.stall_s
+                deadline = loop.time() + window
+            for data in events:
                 chunk = self._parse(data)
                 if chunk.done:
                     return
