@@ -236,3 +236,12 @@ async def test_daemon_with_its_server_down_serves_and_says_why() -> None:
     kinds = [(type(x).__name__, getattr(x, "state", None)) for x in collector.messages]
     assert kinds.index(("State", "speaking")) < kinds.index(("Error", None)), "and heard before the error event"
     assert not any(isinstance(x, m.ReplyDone) for x in collector.messages)
+
+
+def test_audio_brain_in_wake_mode_needs_the_wake_word_model() -> None:
+    from voiced.brain import make_brain
+    from voiced.config import ConfigError
+
+    settings, _ = load_settings(None, {"brain": {"kind": "server", "send": "audio"}, "activation": {"mode": "wake"}})
+    with pytest.raises(ConfigError, match="wake_detector = 'model'"):
+        make_brain(settings, load_bundle(tiny_bundle("int4")))
