@@ -80,6 +80,7 @@ async def main() -> None:
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=60)
+    ap.add_argument("--brains", default="voiced_engine,llama_cpp_server", help="which of the two to run (one alone: no neighbour)")
     args = ap.parse_args()
 
     bundle_dir = store.ensure_prepared(args.bundle)
@@ -95,10 +96,12 @@ async def main() -> None:
     log = Path(tempfile.mkdtemp(prefix="voiced-bench-llama-")) / "server.log"
     with LlamaServer(model_file, log, threads=args.threads, n_ctx=4096) as server:
         remote_settings.brain.url = server.url
-        brains = {
-            "voiced_engine": Assistant(bundle, local_settings.model),
-            "llama_cpp_server": RemoteBrain(remote_settings.brain, remote_settings.model, bundle),
-        }
+        wanted = args.brains.split(",")
+        brains = {}
+        if "voiced_engine" in wanted:
+            brains["voiced_engine"] = Assistant(bundle, local_settings.model)
+        if "llama_cpp_server" in wanted:
+            brains["llama_cpp_server"] = RemoteBrain(remote_settings.brain, remote_settings.model, bundle)
         pipelines: dict[str, tuple[Pipeline, Collector]] = {}
         for name, brain in brains.items():
             settings = local_settings if name == "voiced_engine" else remote_settings
