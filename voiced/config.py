@@ -132,8 +132,8 @@ class BrainSettings(_Section):
     audio_prefix_tokens: int = Field(384, ge=32, le=100000, description="send = audio: most (estimated) tokens of system prompt and history before the audio; older history is dropped")
     max_audio_s: float = Field(30.0, gt=0.5, le=30.0, description="send = audio: longest clip sent (one per request); the rest of a longer turn is cut")
     connect_timeout_s: float = Field(3.0, gt=0.0, le=120.0)
-    first_token_timeout_s: float = Field(60.0, gt=0.0, le=600.0, description="how long the server may take to the first streamed byte (its prefill)")
-    stall_timeout_s: float = Field(15.0, gt=0.0, le=600.0, description="a stream silent for longer is abandoned as stalled")
+    first_token_timeout_s: float = Field(60.0, gt=0.0, le=600.0, description="how long the server may take to its first streamed event (its prefill)")
+    stall_timeout_s: float = Field(15.0, gt=0.0, le=600.0, description="a stream with no event for longer (keep-alive comments do not count) is abandoned as stalled")
     retry_initial_s: float = Field(1.0, gt=0.0, le=600.0, description="server down: first wait before probing it again (doubles up to retry_max_s)")
     retry_max_s: float = Field(30.0, gt=0.0, le=3600.0)
 
