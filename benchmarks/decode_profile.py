@@ -1,6 +1,7 @@
 """Where a decode step of our engine spends its time: onnxruntime's own profiler, summed by operator type.
 
-Prints one JSON object: for the prefill of `--prefill` tokens and for each decode step after it, the mean wall
+`--max-context N` shrinks the shared KV buffer and `--kv concat` drops it, to see what attention's share
+depends on. Prints one JSON object: for the prefill of `--prefill` tokens and for each decode step after it, the mean wall
 time of a run, the share of each operator type (MatMulNBits, attention, norms, ...), and the run's time outside
 any operator (session overhead: binding, allocation, thread-pool hand-offs). Shares hold up on a loaded machine
 better than absolute times do. The profiler adds a little to every node, so compare shares, not speed.
@@ -35,6 +36,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prefill", type=int, default=64)
     ap.add_argument("--decode", type=int, default=32)
+    ap.add_argument("--max-context", type=int, default=0, help="rows of the shared KV buffer (0 = the bundle's max_context)")
+    ap.add_argument("--kv", choices=["shared", "concat"], default="shared")
+    ap.add_argument("--history", type=int, default=0, help="tokens in the cache before the timed prefill (a conversation's worth)")
     args = ap.parse_args()
 
     prefix = os.path.join(tempfile.mkdtemp(prefix="voiced-prof-"), "ort")
@@ -48,12 +52,15 @@ def main() -> None:
 
     ort.SessionOptions = Profiled
     bundle = load_bundle(store.ensure_prepared(args.bundle))
-    engine = Engine(bundle, threads=args.threads, drafter="off")
+    engine = Engine(bundle, threads=args.threads, drafter="off", share_buffer=args.kv == "shared")
+    if args.max_context:
+        engine.max_context = args.max_context  # the conversation below gets a buffer of this many rows
     ort.SessionOptions = base
     conv = engine.conversation()
     text = "The quick brown fox jumps over the lazy dog while the band plays on. " * 40
-    ids = bundle.tokenizer.encode(text, add_special_tokens=False).ids[: args.prefill]
-    conv.sync(ids)
+    every = bundle.tokenizer.encode(text * 4, add_special_tokens=False).ids
+    history, ids = every[: args.history], every[args.history : args.history + args.prefill]
+    conv.sync(history + ids)  # history in chunks, then the timed prefill in its own run(s)
     n = sum(len(d.token_ids) for d in conv.generate(GenerationConfig(max_new_tokens=args.decode, stop_ids=[])))
     engine.session.end_profiling()
     events = json.loads(Path(glob.glob(prefix + "*.json")[0]).read_text())
@@ -82,9 +89,12 @@ def main() -> None:
         }
 
     # The prefill is the first run(s) (the engine feeds a prompt in chunks); every later run is one decode step.
+    skip = -(-len(history) // engine.prefill_chunk) if history else 0
     chunks = -(-len(ids) // engine.prefill_chunk)
+    runs = runs[skip:]
     print(json.dumps({
-        "bundle": bundle.dir.name, "threads": args.threads, "prefill_tokens": len(ids), "decoded": n,
+        "bundle": bundle.dir.name, "threads": args.threads, "kv": args.kv, "kv_rows": engine.max_context,
+        "history": len(history), "prefill_tokens": len(ids), "decoded": n,
         "prefill": summarise(runs[:chunks]), "decode": summarise(runs[chunks + 1 :]),  # the first decode step warms up
     }, indent=1))  # fmt: skip
 
