@@ -147,3 +147,17 @@ def test_api_key_accepted_by_a_server_that_wants_one(tmp_path: Path, llama: Llam
         bad.close()
     assert "HTTP 401" in str(e.value) and "api_key" in str(e.value)
     assert "sk-wrong-key" not in str(e.value) and key not in str(e.value)
+
+
+def test_voiced_ask_uses_the_server_brain_by_config(llama: LlamaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from voiced.cli import main
+
+    monkeypatch.setenv("VOICED_BRAIN__KIND", "server")
+    monkeypatch.setenv("VOICED_BRAIN__URL", llama.url)
+    assert main(["model", "list"]) == 0
+    assert f"brain: model server {llama.url}" in capsys.readouterr().out
+    assert main(["ask", "--text", "What is the capital of France?", "--json", "--bundle", str(asr_tiny_bundle())]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert "paris" in result["reply_text"].lower() and result["errors"] == []
