@@ -9,6 +9,7 @@ broken server would: llama.cpp's server, the well-behaved peer, is in tests/test
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import threading
@@ -23,7 +24,8 @@ import pytest
 from tests.support.bundles import tiny_bundle
 from tests.support.llama_server import free_port
 from protocol import messages as m
-from tests.support.turn import daemon, shared_assistant, turn_settings
+from tests.support.speech import compose, read_wav
+from tests.support.turn import asr_tiny_bundle, daemon, shared_assistant, turn_settings
 from voiced.brain import Brain, BrainUnavailable
 from voiced.cli import main as cli_main
 from voiced.config import load_settings
@@ -245,3 +247,31 @@ def test_audio_brain_in_wake_mode_needs_the_wake_word_model() -> None:
     settings, _ = load_settings(None, {"brain": {"kind": "server", "send": "audio"}, "activation": {"mode": "wake"}})
     with pytest.raises(ConfigError, match="wake_detector = 'model'"):
         make_brain(settings, load_bundle(tiny_bundle("int4")))
+
+
+async def test_spoken_turn_in_audio_mode_sends_the_segment(peer: tuple[type[_Peer], str]) -> None:
+    """brain.send = audio: the VAD segment itself goes as the request's one input_audio clip (no local ASR runs
+    for the turn), and the streamed reply is spoken."""
+    handler, url = peer
+    settings = turn_settings(brain={"kind": "server", "url": url, "send": "audio"})
+    brain = RemoteBrain(settings.brain, settings.model, load_bundle(asr_tiny_bundle()))
+    assert not brain.transcribes and brain.recognizer is None
+    speech = compose([0.5, "What is the capital of France?", 1.5])
+    async with daemon(settings, assistant=brain) as (pipeline, server, collector):
+        await pipeline.warm_up()
+        await pipeline.feed("mic", speech.pcm)
+        await pipeline.end_of_stream("mic")
+        while not any(isinstance(x, m.ReplyDone) for x in collector.messages) or pipeline.state != "idle":
+            await asyncio.sleep(0.02)
+    done = next(x for x in collector.messages if isinstance(x, m.ReplyDone))
+    assert done.text == "Paris is the capital." and collector.audio
+    assert not any(isinstance(x, m.Transcript) for x in collector.messages), "no local words in audio mode"
+    (body,) = handler.bodies
+    (part,) = body["messages"][-1]["content"]
+    clip, rate = read_wav(base64.b64decode(part["input_audio"]["data"]))
+    start, end = speech.segments[0]
+    assert rate == 16000 and end - start < len(clip) / rate < end - start + 2.0, "the segment, pre-roll and tail"
+    assert brain.memory.exchanges[-1].user == "(spoken)"
+    words = brain.transcribe(clip)  # Wyoming's speech-to-text still works: the recogniser is made on demand
+    assert "capital" in words.lower() and not brain.transcribes
+    brain.close()

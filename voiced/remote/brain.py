@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from voiced.model.manifest import AsrAudio
 from voiced.remote import request
 from voiced.remote.client import ChatClient, Failure, ServerFailure
 from voiced.remote.link import Link, LinkState
+
+if TYPE_CHECKING:
+    from voiced.model.asr import Recognizer
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ class RemoteBrain:
         self, settings: BrainSettings, model: ModelSettings, bundle: Bundle, threads: int | None = None, hotwords: str | None = None
     ):
         self.settings, self.model_settings, self.bundle = settings, model, bundle
-        self.recognizer = None
+        self.recognizer: Recognizer | None = None
         if settings.send == "transcript":
             audio = bundle.manifest.audio
             if not isinstance(audio, AsrAudio):
@@ -87,6 +91,8 @@ class RemoteBrain:
         self._lock = threading.Lock()  # probes run on a timer thread, turns on the model thread
         self._timer: threading.Timer | None = None
         self._probe_failure: ServerFailure | None = None  # why the last probe failed (None: it did not)
+        self._stt: Recognizer | None = None  # audio mode: a recogniser for Wyoming's speech-to-text, made on demand
+        self._stt_lock = threading.Lock()
 
     # -- what the pipeline asks ---------------------------------------------------------------------------------
     @property
@@ -106,9 +112,26 @@ class RemoteBrain:
         return f"model server {self.settings.url}, model {name}, sends {self.settings.send}"
 
     def transcribe(self, pcm: np.ndarray) -> str:
-        if self.recognizer is None:
-            raise RuntimeError("brain.send = 'audio' has no local recogniser; the server's model hears the audio")
-        return self.recognizer.transcribe(pcm).text.strip()
+        return self._recogniser().transcribe(pcm).text.strip()
+
+    def _recogniser(self) -> Recognizer:
+        """Turns never transcribe in audio mode, but Wyoming's speech-to-text may: the bundle's recogniser is
+        then loaded on first use (and `transcribes` stays False: the turns still send the audio)."""
+        if self.recognizer is not None:
+            return self.recognizer
+        with self._stt_lock:
+            if self._stt is None:
+                audio = self.bundle.manifest.audio
+                if not isinstance(audio, AsrAudio):
+                    raise RuntimeError(
+                        f"model.bundle {self.bundle.dir.name!r} has no recogniser to transcribe with; set model.bundle "
+                        "to an ASR bundle (the server's model hears the turns themselves)"
+                    )
+                from voiced.model.asr import recognizer_for
+
+                m = self.model_settings
+                self._stt = recognizer_for(self.bundle.dir, audio, threads=m.threads, window_s=m.asr_window_s)
+            return self._stt
 
     def warm_up(self) -> None:
         """Load the recogniser and look at the server once; a server that is down is logged, not fatal."""
