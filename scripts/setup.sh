@@ -57,9 +57,13 @@ fi
 if [[ $mode == test ]]; then
   llama_ver=0.3.36
   wheels="${XDG_CACHE_HOME:-$HOME/.cache}/voiced/wheels"
-  if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$llama_ver')" 2>/dev/null \
-     || ! .venv/bin/python -c "import llama_cpp.server.app" 2>/dev/null; then
+  server_deps="'fastapi', 'uvicorn', 'sse-starlette', 'starlette-context', 'pydantic-settings'"  # its [server] extra
+  if ! .venv/bin/python -c "import importlib.metadata as m, sys; [m.version(d) for d in ($server_deps)]; sys.exit(m.version('llama_cpp_python') != '$llama_ver')" 2>/dev/null; then
     if ! compgen -G "$wheels/llama_cpp_python-$llama_ver-*.whl" >/dev/null; then
+      if ! command -v g++ >/dev/null || ! command -v make >/dev/null; then
+        [[ $(id -u) -eq 0 ]] || { echo "building llama-cpp-python needs a C++ compiler. Fix: sudo apt-get install -y build-essential" >&2; exit 1; }
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends build-essential >/dev/null
+      fi
       echo "==> building llama-cpp-python $llama_ver into $wheels (once: 10-15 min on 2 cores)"
       mkdir -p "$wheels"
       CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF" \
