@@ -79,3 +79,27 @@ if [[ ! -f $stamp ]]; then
   rm -f "$venv"/.voiced-setup-*
   touch "$stamp"
 fi
+
+# Test mode: llama.cpp's server is the real peer of the model-server tests (tests/test_remote_llama.py) and of
+# benchmarks/model_server.py. llama-cpp-python has no wheel on PyPI, so it is built once into a cache keyed on
+# its version and installed from there (its [server] extras come from PyPI).
+if [[ $mode == test ]]; then
+  llama_ver=0.3.36
+  wheels="${XDG_CACHE_HOME:-$HOME/.cache}/voiced/wheels"
+  server_deps="'fastapi', 'uvicorn', 'sse-starlette', 'starlette-context', 'pydantic-settings'"  # its [server] extra
+  if ! .venv/bin/python -c "import importlib.metadata as m, sys; [m.version(d) for d in ($server_deps)]; sys.exit(m.version('llama_cpp_python') != '$llama_ver')" 2>/dev/null; then
+    if ! compgen -G "$wheels/llama_cpp_python-$llama_ver-*.whl" >/dev/null; then
+      if ! command -v g++ >/dev/null || ! command -v make >/dev/null; then
+        [[ $(id -u) -eq 0 ]] || { echo "building llama-cpp-python needs a C++ compiler. Fix: sudo apt-get install -y build-essential" >&2; exit 1; }
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends build-essential >/dev/null
+      fi
+      echo "==> building llama-cpp-python $llama_ver into $wheels (once: 10-15 min on 2 cores)"
+      mkdir -p "$wheels"
+      CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF" \
+        .venv/bin/python -m pip wheel --no-deps --progress-bar off -w "$wheels" "llama-cpp-python==$llama_ver"
+    fi
+    echo "==> installing llama-cpp-python[server] $llama_ver from $wheels"
+    .venv/bin/python -m pip install -q --progress-bar off --find-links "$wheels" "llama-cpp-python[server]==$llama_ver" 2>&1 | grep -v "^WARNING: Location" || true
+    .venv/bin/python -c "import llama_cpp.server.app" || { echo "set-up failed: llama_cpp.server does not import; remove $wheels/llama_cpp_python-* and run again" >&2; exit 1; }
+  fi
+fi

@@ -19,8 +19,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from voiced.config import ModelSettings
-from voiced.conversations import LOCAL, ConversationStore
-from voiced.memory import Memory
+from voiced.conversations import HasConversations, Memories
 from voiced.model.bundle import Bundle
 from voiced.model.engine import Conversation, Delta, Engine, GenerationConfig
 from voiced.model.manifest import AsrAudio, ProjectorAudio
@@ -45,7 +44,7 @@ FALLBACK_SYSTEM_PROMPT = (
 )
 
 
-class Assistant:
+class Assistant(HasConversations):
     def __init__(self, bundle: Bundle, settings: ModelSettings, threads: int | None = None, hotwords: str | None = None):
         """`hotwords` (the wake phrases in wake mode) bias the recogniser toward words it would otherwise miss."""
         self.bundle = bundle
@@ -54,14 +53,9 @@ class Assistant:
         self.engine = Engine(bundle, threads=threads, drafter=settings.drafter, draft_tokens=settings.draft_tokens)
         self.conversation = self.engine.conversation()
         self.prompt = ChatPrompt(bundle)
-        self._system_prompt = settings.system_prompt or bundle.manifest.system_prompt or FALLBACK_SYSTEM_PROMPT
+        system = settings.system_prompt or bundle.manifest.system_prompt or FALLBACK_SYSTEM_PROMPT
         # One memory per conversation (voiced.conversations); `memory` is the one the engine's cache holds now.
-        self.conversations = ConversationStore(
-            lambda: Memory(system_prompt=self._system_prompt, max_turns=settings.history_turns),
-            settings.conversations, settings.conversation_idle_s,
-        )
-        self.memory = self.conversations.get(LOCAL, time.monotonic())
-        self.conversation_key = LOCAL
+        self.memories = Memories(system, settings.history_turns, settings.conversations, settings.conversation_idle_s, time.monotonic())
         self.budget = min(settings.history_tokens, self.engine.max_context - settings.max_new_tokens)
         self.recognizer = None
         self.projector = None
@@ -82,19 +76,6 @@ class Assistant:
         self.last_scoring_ms = 0.0
         self.last_scoring_prefill = 0  # tokens the last pass ran: its cached prefix is not among them
         self._projected: tuple[bytes, np.ndarray, int] | None = None  # the last segment's frames, by its digest
-
-    @property
-    def system_prompt(self) -> str:
-        return self._system_prompt
-
-    @system_prompt.setter
-    def system_prompt(self, text: str) -> None:
-        """Every conversation's system prompt, those kept now and those made later."""
-        self._system_prompt = text
-        for key in self.conversations:
-            memory = self.conversations.peek(key)
-            if memory is not None:
-                memory.system_prompt = text
 
     @property
     def hears_audio(self) -> bool:
@@ -263,30 +244,6 @@ class Assistant:
                 break
             n += 1
         return n
-
-    def select(self, key: str, now: float | None = None) -> None:
-        """Answer from conversation `key` from now on (model thread). The next prompt renders its history; the
-        cache keeps what it shares with the last conversation's (the system prompt) and prefills the rest."""
-        self.memory = self.conversations.get(key, time.monotonic() if now is None else now)
-        self.conversation_key = key
-
-    def remember(self, user: str, reply: str, interrupted: bool, conversation: str | None = None) -> None:
-        """Into `conversation`'s memory (the current one when None), named by the caller: by the time a reply has
-        been spoken, another turn may have selected another conversation."""
-        memory = self.memory if conversation is None else self.conversations.peek(conversation)
-        if memory is not None:  # None: forgotten (idle, evicted, its client gone) while the reply was spoken
-            memory.add(user, reply, interrupted)
-
-    def forget(self, conversation: str | None = None) -> None:
-        memory = self.memory if conversation is None else self.conversations.peek(conversation)
-        if memory is not None:
-            memory.forget()
-
-    def forget_all(self) -> None:
-        """Every conversation's memory; the local microphone's (new, empty) becomes the current one."""
-        for key in self.conversations:
-            self.conversations.forget(key)
-        self.select(LOCAL)
 
 
 def _assistant_names(wake_phrases: Sequence[str]) -> list[str]:

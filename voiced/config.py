@@ -172,7 +172,37 @@ class CommandsSettings(_Section):
         return v
 
 
-_SECTIONS = ("audio", "server", "model", "tts", "privacy", "activation", "commands")
+class BrainSettings(_Section):
+    """Which model answers: the embedded engine (`local`) or one served elsewhere over OpenAI's chat completions
+    (`server`: vLLM, llama.cpp's server, Ollama). Generation settings (max_new_tokens, temperature, top_p,
+    system_prompt, history_turns) come from [model] either way; with a server, model.bundle only gives the
+    recogniser (send = "transcript") and the system prompt."""
+
+    kind: Literal["local", "server"] = Field("local", description="local = voiced's own engine on model.bundle; server = the model server at brain.url")
+    url: str = Field("http://127.0.0.1:8000/v1", description="the server's OpenAI base URL (ends in /v1)")
+    model: str = Field("", description="the model name the server serves (GET /v1/models); empty = the only one it lists")
+    api_key_file: Path | None = Field(None, description="a file holding the API key (never printed or logged)")
+    api_key_env: str = Field("VOICED_BRAIN_API_KEY", description="the environment variable holding the API key, if no file is given")
+    send: Literal["transcript", "audio"] = Field("transcript", description="what a spoken turn sends: the local recogniser's words, or the speech itself as input_audio (the server's model must hear)")
+    dialect: Literal["auto", "vllm", "llama.cpp", "ollama", "openai"] = Field("auto", description="which extra request fields the server understands; auto = from /v1/models' owned_by")
+    thinking: bool = Field(False, description="let a thinking model think before it speaks (off: chat_template_kwargs.enable_thinking / think = false)")
+    audio_prefix_tokens: int = Field(384, ge=32, le=100000, description="send = audio: most (estimated) tokens of system prompt and history before the audio; older history is dropped")
+    max_audio_s: float = Field(30.0, gt=0.5, le=30.0, description="send = audio: longest clip sent (one per request); the rest of a longer turn is cut")
+    connect_timeout_s: float = Field(3.0, gt=0.0, le=120.0)
+    first_token_timeout_s: float = Field(60.0, gt=0.0, le=600.0, description="how long the server may take to its first streamed event (its prefill)")
+    stall_timeout_s: float = Field(15.0, gt=0.0, le=600.0, description="a stream with no event for longer (keep-alive comments do not count) is abandoned as stalled")
+    retry_initial_s: float = Field(1.0, gt=0.0, le=600.0, description="server down: first wait before probing it again (doubles up to retry_max_s)")
+    retry_max_s: float = Field(30.0, gt=0.0, le=3600.0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// base URL such as http://127.0.0.1:8000/v1")
+        return v.rstrip("/")
+
+
+_SECTIONS = ("audio", "server", "model", "tts", "privacy", "activation", "commands", "brain")
 
 
 class Settings(BaseSettings):
@@ -187,6 +217,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     activation: ActivationSettings = Field(default_factory=ActivationSettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
+    brain: BrainSettings = Field(default_factory=BrainSettings)
 
     @model_validator(mode="after")
     def _privacy_dir(self) -> "Settings":

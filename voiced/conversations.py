@@ -19,6 +19,7 @@ memory grows with their number, and an old one would only be prefilled again. Pu
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 
@@ -90,3 +91,99 @@ class ConversationStore:
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._memories))
+
+
+class Memories:
+    """The conversations a brain answers from: one selected (`current`, the one its cache or request holds), the
+    others kept by key in a ConversationStore, all with one system prompt. The embedded Assistant and the remote
+    brain both keep theirs here, so a conversation means the same whichever model answers."""
+
+    def __init__(self, system_prompt: str, max_turns: int, max_conversations: int, idle_s: float, now: float) -> None:
+        self._system_prompt = system_prompt
+        self.store = ConversationStore(lambda: Memory(system_prompt=self._system_prompt, max_turns=max_turns), max_conversations, idle_s)
+        self.key = LOCAL
+        self.current = self.store.get(LOCAL, now)
+
+    @property
+    def system_prompt(self) -> str:
+        return self._system_prompt
+
+    @system_prompt.setter
+    def system_prompt(self, text: str) -> None:
+        """Every conversation's system prompt, those kept now and those made later."""
+        self._system_prompt = text
+        for key in self.store:
+            memory = self.store.peek(key)
+            if memory is not None:
+                memory.system_prompt = text
+
+    def select(self, key: str, now: float) -> Memory:
+        self.current = self.store.get(key, now)
+        self.key = key
+        return self.current
+
+    def of(self, conversation: str | None) -> Memory | None:
+        """`conversation`'s memory (the current one for None); None when it was forgotten (idle, evicted, its
+        client gone) while a reply to it was being spoken."""
+        return self.current if conversation is None else self.store.peek(conversation)
+
+    def remember(self, user: str, reply: str, interrupted: bool, conversation: str | None = None) -> None:
+        memory = self.of(conversation)
+        if memory is not None:
+            memory.add(user, reply, interrupted)
+
+    def forget(self, conversation: str | None = None) -> None:
+        memory = self.of(conversation)
+        if memory is not None:
+            memory.forget()
+
+    def drop(self, conversation: str) -> None:
+        """Forget `conversation` entirely: nobody can reach it again (its client left)."""
+        self.store.forget(conversation)
+
+    def forget_all(self, now: float) -> None:
+        """Every conversation's memory; the local microphone's (new, empty) becomes the current one."""
+        for key in self.store:
+            self.store.forget(key)
+        self.select(LOCAL, now)
+
+
+class HasConversations:
+    """What a brain offers the pipeline about its conversations, kept in `self.memories` (a Memories)."""
+
+    memories: Memories
+
+    @property
+    def system_prompt(self) -> str:
+        return self.memories.system_prompt
+
+    @system_prompt.setter
+    def system_prompt(self, text: str) -> None:
+        self.memories.system_prompt = text
+
+    @property
+    def memory(self) -> Memory:
+        """The conversation answered last (the one the engine's cache holds)."""
+        return self.memories.current
+
+    @property
+    def conversations(self) -> ConversationStore:
+        return self.memories.store
+
+    def select(self, key: str, now: float | None = None) -> None:
+        """Answer from conversation `key` from now on (model thread)."""
+        self.memories.select(key, time.monotonic() if now is None else now)
+
+    def remember(self, user: str, reply: str, interrupted: bool, conversation: str | None = None) -> None:
+        """Into `conversation`'s memory (the current one when None), named by the caller: by the time a reply has
+        been spoken, another turn may have selected another conversation."""
+        self.memories.remember(user, reply, interrupted, conversation)
+
+    def forget(self, conversation: str | None = None) -> None:
+        self.memories.forget(conversation)
+
+    def drop_conversation(self, conversation: str) -> None:
+        self.memories.drop(conversation)
+
+    def forget_all(self) -> None:
+        self.memories.forget_all(time.monotonic())

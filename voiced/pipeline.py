@@ -34,13 +34,14 @@ import numpy as np
 
 from protocol import messages as m
 from voiced.admission import Addressed, Verdict, WaitingTurns
-from voiced.assistant import SPOKEN, Assistant
+from voiced.assistant import SPOKEN
 from voiced.audio import vad
 from voiced.audio.activation import Activation, Decision
 from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy, stalled_wait
 from voiced.audio.silero import shared_model
 from voiced.audio.smart_turn import SmartTurn
 from voiced.audio.wakeword import LEAD_S, WakeWordDetector, WakeWordModel
+from voiced.brain import Brain, BrainUnavailable
 from voiced.commands import prompt as command_prompt
 from voiced.commands.runtime import Commands
 from voiced.config import Settings
@@ -121,7 +122,7 @@ class Pipeline:
     """Implements the server's TurnHandler; `feed` takes the local microphone."""
 
     def __init__(
-        self, settings: Settings, assistant: Assistant, tts: TTSEngine, playback: Any | None = None, pace: bool = True
+        self, settings: Settings, assistant: Brain, tts: TTSEngine, playback: Any | None = None, pace: bool = True
     ):
         """`pace`: without a local speaker, a turn still lasts as long as its audio plays at the listeners, so
         `speaking` means what people hear and a satellite's barge-in lands while they hear it. Off for `ask`."""
@@ -416,7 +417,7 @@ class Pipeline:
             waiting.cancel.set()
         if self._named.pop(client_id, None) is None:  # its own conversation: nobody can reach it again
             try:  # on the model thread, which alone touches conversations while turns run
-                await self._run(self._model, self.assistant.conversations.forget, client_id)
+                await self._run(self._model, self.assistant.drop_conversation, client_id)
             except RuntimeError:  # the pipeline closed first (shutdown): nothing is left to forget
                 pass
 
@@ -438,6 +439,9 @@ class Pipeline:
             self.turn = turn
             try:
                 await self._turn_body(turn)
+            except BrainUnavailable as e:  # the model could not answer (its server down): said, and named with the fix
+                log.warning("turn %s: %s", turn.id, e)
+                self._publish(m.Error(code=e.code, message=str(e), request_id=turn.request_id))
             except ContextOverflow as e:  # the user's words alone are over the model's context: their input, no bug
                 log.warning("turn %s: %d tokens do not fit the context of %d", turn.id, e.tokens, e.max_context)
                 message = (f"the question is too long for the model ({e.tokens} tokens, the context holds "
@@ -599,8 +603,10 @@ class Pipeline:
                 turn.mark("first_clause")
                 clauses.put_nowait(clause)
         clauses.put_nowait(None)
-        stats = await gen
-        await speaker
+        try:
+            stats = await gen
+        finally:
+            await speaker  # a brain that failed spoke a line naming the problem: heard before the error event
         turn.mark("done")
         turn.interrupted = turn.interrupted or turn.cancel.is_set()
         if not turn.interrupted and turn.source in self._sources:

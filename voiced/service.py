@@ -24,7 +24,8 @@ def serve(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    from voiced.assistant import Assistant
+    from voiced.brain import make_brain
+    from voiced.config import ConfigError
     from voiced.model import store
     from voiced.model.bundle import BundleError, load_bundle
     from voiced.pipeline import LOCAL, Pipeline
@@ -55,7 +56,7 @@ async def _serve(settings: Settings) -> int:
         bundle = await in_daemon_thread(load_bundle, bundle_dir)
         act = settings.activation
         hotwords = ", ".join(act.wake_phrases) if act.mode == "wake" else None
-        return bundle_dir, await in_daemon_thread(Assistant, bundle, settings.model, None, hotwords)
+        return bundle_dir, await in_daemon_thread(make_brain, settings, bundle, None, hotwords)
 
     loading, stopped = asyncio.ensure_future(load()), asyncio.ensure_future(stop.wait())
     await asyncio.wait({loading, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -67,7 +68,7 @@ async def _serve(settings: Settings) -> int:
     stopped.cancel()
     try:
         bundle_dir, assistant = loading.result()
-    except (BundleError, store.PrepareError, store.BundleIntegrityError) as e:
+    except (BundleError, store.PrepareError, store.BundleIntegrityError, ConfigError) as e:
         log.error("%s", e)
         return 1
     tts = make_tts(settings.tts)

@@ -116,7 +116,7 @@ def daemon_answers(settings: Settings, timeout_s: float = 0.5) -> bool:
 
 
 async def _ask(settings: Settings, wav: Path | None, text: str | None):
-    from voiced.assistant import Assistant
+    from voiced.brain import make_brain
     from voiced.model import store
     from voiced.model.bundle import load_bundle
     from voiced.pipeline import Pipeline
@@ -125,7 +125,7 @@ async def _ask(settings: Settings, wav: Path | None, text: str | None):
     if wav is not None and not Path(wav).exists():
         raise FileNotFoundError(f"{wav} does not exist; pass a WAV file recorded at any rate")
     bundle = load_bundle(await asyncio.to_thread(store.ensure_prepared, settings.model.bundle))
-    assistant = await asyncio.to_thread(Assistant, bundle, settings.model)
+    assistant = await asyncio.to_thread(make_brain, settings, bundle)
     pipeline = Pipeline(settings, assistant, make_tts(settings.tts), None, pace=False)
     await pipeline.warm_up()
     try:

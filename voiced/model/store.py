@@ -223,6 +223,15 @@ def list_bundles() -> list[dict]:
     return rows
 
 
+def describe_brain(settings: Settings) -> str:
+    """Which model answers, in one line (`voiced model list`; `voiced config` shows the brain.* keys)."""
+    b = settings.brain
+    if b.kind == "server":
+        name = b.model or "the only model it serves"
+        return f"model server {b.url} ({name}, sends {b.send}); model.bundle {settings.model.bundle!r} gives the recogniser and prompt"
+    return f"voiced's own engine on model.bundle {settings.model.bundle!r}"
+
+
 def command(args: argparse.Namespace, settings: Settings) -> int:
     action = args.model_command
     if action == "prepare":
@@ -243,6 +252,7 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     if action == "list":
         from model_export.sources import ALIASES, CANDIDATES
 
+        print(f"brain: {describe_brain(settings)}")
         rows = list_bundles()
         for r in rows:
             print(f"{r['name']:<20} {r['bytes'] / 1e6:>8.0f} MB  {r.get('quantization', '?'):<5} {r['status']}")
