@@ -34,9 +34,9 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
         yield server
 
 
-def _brain(server: LlamaServer, max_new_tokens: int = 48, **brain: object) -> tuple[RemoteBrain, object]:
+def _brain(server: LlamaServer, max_new_tokens: int = 48, system_prompt: str | None = None, **brain: object) -> tuple[RemoteBrain, object]:
     settings = turn_settings(
-        model={"max_new_tokens": max_new_tokens, "threads": 2},
+        model={"max_new_tokens": max_new_tokens, "threads": 2, "system_prompt": system_prompt},
         brain={"kind": "server", "url": server.url, "model": ALIAS, "retry_initial_s": 0.2, **brain},
         activation={"barge_in_min_ms": 200},
     )
@@ -88,7 +88,10 @@ async def test_spoken_questions_answered_by_llama_server(llama: LlamaServer) -> 
 
 
 async def test_barge_in_ends_the_servers_generation(llama: LlamaServer) -> None:
-    brain, settings = _brain(llama, max_new_tokens=400)
+    # a prompt that keeps it talking: the reply must still be streaming when the barge-in comes, or the server
+    # would have finished on its own and there would be no connection left to close
+    storyteller = "You are a storyteller. Tell very long, detailed stories of many paragraphs."
+    brain, settings = _brain(llama, max_new_tokens=400, system_prompt=storyteller)
     mark = len(llama.log_text())
     async with daemon(settings, assistant=brain) as (pipeline, _, collector):
         await pipeline.warm_up()
