@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -135,5 +136,5 @@ def test_fragments_lose_and_reorder_no_words(text: str, sizes: list[int]) -> Non
     whole, _ = stream(text, len(text) + 1, ClauseChunker(first_fragment_words=2))
     pieces, _ = stream(text, sizes, ClauseChunker(first_fragment_words=2))
     assert pieces == whole  # the deltas' sizes never change where it cuts
-    words = lambda xs: " ".join(xs).replace(",", " ").split()  # noqa: E731
+    words = lambda xs: re.findall(r"\w+", " ".join(xs))  # noqa: E731  (words: a lone "?" is no word to lose)
     assert words(pieces) == words(stream(text, len(text) + 1, ClauseChunker(first_fragment_words=0))[0])
