@@ -18,8 +18,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from protocol import messages as m
-from tests.support.browser import chromium, page_state, question_wav, screenshot, wait_state, with_port
-from tests.support.turn import daemon, turn_settings
+from tests.support.browser import chromium, page_settings, page_state, question_wav, screenshot, wait_state, with_port
+from tests.support.turn import daemon
 from voiced.server.http import make_http_handler
 from voiced.server.pairing import Gate, mint_pairing_code, mint_session, open_command, page_url
 
@@ -27,11 +27,7 @@ TOKEN = "test-token-0123456789abcdef"
 
 
 def _settings(tmp_path: Path, **sections):
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
-    server = {"token_file": str(token_file), **sections.pop("server", {})}
-    return turn_settings(server=server, **sections)
+    return page_settings(tmp_path, TOKEN, **sections)
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ import numpy as np
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.support.speech import compose, write_wav
+from tests.support.turn import turn_settings
 from voiced.config import Settings
 
 CHROMIUM = "/usr/bin/chromium"
@@ -59,6 +60,15 @@ async def chromium(mic_wav: Path | None = None) -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+def page_settings(tmp_path: Path, token: str, **sections: dict[str, Any]) -> Settings:
+    """turn_settings with the token in a 0600 file, as `voiced open` reads it to mint the page's pairing link."""
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    server = {"token_file": str(token_file), **sections.pop("server", {})}
+    return turn_settings(server=server, **sections)
 
 
 def with_port(settings: Settings, port: int) -> Settings:
