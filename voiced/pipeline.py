@@ -415,6 +415,9 @@ class Pipeline:
         self._sources.pop(client_id, None)
         for waiting in self._waiting.withdraw(client_id):  # nobody is left to hear them
             waiting.cancel.set()
+        if self.turn is not None and self.turn.source == client_id:  # its asker is gone: free the model for others
+            log.info("client %s left: interrupting its reply %s", client_id, self.turn.id)
+            self._interrupt(self.turn)
         if self._named.pop(client_id, None) is None:  # its own conversation: nobody can reach it again
             try:  # on the model thread, which alone touches conversations while turns run
                 await self._run(self._model, self.assistant.drop_conversation, client_id)
