@@ -103,7 +103,7 @@ def daemon_answers(settings: Settings, timeout_s: float = 0.5) -> bool:
     instead of loading a second copy of the model in this process."""
     import socket
 
-    from protocol.cli import default_url
+    from voiced.client_cli import default_url
 
     if not settings.token_path().is_file() or not settings.server.port:
         return False
