@@ -33,3 +33,25 @@ def test_protocol_imports_nothing_from_voiced() -> None:
     loaded = json.loads(out.stdout)
     assert "protocol.client" in loaded["protocol"] and "protocol.cli" in loaded["protocol"]
     assert loaded["voiced"] == [], f"protocol/ pulled in {loaded['voiced']}: move that code into voiced/"
+
+
+def _voiced_sources() -> list[Path]:
+    return sorted((ROOT / "voiced").rglob("*.py"))
+
+
+def test_the_front_end_rate_is_defined_once() -> None:
+    import ast
+
+    from voiced.audio import RATE
+    from voiced.config import AudioSettings
+
+    home = ROOT / "voiced" / "audio" / "__init__.py"
+    again = []
+    for path in _voiced_sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if isinstance(value, ast.Constant) and value.value == RATE and path != home:
+                again.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert again == [], f"16 kHz defined again at {again}: import RATE from voiced.audio instead"
+    # the setting is a Literal (a type cannot name a variable), so it is checked to agree
+    assert AudioSettings().sample_rate == RATE

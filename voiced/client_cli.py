@@ -23,6 +23,7 @@ import numpy as np
 from protocol.cli import print_result
 from protocol.client import AudioChunk, ClientError, VoicedClient
 from protocol.messages import INPUT_RATES
+from voiced.audio import RATE
 from voiced.config import Settings
 from voiced.server.auth import TokenError, read_token
 
@@ -139,7 +140,7 @@ async def _ask(url: str, token: str, text: str | None, wav: Path | None, timeout
             if rate not in INPUT_RATES:
                 from voiced.audio.resample import resample
 
-                pcm, rate = resample(pcm, rate, 16000), 16000
+                pcm, rate = resample(pcm, rate, RATE), RATE
             collect = asyncio.ensure_future(client.collect_reply())
             try:
                 await client.send_audio(pcm, rate)  # type: ignore[arg-type]

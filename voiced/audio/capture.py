@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from voiced.audio import RATE
 from voiced.audio.resample import StreamResampler, resample
 from voiced.config import AudioSettings
 
 log = logging.getLogger(__name__)
 
-RATE = 16000
 _CONVERT_HINT = "convert it with: sox IN.wav -r 16000 -c 1 -b 16 OUT.wav (or ffmpeg -i IN -ar 16000 -ac 1 OUT.wav)"
 
 

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-RATE = 16000
+from voiced.audio import RATE
+
 HOP = 160  # samples between mel frames
 MEL_WIN = 512  # samples one mel frame hears
 EMB_WINDOW = 76  # mel frames per embedding

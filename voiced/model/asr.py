@@ -36,9 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from voiced.audio import RATE as SAMPLE_RATE
 from voiced.model.manifest import AsrAudio
-
-SAMPLE_RATE = 16000
 # Peak below this (int16 units, about -50 dBFS) means nothing to recognise.
 _SILENCE_PEAK = 100
 _MAX_TOKENS = 220  # Whisper's context is 448; leave room for the prompt (hotwords) and the start tokens

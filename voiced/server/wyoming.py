@@ -69,6 +69,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from wyoming.vad import VoiceStarted, VoiceStopped
 
 from protocol import messages as m
+from voiced.audio import RATE
 from voiced.audio.resample import StreamResampler
 from voiced.commands.wyoming import timer_event
 from voiced.config import ConfigError, Settings
@@ -83,7 +84,6 @@ from voiced.server.wyoming_zeroconf import Announcer, announce
 log = logging.getLogger(__name__)
 limited = LimitedLog(log)
 
-RATE = 16000  # the front end's rate: what the recogniser and the pipeline take
 MAX_HEADER_BYTES = 1 << 16  # asyncio's stream buffer limit, which the wyoming servers keep: no longer line is read
 LINGER_S = 1.0  # after refusing a peer: how long its unread input is read away so that closing sends FIN, not RST
 OUTBOX_EVENTS = 4096  # events queued for one client (~400 s of reply audio) before it counts as stalled
