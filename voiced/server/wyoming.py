@@ -74,6 +74,7 @@ from voiced.audio.resample import StreamResampler
 from voiced.commands.wyoming import timer_event
 from voiced.config import ConfigError, Settings
 from voiced.conversations import wyoming_key
+from voiced.errors import VoicedError
 from voiced.server.limits import AudioBudget, audio_cost_s, is_loopback, raise_open_files_limit
 from voiced.server.logsafe import LimitedLog, printable
 from voiced.server.wyoming_info import describe_info
@@ -100,7 +101,7 @@ class WyomingError(ConfigError):
 
 
 # -- input limits ---------------------------------------------------------------------------------------------
-class InputLimit(Exception):
+class InputLimit(VoicedError):
     """A peer went over an input limit: it gets an `error` event with this code and text, then is disconnected."""
 
     def __init__(self, code: str, text: str) -> None:
