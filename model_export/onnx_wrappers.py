@@ -118,7 +118,6 @@ class Gemma4DecoderStep(nn.Module):
         for i in self.cached_layers:
             j = next(past_it)
             past_of[i] = (past[j], past[j + 1])
-        masks: dict[int | None, torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
             geo = self.geometry[i]
             attn = layer.self_attn

@@ -64,13 +64,17 @@ class _Message(BaseModel):
 # --------------------------------------------------------------------------------------------- client -> server
 
 
+def _default_roles() -> list[Role]:
+    return ["listener"]
+
+
 class Hello(_Message):
     """First message of every connection: who the client is and what it wants to receive."""
 
     type: Literal["hello"] = "hello"
     token: str | None = Field(None, max_length=512, description="required unless sent as `Authorization: Bearer`")
     name: str = Field("client", min_length=1, max_length=128, description="shown in logs")
-    roles: list[Role] = Field(default_factory=lambda: ["listener"], max_length=2,
+    roles: list[Role] = Field(default_factory=_default_roles, max_length=2,
                               description="listener: gets reply audio; microphone: may send audio")
     audio_rate: OutputRate = Field(24000, description="sample rate of the reply audio this client gets")
     audio_format: AudioFormat = "s16le"

@@ -29,7 +29,6 @@ from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
-from wyoming.event import Event
 from wyoming.handle import Handled
 from wyoming.info import Describe, Info
 from wyoming.pipeline import PipelineStage, RunPipeline

@@ -24,7 +24,7 @@ from wyoming.tts import Synthesize
 
 from protocol import messages as m
 from tests.support.speech import compose
-from tests.support.turn import asr_tiny_bundle, daemon, turn_settings
+from tests.support.turn import daemon, turn_settings
 from voiced.audio.resample import resample
 from voiced.server.wyoming import AudioIn, WyomingError, WyomingServer
 

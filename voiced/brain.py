@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from protocol.messages import ErrorCode
+from voiced.errors import VoicedError
 from voiced.model.engine import Delta
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class Brain(Protocol):
     def forget_all(self) -> None: ...
 
 
-class BrainUnavailable(RuntimeError):
+class BrainUnavailable(VoicedError, RuntimeError):
     """The model cannot answer this turn (its server is down, refused the request, or stalled). The reply so far
     is a short spoken line naming the problem; `code` is the protocol error code the turn's error event carries,
     and the message names the fix."""

@@ -171,14 +171,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
 
         return serve(settings)
     if cmd == "listen":
-        from protocol.cli import listen_command
+        from voiced.client_cli import listen_command
 
         return listen_command(args, settings)
     if cmd == "ask":
         from voiced.turn_cli import ask_local, daemon_answers
 
         if args.url or not (args.local or args.bundle) and daemon_answers(settings):
-            from protocol.cli import ask_command, default_url
+            from voiced.client_cli import ask_command, default_url
 
             if not args.url:
                 print(f"voiced: asking the daemon at {default_url(settings)} (--local: in this process)", file=sys.stderr)

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
+from voiced.errors import VoicedError
+
 
 def config_home() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "voiced"
@@ -240,7 +242,7 @@ class Settings(BaseSettings):
 _SECRET_KEYS = frozenset({"token", "api_key", "password", "secret"})
 
 
-class ConfigError(Exception):
+class ConfigError(VoicedError):
     """A configuration the daemon refuses; the message names key, value and what is allowed."""
 
 

@@ -8,7 +8,6 @@ import logging
 import signal
 import time
 
-from voiced import __version__
 from voiced.config import Settings
 from voiced.notify import Notifier
 from voiced.startup import PortBusy, check_listen_ports, device_logger, in_daemon_thread

@@ -24,12 +24,13 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from voiced.config import Settings
+from voiced.errors import VoicedError
 
 log = logging.getLogger("voiced")
 T = TypeVar("T")
 
 
-class PortBusy(OSError):
+class PortBusy(VoicedError, OSError):
     """An address `serve` would listen on is taken; the message names what to do."""
 
 

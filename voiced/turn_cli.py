@@ -14,6 +14,7 @@ import numpy as np
 
 from protocol import messages as m
 from protocol.cli import print_result
+from voiced.audio import RATE
 from voiced.config import Settings
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,10 @@ async def run_turn(pipeline, wav: Path | None, text: str | None, timeout_s: floa
         await pipeline.on_text_query("cli", text, None)
     else:
         pcm = load_wav_16k(wav)
-        step = 16000 * 30 // 1000
+        step = RATE * 30 // 1000
         for i in range(0, len(pcm), step):
             await pipeline.feed("cli", pcm[i : i + step])
-        await pipeline.feed("cli", np.zeros(16000 * 2, np.int16))  # trailing silence lets the hangover end the turn
+        await pipeline.feed("cli", np.zeros(RATE * 2, np.int16))  # trailing silence lets the hangover end the turn
         await pipeline.end_of_stream("cli")
     await asyncio.wait_for(collector.finished.wait(), timeout_s)
     return collector
@@ -103,7 +104,7 @@ def daemon_answers(settings: Settings, timeout_s: float = 0.5) -> bool:
     instead of loading a second copy of the model in this process."""
     import socket
 
-    from protocol.cli import default_url
+    from voiced.client_cli import default_url
 
     if not settings.token_path().is_file() or not settings.server.port:
         return False
@@ -133,4 +134,4 @@ async def _ask(settings: Settings, wav: Path | None, text: str | None):
     finally:
         await pipeline.aclose()
     audio = np.concatenate(collector.audio) if collector.audio else np.zeros(0, np.int16)
-    return collector.result(), audio, collector.rate or 16000
+    return collector.result(), audio, collector.rate or RATE

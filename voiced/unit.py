@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voiced.config import Settings, cache_home, config_home, default_config_path
+from voiced.errors import VoicedError
 
 UNIT_NAME = "voiced.service"
 WATCHDOG_SEC = 30
@@ -75,7 +76,7 @@ WantedBy=default.target
 """
 
 
-class UnitError(Exception):
+class UnitError(VoicedError):
     """The unit cannot be written or removed; the message says what to do."""
 
 

@@ -20,16 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from voiced.audio import RATE
 from voiced.audio.resample import StreamResampler, resample
 from voiced.config import AudioSettings
+from voiced.errors import VoicedError
 
 log = logging.getLogger(__name__)
 
-RATE = 16000
 _CONVERT_HINT = "convert it with: sox IN.wav -r 16000 -c 1 -b 16 OUT.wav (or ffmpeg -i IN -ar 16000 -ac 1 OUT.wav)"
 
 
-class AudioFileError(Exception):
+class AudioFileError(VoicedError):
     """A file voiced cannot read; the message names the fix."""
 
 
@@ -344,5 +345,5 @@ class MicSource:
         self._close_stream()
 
 
-class _DeviceAbsent(Exception):
+class _DeviceAbsent(VoicedError):
     pass

@@ -31,9 +31,9 @@ from typing import Literal
 
 import numpy as np
 
+from voiced.audio import RATE
 from voiced.config import ActivationSettings, AudioSettings
 
-RATE = 16000
 TAIL_MS = 300
 
 # Words a sentence does not end on: conjunctions, articles, possessives, prepositions, fillers. Not auxiliaries

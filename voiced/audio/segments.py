@@ -10,12 +10,13 @@ import json
 import sys
 from pathlib import Path
 
+from voiced.audio import RATE
 from voiced.audio.assets import FrontendModelError
 from voiced.audio.capture import AudioFileError, load_wav_16k
 from voiced.audio.vad import SpeechEnded, Segmenter
 from voiced.config import AudioSettings
 
-_BLOCK = 16000  # one second per feed: the segmenter does not care, and it keeps memory flat
+_BLOCK = RATE  # one second per feed: the segmenter does not care, and it keeps memory flat
 
 
 def segment_file(path: Path | str, settings: AudioSettings) -> list[SpeechEnded]:

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from voiced.audio import assets
+from voiced.audio import RATE, assets
 
-RATE = 16000
 WINDOW = 512
 CONTEXT = 64
 RESET_AFTER_S = 5.0

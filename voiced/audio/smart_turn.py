@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from voiced.audio import assets
+from voiced.audio import RATE, assets
 
-RATE = 16000
 WINDOW_S = 8
 _NORM_EPS = 1e-7
 

@@ -32,10 +32,10 @@ from typing import Literal
 import numpy as np
 import webrtcvad
 
+from voiced.audio import RATE
 from voiced.audio.silero import SileroStream, shared_model
 from voiced.config import AudioSettings
 
-RATE = 16000
 
 # webrtcvad calls steady hum and loud white noise speech. A frame only counts as voiced when it is also this much
 # louder than the noise floor: the third-lowest frame energy over the last NOISE_WINDOW_S (the third, so that one

@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-RATE = 16000
+from voiced.audio import RATE
+from voiced.errors import VoicedError
+
 HOP = 160  # samples between mel frames
 MEL_WIN = 512  # samples one mel frame hears
 EMB_WINDOW = 76  # mel frames per embedding
@@ -43,7 +45,7 @@ _RETRAIN = "retrain it with `python -m model_export train-wakeword` or reinstall
 _INSTALL = "install it: pip install 'livekit-wakeword>=0.3,<0.4' (a dependency of voiced; reinstall voiced)"
 
 
-class WakeWordUnavailable(RuntimeError):
+class WakeWordUnavailable(VoicedError, RuntimeError):
     """The detector cannot run; the message names the fix."""
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 
+from voiced.errors import VoicedError
+
 
 # An item as JSON (the store's file, a test's look): plain values only.
 ItemDict = dict[str, str | float | None]
@@ -26,7 +28,7 @@ class Kind(StrEnum):
     REMINDER = "reminder"
 
 
-class ScheduleFull(Exception):
+class ScheduleFull(VoicedError):
     """More items than `max_items`: a bound, so that a loop of commands cannot grow the list (or the file)."""
 
 

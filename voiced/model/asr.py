@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
+from voiced.audio import RATE as SAMPLE_RATE
+from voiced.errors import VoicedError
 from voiced.model.manifest import AsrAudio
-
-SAMPLE_RATE = 16000
 # Peak below this (int16 units, about -50 dBFS) means nothing to recognise.
 _SILENCE_PEAK = 100
 _MAX_TOKENS = 220  # Whisper's context is 448; leave room for the prompt (hotwords) and the start tokens
@@ -50,7 +50,7 @@ _LOOP_RUN = 4  # the same word this many times in a row: a loop too short for gz
 _NO_SPEECH = (0.6, -1.0)  # no-speech probability above and mean log-prob below: silence (faster-whisper's rule)
 
 
-class AsrError(Exception):
+class AsrError(VoicedError):
     """The recogniser cannot run or was given audio it cannot take; the message names the fix."""
 
 

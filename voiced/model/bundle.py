@@ -13,11 +13,12 @@ from pathlib import Path
 from pydantic import ValidationError
 from tokenizers import Tokenizer
 
+from voiced.errors import VoicedError
 from voiced.model.integrity import MANIFEST, verify_bundle
 from voiced.model.manifest import Manifest
 
 
-class BundleError(Exception):
+class BundleError(VoicedError):
     """A bundle that cannot be used; the message names the file at fault and how to rebuild the bundle."""
 
     def __init__(self, bundle: Path, problem: str):

@@ -12,11 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 
+from voiced.errors import VoicedError
 from voiced.model.bundle import Bundle, BundleError
 from voiced.model.detok import StreamDetokenizer
 from voiced.model.embeddings import EmbeddingTable
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 _ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
-class ContextOverflow(ValueError):
+class ContextOverflow(VoicedError, ValueError):
     """More tokens than the decoder's context; the pipeline answers by dropping old turns (ChatPrompt.fit)."""
 
     def __init__(self, tokens: int, max_context: int):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from voiced.errors import VoicedError
 from voiced.model.manifest import Manifest
 
 MANIFEST = "manifest.json"
@@ -19,7 +20,7 @@ _CHUNK = 1 << 20
 QUICK_HASH_BYTES = 32 << 20  # files up to this size are hashed even by the quick check
 
 
-class BundleIntegrityError(Exception):
+class BundleIntegrityError(VoicedError):
     """A bundle whose files do not match its manifest; the message names the files and the fix."""
 
     def __init__(self, bundle: Path, problems: list[str], name: str | None = None):

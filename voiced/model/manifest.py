@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voiced.audio import RATE
+
 FORMAT_VERSION = 1
 
 
@@ -89,7 +91,7 @@ class ProjectorAudio(_M):
     kind: Literal["projector"] = "projector"
     file: str = "audio_projector.onnx"
     frame_samples: int = 640
-    sample_rate: int = 16000
+    sample_rate: int = RATE
     max_frames: int = 750
     boa_id: int
     eoa_id: int

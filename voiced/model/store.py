@@ -23,12 +23,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from voiced.config import Settings, cache_home
+from voiced.errors import VoicedError
 from voiced.model.integrity import MANIFEST, BundleIntegrityError, check_bundle, load_manifest, verify_bundle
 
 EXPORT_MODULES = ("torch", "transformers", "onnxruntime_genai", "onnx", "gguf", "accelerate")
 
 
-class PrepareError(RuntimeError):
+class PrepareError(VoicedError, RuntimeError):
     pass
 
 

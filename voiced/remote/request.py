@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from voiced.audio import RATE
 from voiced.memory import Exchange
 
-RATE = 16000
 MESSAGE_TOKENS = 8  # a chat template's frame around one message (role, start and end markers), over-counted
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from voiced.errors import VoicedError
+
 MAX_LINE_BYTES = 1 << 20  # one event's data; a chunk of a streamed completion is a few hundred bytes
 DONE = "[DONE]"
 
 
-class MalformedStream(ValueError):
+class MalformedStream(VoicedError, ValueError):
     """The server's stream is not a chat-completions SSE stream."""
 
 
-class ServerReported(RuntimeError):
+class ServerReported(VoicedError, RuntimeError):
     """An error object the server sent inside the stream (OpenAI servers do so once streaming has begun)."""
 
 

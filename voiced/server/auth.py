@@ -12,8 +12,10 @@ import secrets
 import stat
 from pathlib import Path
 
+from voiced.errors import VoicedError
 
-class TokenError(Exception):
+
+class TokenError(VoicedError):
     """The token file cannot be used; the message says how to fix it."""
 
 

@@ -49,6 +49,7 @@ from protocol.messages import (
     parse_client,
 )
 from voiced import __version__
+from voiced.audio import RATE as VAD_RATE
 from voiced.audio.resample import StreamResampler
 from voiced.config import ServerSettings
 from voiced.server.auth import bearer, origin_allowed
@@ -72,7 +73,6 @@ HELLO_MAX_BYTES = 16 << 10
 MAX_ERROR_CHARS = 512  # an error message quotes what the client sent; never more than this of it
 # Handshake headers that must appear once: two Origins or Hosts are ambiguous (which one was checked?)
 SINGLE_HEADERS = ("Host", "Origin", "Upgrade", "Authorization", "Sec-WebSocket-Key", "Sec-WebSocket-Version")
-VAD_RATE = 16000
 
 HttpHandler = Callable[[ServerConnection, Request], Response | None | Awaitable[Response | None]]
 

@@ -69,10 +69,12 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from wyoming.vad import VoiceStarted, VoiceStopped
 
 from protocol import messages as m
+from voiced.audio import RATE
 from voiced.audio.resample import StreamResampler
 from voiced.commands.wyoming import timer_event
 from voiced.config import ConfigError, Settings
 from voiced.conversations import wyoming_key
+from voiced.errors import VoicedError
 from voiced.server.limits import AudioBudget, audio_cost_s, is_loopback, raise_open_files_limit
 from voiced.server.logsafe import LimitedLog, printable
 from voiced.server.wyoming_info import describe_info
@@ -83,7 +85,6 @@ from voiced.server.wyoming_zeroconf import Announcer, announce
 log = logging.getLogger(__name__)
 limited = LimitedLog(log)
 
-RATE = 16000  # the front end's rate: what the recogniser and the pipeline take
 MAX_HEADER_BYTES = 1 << 16  # asyncio's stream buffer limit, which the wyoming servers keep: no longer line is read
 LINGER_S = 1.0  # after refusing a peer: how long its unread input is read away so that closing sends FIN, not RST
 OUTBOX_EVENTS = 4096  # events queued for one client (~400 s of reply audio) before it counts as stalled
@@ -100,7 +101,7 @@ class WyomingError(ConfigError):
 
 
 # -- input limits ---------------------------------------------------------------------------------------------
-class InputLimit(Exception):
+class InputLimit(VoicedError):
     """A peer went over an input limit: it gets an `error` event with this code and text, then is disconnected."""
 
     def __init__(self, code: str, text: str) -> None:

@@ -23,12 +23,13 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import Event
 from wyoming.tts import SynthesizeStopped
 
+from voiced.errors import VoicedError
 from voiced.speech.chunker import ClauseChunker
 
 Synthesizer = Callable[[str], AsyncIterator[np.ndarray]]
 
 
-class TextTooLong(ValueError):
+class TextTooLong(VoicedError, ValueError):
     """The stream's text went over its bound; the connection answers an error naming the setting."""
 
 

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from voiced.config import TTSSettings
+from voiced.errors import VoicedError
 
 CHUNK_MS = 100
 
@@ -28,7 +29,7 @@ class TTSEngine(Protocol):
         ...
 
 
-class TTSUnavailable(RuntimeError):
+class TTSUnavailable(VoicedError, RuntimeError):
     """The configured engine cannot run here; the message says what to install or change."""
 
 
