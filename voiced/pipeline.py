@@ -45,11 +45,11 @@ from voiced.brain import Brain, BrainUnavailable
 from voiced.commands import prompt as command_prompt
 from voiced.commands.runtime import Commands
 from voiced.config import Settings
-from voiced.model.engine import ContextOverflow
 from voiced.conversations import key_of
+from voiced.model.engine import ContextOverflow
 from voiced.routing import ANNOUNCE, Delivery, plays_locally
-from voiced.speech.chunker import ClauseChunker
 from voiced.server.logsafe import words
+from voiced.speech.chunker import ClauseChunker
 from voiced.speech.tts import TTSEngine
 
 log = logging.getLogger(__name__)

@@ -52,12 +52,12 @@ from voiced import __version__
 from voiced.audio import RATE as VAD_RATE
 from voiced.audio.resample import StreamResampler
 from voiced.config import ServerSettings
+from voiced.routing import ANNOUNCE
 from voiced.server.auth import bearer, origin_allowed
 from voiced.server.fanout import AudioFanout, Listener, Outbox
 from voiced.server.handler import ConversationNaming, TurnHandler
 from voiced.server.limits import AudioBudget, is_loopback, raise_open_files_limit
 from voiced.server.logsafe import LimitedLog, printable
-from voiced.routing import ANNOUNCE
 from voiced.server.pairing import Gate, Grant, Revocation, revocation_path
 
 log = logging.getLogger(__name__)
