@@ -25,10 +25,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -42,12 +42,14 @@ from voiced.audio.silero import shared_model
 from voiced.audio.smart_turn import SmartTurn
 from voiced.audio.wakeword import LEAD_S, WakeWordDetector, WakeWordModel
 from voiced.brain import Brain, BrainUnavailable
+from voiced.bridge import iterate_in_thread
 from voiced.commands import prompt as command_prompt
 from voiced.commands.runtime import Commands
 from voiced.config import Settings
 from voiced.conversations import key_of
 from voiced.model.engine import ContextOverflow
 from voiced.routing import ANNOUNCE, Delivery, plays_locally
+from voiced.server.handler import Publisher
 from voiced.server.logsafe import words
 from voiced.speech.chunker import ClauseChunker
 from voiced.speech.tts import TTSEngine
@@ -58,16 +60,6 @@ LOCAL = "local"
 ECHO_TAIL_S = 0.25  # room reverb and output latency after our last sample still reach the mic
 SPECULATE_AFTER_S = 0.12  # short unvoiced stretches inside words pause the VAD too; ASR only real pauses
 BARE_WAKE_S = 0.3  # wake-word model: less speech than this after the detection means the phrase was said alone
-
-
-class Publisher(Protocol):
-    """A sink of turn events: the WebSocket server, the Wyoming adapter, a collector in `voiced ask`."""
-
-    def broadcast(self, msg: Any) -> None: ...
-
-    def broadcast_audio(self, reply_id: str, pcm: np.ndarray, rate: int) -> None: ...
-
-    def end_audio(self, reply_id: str) -> None: ...
 
 
 @dataclass
@@ -175,8 +167,27 @@ class Pipeline:
         for ex in (self._model, self._asr, self._tts):
             ex.shutdown(wait=False, cancel_futures=True)
 
-    def add_publisher(self, p: Publisher) -> None:
-        self.publishers.append(p)
+    def add_publisher(self, publisher: Publisher) -> None:
+        self.publishers.append(publisher)
+
+    # -- services of their own (voiced.server.handler.SpeechBackend: Wyoming's stt and tts) ---------------------
+    @property
+    def hears_audio(self) -> bool:
+        return self.assistant.hears_audio
+
+    @property
+    def language(self) -> str | None:
+        return getattr(self.assistant.bundle.manifest.audio, "language", None)
+
+    @property
+    def tts_sample_rate(self) -> int:
+        return self.tts.sample_rate
+
+    async def transcribe(self, pcm: np.ndarray) -> str:
+        return await self._run(self._asr, self.assistant.transcribe, pcm)
+
+    def synthesize(self, text: str, cancel: threading.Event) -> AsyncIterator[np.ndarray]:
+        return iterate_in_thread(self._tts, lambda: self.tts.synthesize(text, cancel))
 
     # -- audio in -------------------------------------------------------------------------------------------
     async def feed(self, source: str, pcm: np.ndarray) -> None:
