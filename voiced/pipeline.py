@@ -1,21 +1,21 @@
-"""The turn: speech segment (or text query) -> model -> clauses -> speech -> every sink. One owner of state.
+"""The router: sources' audio -> their Listeners -> addressing -> one Responder at a time, under the lock.
 
-Sources push audio in (`feed`); each source has its own VAD segmenter. Work that would block runs on three
-single-thread executors so they overlap on two cores: ASR, the model (one KV cache, one thread), and TTS.
-Text flows model -> chunker -> TTS clause by clause, so speech starts at the first clause, not the last token.
+Each source (the local microphone, a WebSocket client, a Wyoming peer) has a Listener (voiced.turn.listener), a
+sans-I/O state machine that says when a turn begins and ends and asks for the work that decides it; the router
+runs that work on three single-thread executors, so it overlaps on two cores: ASR, the model (one KV cache, one
+thread) and TTS. A finished turn is heard (its words transcribed, then `Activation.address` decides), admitted
+(voiced.admission bounds the waiting ones), and answered by the Responder (voiced.turn.responder), which streams
+clauses -> speech -> the publishers and the turn's hearer. Commands (timers, the clock) answer before the model.
 
-Latency tricks, in the order the audio meets them:
+Latency, in the order the audio meets it:
 - while the user speaks, every `activation.prefill_while_speaking_s` of new speech the segment so far is
-  transcribed and its words but the last (which may still be cut) are prefilled into the cache, on cores that
-  are idle then, so what is left at the end of the turn does not grow with the length of the utterance;
-- at the first pause (SpeechPaused) the segment so far is transcribed and its prompt prefilled speculatively,
-  during the hangover; if the speaker resumes, the result is dropped (sync() keeps whatever prefix still holds);
-- the system prompt and history stay in the KV cache between turns (Assistant.prepare / Conversation.sync),
-  and after each turn the reply's close and the next user turn's opening are prefilled while nobody speaks.
-
-Barge-in: speech from the turn's own source that lasts `activation.barge_in_min_ms` cancels generation and TTS
-(a threading.Event both threads poll between steps) and interrupts local playback; the partial reply is kept in
-memory marked interrupted. Half duplex: the local microphone is muted from the VAD while we speak.
+  transcribed and its words but the last are prefilled into the cache, on cores that are idle then;
+- at a pause the segment so far is transcribed (a guess): its words set the hangover, and its prompt is prefilled
+  during it; if the speaker resumes, the guess is dropped (sync() keeps whatever prefix still holds);
+- the system prompt and history stay in the KV cache between turns, and after each turn the reply's close and
+  the next user turn's opening are prefilled while nobody speaks.
+Barge-in: the turn's own source speaking over its reply for `activation.barge_in_min_ms` cancels it (the
+partial reply is kept in memory marked interrupted). Half duplex: the local microphone is muted while we speak.
 """
 
 from __future__ import annotations
@@ -24,23 +24,20 @@ import asyncio
 import logging
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from protocol import messages as m
 from voiced.admission import Addressed, Verdict, WaitingTurns
 from voiced.assistant import SPOKEN
-from voiced.audio import vad
-from voiced.audio.activation import Activation, Decision
-from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy, stalled_wait
+from voiced.audio.activation import Evidence, Heard
+from voiced.audio.endpoint import EndOfTurnPolicy
 from voiced.audio.silero import shared_model
 from voiced.audio.smart_turn import SmartTurn
-from voiced.audio.wakeword import LEAD_S, WakeWordDetector, WakeWordModel
+from voiced.audio.wakeword import WakeWordDetector, WakeWordModel
 from voiced.brain import Brain, BrainUnavailable
 from voiced.bridge import iterate_in_thread
 from voiced.commands import prompt as command_prompt
@@ -48,89 +45,44 @@ from voiced.commands.runtime import Commands
 from voiced.config import Settings
 from voiced.conversations import key_of
 from voiced.model.engine import ContextOverflow
-from voiced.routing import ANNOUNCE, Delivery, plays_locally
+from voiced.routing import ANNOUNCE, Delivery
 from voiced.server.handler import Publisher
 from voiced.server.logsafe import words
-from voiced.speech.chunker import ClauseChunker
 from voiced.speech.tts import TTSEngine
+from voiced.turn import listener as li
+from voiced.turn.responder import Playback, Responder, Turn
 
 log = logging.getLogger(__name__)
 
 LOCAL = "local"
 ECHO_TAIL_S = 0.25  # room reverb and output latency after our last sample still reach the mic
-SPECULATE_AFTER_S = 0.12  # short unvoiced stretches inside words pause the VAD too; ASR only real pauses
-BARE_WAKE_S = 0.3  # wake-word model: less speech than this after the detection means the phrase was said alone
+T = TypeVar("T")
 
-
-@dataclass
-class Turn:
-    source: str
-    audio: np.ndarray | None = None
-    query: str | None = None
-    request_id: str | None = None
-    pushed: bool = False  # push-to-talk: addressed by the button, no wake phrase needed
-    woken_s: float | None = None  # wake-word model fired for this turn: seconds of the segment after it; None: not
-    early_tokens: int = 0  # prompt tokens prefilled while the user was still speaking
-    silence_ms: float | None = None  # the silence after the last word that ended the turn (the hangover waited)
-    speculative: asyncio.Future | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    t0: float = field(default_factory=time.monotonic)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    marks: dict[str, float] = field(default_factory=dict)
-    reply: str = ""
-    interrupted: bool = False
-    conversation: str | None = None  # whose memory answers (voiced.conversations); None: the source's, at the model
-    delivery: Delivery = Delivery.SPOKEN
-
-    def mark(self, name: str) -> None:
-        self.marks.setdefault(name, (time.monotonic() - self.t0) * 1e3)
-
-
-@dataclass
-class _Source:
-    segmenter: vad.Segmenter
-    activation: Activation
-    audio: list[np.ndarray] = field(default_factory=list)
-    speculative: asyncio.Future | None = None
-    pending: asyncio.TimerHandle | None = None  # a speculation waiting for the pause to last
-    barge_samples: int | None = None  # counting speech during a reply to this source; None = not armed
-    paused: bool = False  # silence after speech: its frames are not speech, so they do not count for barge-in
-    ptt: bool = False
-    wake: WakeWordDetector | None = None  # activation.wake_detector = "model" in wake mode
-    early: asyncio.Future | None = None  # a transcribe-and-prefill pass while speaking (one at a time)
-    early_at: float = 0.0  # stream time the last such pass heard up to (at first: where the segment's audio begins)
-    early_tokens: int = 0
-    audio_t0: float = 0.0  # stream time where the open segment's audio (its pre-roll first) begins
-    last_audio_at: float = 0.0  # wall clock (monotonic) of the last audio fed
-    stall: asyncio.TimerHandle | None = None  # ends a turn whose source stopped sending inside it
-
-    def drop_speculation(self) -> None:
-        if self.pending is not None:
-            self.pending.cancel()
-        self.pending = self.speculative = None
+__all__ = ["LOCAL", "Pipeline", "Turn"]
 
 
 class Pipeline:
-    """Implements the server's TurnHandler; `feed` takes the local microphone."""
+    """Implements the server's TurnHandler and SpeechBackend; `feed` also takes the local microphone."""
 
     def __init__(
-        self, settings: Settings, assistant: Brain, tts: TTSEngine, playback: Any | None = None, pace: bool = True
+        self, settings: Settings, assistant: Brain, tts: TTSEngine, playback: Playback | None = None, pace: bool = True
     ):
-        """`pace`: without a local speaker, a turn still lasts as long as its audio plays at the listeners, so
-        `speaking` means what people hear and a satellite's barge-in lands while they hear it. Off for `ask`."""
+        """`pace`: without a local speaker, a turn still lasts as long as its audio plays at the listeners (off
+        for `voiced ask`, which waits for nobody)."""
         self.settings = settings
-        self.pace = pace
         self.assistant = assistant
         self.tts = tts
         self.playback = playback
         self.publishers: list[Publisher] = []
-        self.state = "idle"
+        self.state: m.StateName = "idle"
         self.turn: Turn | None = None
         self.turns_done: list[m.ReplyDone] = []
-        self._sources: dict[str, _Source] = {}
+        self._listeners: dict[str, li.Listener] = {}
+        self._guesses: dict[tuple[str, int], asyncio.Task[str | None]] = {}
         self._lock = asyncio.Lock()
         self._waiting: WaitingTurns[Turn] = WaitingTurns(settings.server.max_waiting_turns)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stalls: dict[str, asyncio.TimerHandle] = {}
         self._echo_until = 0.0
         self._named: dict[str, str] = {}  # source -> the conversation its client named (voiced.conversations)
         self._endpoint = EndOfTurnPolicy(settings.activation, settings.audio)
@@ -139,12 +91,17 @@ class Pipeline:
         if settings.audio.vad != "webrtc":
             shared_model()
         act = settings.activation
-        # The wake-word model runs on every source's frames in front of the VAD, on this loop (about 25 ms of CPU
-        # per second of audio, one 2 ms call per 80 ms: benchmarks/wakeword.py); loaded once, state per source.
+        # The wake-word model runs on every source's frames in front of the VAD, on this loop (one short call per
+        # 80 ms: benchmarks/wakeword.py); loaded once, state per source.
         self._wake_model = WakeWordModel(act.wake_model) if act.mode == "wake" and act.wake_detector == "model" else None
+        self._hearing = li.Hearing(transcribes=assistant.transcribes, turn_model=self._turn_model is not None)
         self._model = ThreadPoolExecutor(1, thread_name_prefix="voiced-model")
         self._asr = ThreadPoolExecutor(1, thread_name_prefix="voiced-asr")
         self._tts = ThreadPoolExecutor(1, thread_name_prefix="voiced-tts")
+        self.responder = Responder(
+            assistant, tts, self._model, self._tts, self.publishers, self._set_state,
+            settings.audio.speaker_plays, playback, pace,
+        )  # fmt: skip
         # Timers, alarms, reminders and the clock run before the model (voiced.commands); the system prompt says
         # what voiced really does, so the model never claims a timer or a switched light it did not set.
         self.commands = Commands(settings, self._publish, self.announce)
@@ -159,7 +116,7 @@ class Pipeline:
 
     async def aclose(self) -> None:
         if self.turn is not None:
-            self._interrupt(self.turn)
+            self.responder.cancel(self.turn)
         await self.commands.aclose()
         for t in list(self._tasks):
             t.cancel()
@@ -192,179 +149,113 @@ class Pipeline:
     # -- audio in -------------------------------------------------------------------------------------------
     async def feed(self, source: str, pcm: np.ndarray) -> None:
         """16 kHz mono int16 from a source, in order."""
-        st = self._source(source)
+        lis = self._listener(source)
         if source == LOCAL and self.settings.audio.half_duplex:
-            st.segmenter.muted = self._speaking()
-        if st.wake is not None:  # first, so a detection is known when the VAD ends the turn it belongs to
-            st.wake.feed(pcm)
-        for ev in st.segmenter.feed(pcm):
-            await self._on_vad(source, st, ev)
-        st.last_audio_at = time.monotonic()
-        self._watch_stall(source, st, self.settings.audio.stalled_stream_ms / 1000)
-
-    def _watch_stall(self, source: str, st: _Source, delay: float) -> None:
-        """(Re)arm the timer that ends the open turn if the source sends nothing more (endpoint.stalled_wait)."""
-        if st.stall is not None:
-            st.stall.cancel()
-        st.stall = asyncio.get_running_loop().call_later(delay, self._stalled, source, st) if st.segmenter.in_speech else None
-
-    def _stalled(self, source: str, st: _Source) -> None:
-        st.stall = None
-        if self._sources.get(source) is not st or not st.segmenter.in_speech or st.segmenter.held:
-            return  # gone, turn already over, or push-to-talk held (the release ends it)
-        seg = st.segmenter
-        wait = stalled_wait(time.monotonic(), st.last_audio_at, seg.silence_s, seg.hangover_ms, self.settings.audio.stalled_stream_ms)
-        if wait > 0:  # the hangover may still shorten (words landing): look again soon
-            self._watch_stall(source, st, min(wait, 0.1))
-            return
-        log.info("no audio from %s for %.1f s inside a turn: ending it", source, time.monotonic() - st.last_audio_at)
-        self._spawn(self.end_of_stream(source))
+            lis.muted = self._echo()
+        await self._on(lis, lis.feed(pcm, time.monotonic(), model_busy=self.turn is not None))
+        self._watch_stall(lis, self.settings.audio.stalled_stream_ms / 1000)
 
     async def end_of_stream(self, source: str) -> None:
-        st = self._sources.get(source)
-        if st is not None:
-            for ev in st.segmenter.flush():
-                await self._on_vad(source, st, ev)
+        lis = self._listeners.get(source)
+        if lis is not None:
+            await self._on(lis, lis.flush())
 
-    def _source(self, source: str) -> _Source:
-        st = self._sources.get(source)
-        if st is None:
+    def _listener(self, source: str) -> li.Listener:
+        lis = self._listeners.get(source)
+        if lis is None:
             act = self.settings.activation
             wake = WakeWordDetector(self._wake_model, act.wake_model_threshold) if self._wake_model is not None else None
-            st = self._sources[source] = _Source(vad.Segmenter(self.settings.audio, source=source), Activation(act), wake=wake)
-        return st
+            lis = self._listeners[source] = li.Listener(source, self.settings, self._endpoint, self._hearing, wake)
+        return lis
 
-    def _speaking(self) -> bool:
+    def _echo(self) -> bool:
         now = time.monotonic()
-        turn = self.turn  # a reply heard elsewhere (voiced.routing) is no echo on the local microphone
-        local = turn is None or plays_locally(turn.source, self.settings.audio.speaker_plays)
-        if (self.state == "speaking" and local) or (self.playback is not None and self.playback.playing):
+        if self.responder.audible():
             self._echo_until = now + ECHO_TAIL_S
         return now < self._echo_until
 
-    async def _on_vad(self, source: str, st: _Source, ev: vad.Event) -> None:
-        turn = self.turn
-        if isinstance(ev, vad.SpeechStarted):
-            st.audio = [ev.pre_roll]
-            st.audio_t0 = ev.t - len(ev.pre_roll) / vad.RATE
-            st.paused = False
-            st.early_at, st.early_tokens = st.audio_t0, 0
-            st.drop_speculation()
-            st.segmenter.hangover_ms = self._endpoint.at_start().ms
-            self._publish(m.SpeechStarted(t=ev.t, source=source))
-            if turn is not None and turn.source == source:
-                st.barge_samples = 0
-            elif self.state == "idle":
-                self._set_state("listening", source)
-        elif isinstance(ev, vad.SpeechFrames):
-            st.audio.append(ev.pcm)
-            if not st.paused:
-                self._maybe_prefill_early(st, ev.t + len(ev.pcm) / vad.RATE)
-            if st.barge_samples is not None and turn is not None and not st.paused:
-                st.barge_samples += len(ev.pcm)
-                if st.barge_samples * 1000 >= self.settings.activation.barge_in_min_ms * vad.RATE:
-                    log.info("barge-in on %s: interrupting reply %s", source, turn.id)
-                    st.barge_samples = None
-                    self._interrupt(turn)
-        elif isinstance(ev, vad.SpeechPaused):
-            st.paused = True
-            if st.audio:
-                audio = np.concatenate(st.audio)
-                tail = audio[-vad.RATE * TAIL_MS // 1000 :]
-                hears = self.assistant.transcribes or self._turn_model is not None  # words or the turn model will tell
-                st.segmenter.hangover_ms = self._endpoint.decide(None, tail, words_pending=hears).ms
-                if hears:
-                    st.drop_speculation()
-                    st.pending = asyncio.get_running_loop().call_later(SPECULATE_AFTER_S, self._speculate, st, tail)
-        elif isinstance(ev, vad.SpeechResumed):
-            st.paused = False
-            st.drop_speculation()
-            st.segmenter.hangover_ms = self._endpoint.at_start().ms
-        elif isinstance(ev, vad.SpeechDiscarded):
-            st.audio, st.barge_samples = [], None
-            st.drop_speculation()
-            if self.state == "listening" and self.turn is None:
-                self._set_state("idle", None)
-        elif isinstance(ev, vad.SpeechEnded):
-            self._publish(m.SpeechEnded(t_start=ev.t_start, t_end=ev.t_end, source=source))
-            spec, st.audio, st.barge_samples = st.speculative, [], None
-            if st.pending is not None:  # the turn ended before the pause was worth a guess
-                spec = None
-            st.drop_speculation()
-            if self.settings.activation.mode == "push" and not st.ptt:
+    async def _on(self, lis: li.Listener, events: list[li.Event]) -> None:
+        source, turn = lis.source, self.turn
+        for ev in events:
+            if isinstance(ev, li.Started):
+                self._publish(m.SpeechStarted(t=ev.t, source=source))
+                if (turn is None or turn.source != source) and self.state == "idle":
+                    self._set_state("listening", source)
+            elif isinstance(ev, li.Discarded):
+                if self.state == "listening" and self.turn is None:
+                    self._set_state("idle", None)
+            elif isinstance(ev, li.Ended):
+                self._publish(m.SpeechEnded(t_start=ev.t_start, t_end=ev.t_end, source=source))
+            elif isinstance(ev, li.Ignored):
                 log.info("speech on %s outside push-to-talk: not answered", source)
                 self._publish(m.TurnIgnored(source=source, reason="outside_push_to_talk"))
                 if self.turn is None:
                     self._set_state("idle", None)
-                return
-            if not self.assistant.hears_audio:
-                self._publish(m.Error(code="unavailable", message="this bundle takes no audio; send a text_query"))
-                return
-            woken_s = None
-            if st.wake is not None and (hits := st.wake.take(ev.t_start - LEAD_S)):
-                woken_s = ev.t_end - hits[-1].t
-                log.info("wake-word model fired for the turn on %s (score %.2f)", source, hits[-1].score)
-            # The segment's audio runs to the last frame fed, so past its last voiced frame lies the silence waited.
-            silence_ms = max(0.0, (st.audio_t0 + len(ev.audio) / vad.RATE - ev.t_end) * 1e3)
-            self._start(
-                Turn(source=source, audio=ev.audio, speculative=spec, pushed=st.ptt, woken_s=woken_s,
-                     early_tokens=st.early_tokens, silence_ms=silence_ms)
-            )  # fmt: skip
+            elif isinstance(ev, li.Transcribe):
+                if ev.guess:
+                    key = (source, ev.job)
+                    task = self._guesses[key] = self._spawn(self._guess(lis, ev))
+                    task.add_done_callback(lambda _t, key=key: self._guesses.pop(key, None))  # type: ignore[misc]
+                else:
+                    self._spawn(self._early(lis, ev))
+            elif isinstance(ev, li.BargeIn):
+                if self.turn is not None and self.turn.source == source:
+                    log.info("barge-in on %s: interrupting reply %s", source, self.turn.id)
+                    self.responder.cancel(self.turn)
+            elif isinstance(ev, li.UserTurn):
+                self._user_turn(lis, ev)
 
-    def _maybe_prefill_early(self, st: _Source, heard_to: float) -> None:
-        """Start a transcribe-and-prefill pass over the segment so far when enough new speech has come since the
-        last one and none is running. Only while nothing else needs the cores: no turn in progress, no pause
-        speculation (which supersedes it)."""
-        every = self.settings.activation.prefill_while_speaking_s
-        if every <= 0 or not self.assistant.transcribes or self.turn is not None or st.speculative is not None:
+    def _user_turn(self, lis: li.Listener, ev: li.UserTurn) -> None:
+        if not self.assistant.hears_audio:
+            self._publish(m.Error(code="unavailable", message="this bundle takes no audio; send a text_query"))
             return
-        if st.early is not None and not st.early.done():
+        if ev.woken_s is not None:
+            log.info("wake-word model fired for the turn on %s", lis.source)
+        guess = self._guesses.get((lis.source, ev.guess_job)) if ev.guess_job is not None else None
+        turn = Turn(source=lis.source, audio=ev.audio, pushed=ev.pushed, woken_s=ev.woken_s,
+                    early_tokens=ev.early_tokens, silence_ms=ev.silence_ms)  # fmt: skip
+        self._spawn(self._run_turn(turn, guess, ev.guess))
+
+    async def _guess(self, lis: li.Listener, ev: li.Transcribe) -> str | None:
+        """The guess at a pause: words (and the turn model's p where it can matter) back to the listener, then
+        the prompt prefilled if they are ours and the model is free. A finished turn awaits it as its words."""
+        text = await self.transcribe(ev.audio) if self.assistant.transcribes else None
+        turn_p = None  # the turn model runs only where its answer can change the decision (after the words)
+        if self._turn_model is not None and lis.wants_turn_model(ev.job, text):
+            turn_p = await self._run(self._asr, self._turn_model.probability, ev.audio)
+        for req in lis.on_guess(ev.job, text, turn_p, time.monotonic()):
+            if isinstance(req, li.Prefill) and self.turn is None:
+                await self._run(self._model, self.assistant.prepare_in, self.conversation_of(lis.source), req.query)
+        return text
+
+    async def _early(self, lis: li.Listener, ev: li.Transcribe) -> None:
+        try:
+            text = await self.transcribe(ev.audio)
+            for req in lis.on_early(ev.job, text, time.monotonic()):
+                if isinstance(req, li.Prefill) and self.turn is None:
+                    conversation = self.conversation_of(lis.source)
+                    lis.prefilled(await self._run(self._model, self.assistant.prepare_in, conversation, req.query))
+        except Exception as e:  # a guess: the end of the turn transcribes and prefills whatever is missing
+            lis.early_failed(ev.job)
+            log.warning("prefill while speaking failed: %s", e)
+
+    def _watch_stall(self, lis: li.Listener, delay: float) -> None:
+        """(Re)arm the timer that ends the open turn if the source sends nothing more (endpoint.stalled_wait)."""
+        old = self._stalls.pop(lis.source, None)
+        if old is not None:
+            old.cancel()
+        if lis.open:
+            self._stalls[lis.source] = asyncio.get_running_loop().call_later(delay, self._stalled, lis)
+
+    def _stalled(self, lis: li.Listener) -> None:
+        self._stalls.pop(lis.source, None)
+        if self._listeners.get(lis.source) is not lis or (wait := lis.stall_wait(time.monotonic())) is None:
+            return  # gone, turn already over, or push-to-talk held (the release ends it)
+        if wait > 0:  # the hangover may still shorten (words landing): look again soon
+            self._watch_stall(lis, min(wait, 0.1))
             return
-        if heard_to - st.early_at < every:
-            return
-        st.early_at = heard_to
-        audio = np.concatenate(st.audio)
-
-        async def run() -> None:
-            try:
-                text = await self._run(self._asr, self.assistant.transcribe, audio)
-                words = text.split()[:-1]  # the last word may be cut mid-way: it would only be prefilled twice
-                if not words or self.turn is not None or st.paused or st.speculative is not None or not st.audio:
-                    return  # the pause's own speculation (more audio) supersedes this pass: leave it the cores
-                addressed = st.activation.peek(" ".join(words), time.monotonic())
-                if addressed.answer and addressed.query:
-                    conversation = self.conversation_of(st.segmenter.source)
-                    st.early_tokens += await self._run(self._model, self.assistant.prepare_in, conversation, addressed.query)
-            except Exception as e:  # a guess: the end of the turn transcribes and prefills whatever is missing
-                log.warning("prefill while speaking failed: %s", e)
-
-        st.early = self._spawn(run())
-
-    def _speculate(self, st: _Source, tail: np.ndarray) -> None:
-        """Transcribe the segment so far during the hangover; its words set the hangover (a finished sentence
-        ends the turn sooner, "... and" holds it open), and its prompt is prefilled if the model is free.
-        The audio is taken now, SPECULATE_AFTER_S into the pause, not at its first frame: a last word's soft end
-        (a decaying vowel, a final consonant) falls below the gate before it is over, and Whisper given the
-        word cut there guesses another one."""
-        st.pending = None
-        audio = np.concatenate(st.audio)
-
-        async def run() -> str:
-            text = await self._run(self._asr, self.assistant.transcribe, audio) if self.assistant.transcribes else None
-            turn_p = None  # the turn model runs only where its answer can change the decision (after the words)
-            if self._turn_model is not None and self._endpoint.needs_model(text, tail) and st.speculative is task:
-                turn_p = await self._run(self._asr, self._turn_model.probability, audio)
-            if st.speculative is task:
-                st.segmenter.hangover_ms = self._endpoint.decide(text, tail, turn_p=turn_p).ms
-            if text is None:
-                return ""
-            if text and self.turn is None and st.speculative is task:
-                addressed = st.activation.peek(text, time.monotonic())
-                if addressed.answer:
-                    await self._run(self._model, self.assistant.prepare_in, self.conversation_of(st.segmenter.source), addressed.query)
-            return text
-
-        task = st.speculative = self._spawn(run())
+        log.info("no audio from %s for %.1f s inside a turn: ending it", lis.source, time.monotonic() - lis.last_audio_at)
+        self._spawn(self.end_of_stream(lis.source))
 
     # -- TurnHandler (the server calls these) ---------------------------------------------------------------
     async def on_client_audio(self, client_id: str, pcm16k: np.ndarray) -> None:
@@ -374,12 +265,14 @@ class Pipeline:
         await self.end_of_stream(client_id)
 
     async def on_text_query(self, client_id: str, text: str, request_id: str | None) -> None:
-        self._start(Turn(source=client_id, query=text.strip(), request_id=request_id, conversation=self.conversation_of(client_id)))
+        turn = Turn(source=client_id, query=text.strip(), request_id=request_id, conversation=self.conversation_of(client_id))
+        self._spawn(self._run_turn(turn))
 
     async def on_handle(self, client_id: str, text: str, request_id: str, conversation: str) -> None:
         """A text turn whose asker speaks the answer itself (Home Assistant's conversation agent): the reply is
         text only, done when its last token is (voiced.routing)."""
-        self._start(Turn(source=client_id, query=text.strip(), request_id=request_id, conversation=conversation, delivery=Delivery.TEXT))
+        turn = Turn(source=client_id, query=text.strip(), request_id=request_id, conversation=conversation, delivery=Delivery.TEXT)
+        self._spawn(self._run_turn(turn))
 
     def name_conversation(self, client_id: str, conversation: str | None) -> None:
         """The conversation `client_id`'s turns belong to from now on (None: its own, keyed by the source)."""
@@ -396,25 +289,22 @@ class Pipeline:
         if request_id is None:
             self.commands.silence()
         if turn is not None and (request_id is None or request_id == turn.request_id):
-            self._interrupt(turn)
+            self.responder.cancel(turn)
         for waiting in self._waiting.withdraw(client_id, lambda t: request_id is None or t.request_id == request_id):
-            waiting.cancel.set()
+            self.responder.cancel(waiting)
 
     async def on_push_to_talk(self, client_id: str, pressed: bool) -> None:
-        st = self._source(client_id)
-        st.ptt = pressed
-        st.segmenter.held = pressed  # no pause ends the turn while the button is held; the release does
+        lis = self._listener(client_id)
         if pressed:
+            lis.press()
             self.commands.silence()
             if self.turn is not None:
-                self._interrupt(self.turn)
+                self.responder.cancel(self.turn)
             self._set_state("listening", client_id)
-        else:  # release ends the utterance now, without waiting for the hangover
-            st.ptt = True
-            await self.end_of_stream(client_id)
-            st.ptt = False
-            if self.turn is None and self.state == "listening" and not self._tasks:
-                self._set_state("idle", None)  # released without speaking
+            return
+        await self._on(lis, lis.release())
+        if self.turn is None and self.state == "listening" and not self._tasks:
+            self._set_state("idle", None)  # released without speaking
 
     async def on_forget(self, client_id: str) -> None:
         await self._run(self._model, self.assistant.forget, self.conversation_of(client_id))
@@ -423,12 +313,14 @@ class Pipeline:
         return self.commands.snapshot()
 
     async def on_client_disconnect(self, client_id: str) -> None:
-        self._sources.pop(client_id, None)
+        self._listeners.pop(client_id, None)
+        if (stall := self._stalls.pop(client_id, None)) is not None:
+            stall.cancel()
         for waiting in self._waiting.withdraw(client_id):  # nobody is left to hear them
-            waiting.cancel.set()
+            self.responder.cancel(waiting)
         if self.turn is not None and self.turn.source == client_id:  # its asker is gone: free the model for others
             log.info("client %s left: interrupting its reply %s", client_id, self.turn.id)
-            self._interrupt(self.turn)
+            self.responder.cancel(self.turn)
         if self._named.pop(client_id, None) is None:  # its own conversation: nobody can reach it again
             try:  # on the model thread, which alone touches conversations while turns run
                 await self._run(self._model, self.assistant.drop_conversation, client_id)
@@ -436,11 +328,8 @@ class Pipeline:
                 pass
 
     # -- the turn -------------------------------------------------------------------------------------------
-    def _start(self, turn: Turn) -> asyncio.Task:
-        return self._spawn(self._run_turn(turn))
-
-    async def _run_turn(self, turn: Turn) -> None:
-        if turn.audio is not None and not await self._hear(turn):
+    async def _run_turn(self, turn: Turn, guess: asyncio.Task[str | None] | None = None, heard: str | None = None) -> None:
+        if turn.audio is not None and not await self._hear(turn, guess, heard):
             if self.turn is None and self.state == "listening":
                 self._set_state("idle", None)
             return
@@ -448,239 +337,116 @@ class Pipeline:
             return
         async with self._lock:  # one model, one turn at a time; later turns wait their go
             self._waiting.started(turn)
-            if turn.cancel.is_set():
+            if turn.cancelled:
                 return
             self.turn = turn
+            lis = self._listeners.get(turn.source)
+            if lis is not None:
+                lis.replying = True
             try:
-                await self._turn_body(turn)
+                await self._answer(turn)
             except BrainUnavailable as e:  # the model could not answer (its server down): said, and named with the fix
                 log.warning("turn %s: %s", turn.id, e)
                 self._publish(m.Error(code=e.code, message=str(e), request_id=turn.request_id))
             except ContextOverflow as e:  # the user's words alone are over the model's context: their input, no bug
                 log.warning("turn %s: %d tokens do not fit the context of %d", turn.id, e.tokens, e.max_context)
                 message = (f"the question is too long for the model ({e.tokens} tokens, the context holds "
-                           f"{e.max_context}); ask a shorter question, or use a bundle with a longer context")
+                           f"{e.max_context}); ask a shorter question, or use a bundle with a longer context")  # fmt: skip
                 self._publish(m.Error(code="too_large", message=message, request_id=turn.request_id))
             except Exception as e:
                 log.exception("turn %s failed", turn.id)
                 self._publish(m.Error(code="internal", message=f"turn failed: {e}", request_id=turn.request_id))
             finally:
                 self.turn = None
+                if lis is not None:
+                    lis.replying = False
                 self._set_state("idle", None)
 
     def _admit(self, turn: Turn) -> bool:
         """Bound the turns waiting for the model (voiced.admission); the refused and the replaced hear `busy`."""
         offer = self._waiting.offer(turn.source, turn)
         if offer.evicted is not None:
-            offer.evicted.cancel.set()
-            self._tell(offer.evicted.source, m.Error(code="busy", message="replaced by a newer request from the same client before it was answered", request_id=offer.evicted.request_id))
+            self.responder.cancel(offer.evicted)
+            why = "replaced by a newer request from the same client before it was answered"
+            self._tell(offer.evicted.source, m.Error(code="busy", message=why, request_id=offer.evicted.request_id))
         if offer.verdict is Verdict.BUSY:
             n = self.settings.server.max_waiting_turns
-            self._tell(turn.source, m.Error(code="busy", message=f"{n} requests already wait for the model (server.max_waiting_turns); ask again when a reply is done", request_id=turn.request_id))
+            why = f"{n} requests already wait for the model (server.max_waiting_turns); ask again when a reply is done"
+            self._tell(turn.source, m.Error(code="busy", message=why, request_id=turn.request_id))
             return False
         return True
 
-    async def _hear(self, turn: Turn) -> bool:
-        """Transcribe a spoken turn and decide whether it is ours to answer. Runs before the turn lock, so a
-        "stop" reaches the reply it stops instead of queueing behind it. An unaddressed turn leaves nothing:
+    async def _hear(self, turn: Turn, guess: asyncio.Task[str | None] | None, heard: str | None) -> bool:
+        """Transcribe a spoken turn and decide whether it is ours (Activation.address). Runs before the turn lock,
+        so a "stop" reaches the reply it stops instead of queueing behind it. An unaddressed turn leaves nothing:
         no reply, no transcript published, nothing remembered."""
-        if not self.assistant.transcribes:
-            # Encoder-free: no words to match a wake phrase or a stop word against. In wake mode the model itself
-            # judges, in a short scoring pass, whether it was addressed; "always" and push-to-talk need no pass,
-            # nor does a turn inside the follow-up window, nor one the wake-word model judged (wake_detector =
-            # "model"). The audio is the query (turn.query stays None).
-            activation = self._source(turn.source).activation
-            now = time.monotonic()
-            p_yes = None
-            if not turn.pushed and self._wake_model is None and activation.wants_score(now):
-                phrases = self.settings.activation.wake_phrases
+        activation = self._listener(turn.source).activation
+        wake_model = self._wake_model is not None
+        text, p_yes = None, None
+        if not self.assistant.transcribes:  # encoder-free: the model judges, in a short pass, where it must
+            if activation.needs_score(turn.pushed, wake_model, time.monotonic()):
                 try:
-                    score = self.assistant.addressed_probability
+                    score, phrases = self.assistant.addressed_probability, self.settings.activation.wake_phrases
                     p_yes = await self._run(self._model, score, turn.audio, phrases, turn.cancel)
                 except Exception as e:  # unjudged is unaddressed: a turn is never answered on a failed pass
                     log.exception("turn %s: addressing pass failed", turn.id)
                     self._publish(m.Error(code="internal", message=f"addressing pass failed: {e}"))
                     return False
                 turn.mark("addressed")
-                threshold = self.settings.activation.model_threshold
-                ms = self.assistant.last_scoring_ms
-                log.info("turn %s: p(addressed)=%.3f (threshold %.2f) in %.0f ms", turn.id, p_yes, threshold, ms)
-            if turn.pushed:
-                decision = Decision(True, "", "push-to-talk")
-            elif self._wake_model is not None:  # the wake-word model decided while the audio came in
-                decision = self._woken(activation, turn, None, now)
-            else:
-                decision = activation.decide_addressed(p_yes, now)
-            if not decision.answer:
-                log.info("turn %s not answered (%s)", turn.id, decision.reason)
-                self._publish(m.TurnIgnored(source=turn.source, reason="not_addressed"))
-                return False
-            return True
-        text = None
-        if turn.speculative is not None:
-            try:
-                text = await turn.speculative
-            except Exception as e:  # the full pass below decides; a failed guess costs only time
-                log.warning("speculative transcription failed: %s", e)
-        if not text:  # no pause seen, or the speculative pass heard nothing: transcribe the whole segment
-            text = await self._run(self._asr, self.assistant.transcribe, turn.audio)
-        turn.mark("transcribed")
-        if not text:
+                log.info("turn %s: p(addressed)=%.3f (threshold %.2f) in %.0f ms", turn.id, p_yes,
+                         self.settings.activation.model_threshold, self.assistant.last_scoring_ms)  # fmt: skip
+        else:
+            text = heard
+            if not text and guess is not None:
+                try:
+                    text = await guess
+                except Exception as e:  # the full pass below decides; a failed guess costs only time
+                    log.warning("speculative transcription failed: %s", e)
+            if not text:  # no pause seen, or the guess heard nothing: transcribe the whole segment
+                assert turn.audio is not None
+                text = await self.transcribe(turn.audio)
+            turn.mark("transcribed")
+        a = activation.address(Evidence(text, turn.pushed, wake_model, turn.woken_s, p_yes), time.monotonic())
+        if a.heard is Heard.NOTHING:
             log.info("turn %s: no words recognised; not answered", turn.id)
             self._publish(m.Transcript(text="", final=True, source=turn.source))
             self._publish(m.TurnIgnored(source=turn.source, reason="no_speech"))
             return False
-        activation = self._source(turn.source).activation
-        if activation.is_stop_command(text):
+        if a.heard is Heard.STOP:
             current = self.turn
-            log.info("stop command %s from %s%s", words(text, self._log_words), turn.source, f": stopping reply {current.id}" if current else "")
+            stopping = f": stopping reply {current.id}" if current else ""
+            log.info("stop command %s from %s%s", words(text or "", self._log_words), turn.source, stopping)
             self.commands.silence()
             if current is not None:
-                self._interrupt(current)
+                self.responder.cancel(current)
             self._publish(m.TurnIgnored(source=turn.source, reason="stop_command"))
             return False
-        now = time.monotonic()
-        decision = self._woken(activation, turn, text, now) if self._wake_model is not None else activation.decide(text, now)
-        if turn.pushed and not decision.answer:
-            wake = activation.match_wake(text)
-            decision = Decision(True, wake.rest if wake and wake.rest else text, "push-to-talk")
-        if not decision.answer:
-            log.info("turn %s not answered (%s)", turn.id, decision.reason)
+        if a.heard is Heard.NOT_ADDRESSED:
+            log.info("turn %s not answered (%s)", turn.id, a.reason)
             self._publish(m.TurnIgnored(source=turn.source, reason="not_addressed"))
             return False
-        self._publish(m.Transcript(text=text, final=True, source=turn.source))
-        turn.query = decision.query
+        if text is not None:
+            self._publish(m.Transcript(text=text, final=True, source=turn.source))
+            turn.query = a.query
         return True
 
-    def _woken(self, activation: Activation, turn: Turn, text: str | None, now: float) -> Decision:
-        """Wake mode with the wake-word model: the model, not the transcript, says whether the phrase was said;
-        a transcript only gives the query, with the phrase cut off by the transcript matcher when it finds it.
-        Activation's own rules then apply unchanged (a bare phrase waits for its query; follow-up window).
-        Encoder-free bundles hear the audio, phrase included, as the query (as they do in wake mode anyway)."""
-        phrases = self.settings.activation.wake_phrases
-        phrase = phrases[0] if phrases else "hey voiced"
-        if text is None:
-            if turn.woken_s is None:
-                return activation.decide_addressed(None, now) if not activation.wants_score(now) else Decision(False, "", "not-addressed")
-            if turn.woken_s < BARE_WAKE_S:
-                return activation.decide(phrase, now)  # the phrase alone: the next turn is the query
-            return Decision(True, "", "wake-model")
-        wake = activation.match_wake(text)
-        rest = wake.rest if wake is not None else text
-        if turn.woken_s is None:  # a phrase in the transcript that the model did not hear does not count
-            return activation.decide(rest, now) if rest else Decision(False, "", "not-addressed")
-        return activation.decide(f"{phrase}, {rest}" if rest else phrase, now)
-
-    async def _turn_body(self, turn: Turn) -> None:
+    async def _answer(self, turn: Turn) -> None:
         self.commands.silence()  # a new request once a due timer's announcement was heard: the user is here
-        self._set_state("thinking", turn.source)
+        turn.conversation = turn.conversation or self.conversation_of(turn.source)
         spoken = turn.query is None and turn.audio is not None
-        query = SPOKEN if spoken else turn.query or ""
-        self._publish(m.ReplyStarted(reply_id=turn.id, request_id=turn.request_id, source=turn.source))
-        loop = asyncio.get_running_loop()
-        deltas: asyncio.Queue[str | None] = asyncio.Queue()
-        clauses: asyncio.Queue[str | None] = asyncio.Queue()
-
-        conversation = turn.conversation = turn.conversation or self.conversation_of(turn.source)
-
-        def generate() -> dict:
-            try:
-                self.assistant.select(conversation)
-                replies = self.assistant.reply_audio(turn.audio, turn.cancel) if spoken else self.assistant.reply(query, turn.cancel)
-                for d in replies:
-                    loop.call_soon_threadsafe(deltas.put_nowait, d.text)
-            finally:
-                loop.call_soon_threadsafe(deltas.put_nowait, None)
-            return dict(self.assistant.conversation.last_stats)
-
-        # The one place a command runs: the words of a finished turn (never a speculative or early pass's guess).
-        command = None if spoken else self.commands.handle(query)
-        if command is not None:  # done at once: its reply is the turn's, no model decode
-            await self._run(self._model, self.assistant.select, conversation)  # remembered in the asker's conversation
-            gen: asyncio.Future = loop.create_future()
-            gen.set_result({})
-            deltas.put_nowait(command)
-            deltas.put_nowait(None)
-        else:
-            gen = loop.run_in_executor(self._model, generate)
-        speaker = asyncio.ensure_future(self._speak(turn, clauses))
-        chunker = ClauseChunker()
-        while (delta := await deltas.get()) is not None:
-            turn.mark("first_token")
-            turn.reply += delta
-            self._publish(m.ReplyDelta(reply_id=turn.id, text=delta))
-            for clause in chunker.push(delta):
-                turn.mark("first_clause")
-                clauses.put_nowait(clause)
-        if not turn.cancel.is_set():
-            for clause in chunker.flush():
-                turn.mark("first_clause")
-                clauses.put_nowait(clause)
-        clauses.put_nowait(None)
-        try:
-            stats = await gen
-        finally:
-            await speaker  # a brain that failed spoke a line naming the problem: heard before the error event
-        turn.mark("done")
-        turn.interrupted = turn.interrupted or turn.cancel.is_set()
-        if not turn.interrupted and turn.source in self._sources:
-            self._sources[turn.source].activation.replied(time.monotonic())
-        self.assistant.remember(query, turn.reply, turn.interrupted, conversation)
+        # The one place a command runs: the words of a finished turn (never a guess or an early pass's words).
+        said = None if spoken else self.commands.handle(turn.query or "")
+        reply = await self.responder.run(turn, said)
+        if not reply.interrupted and (lis := self._listeners.get(turn.source)) is not None:
+            lis.activation.replied(time.monotonic())
         self._spawn(self._prefill_next_opening())
-        timings = self._timings(turn, stats)
-        done = m.ReplyDone(reply_id=turn.id, text=turn.reply.strip(), interrupted=turn.interrupted, timings_ms=timings)
-        self.turns_done.append(done)
-        self._publish(done)
+        self.turns_done.append(reply.done)
+        query = SPOKEN if spoken else turn.query or ""
         log.info(
-            "turn %s (%s)%s: %s -> %s | %s", turn.id, turn.source, " interrupted" if turn.interrupted else "",
-            words(query, self._log_words), words(turn.reply.strip(), self._log_words), " ".join(f"{k}={v:.0f}" for k, v in timings.items()),
-        )
-
-    async def _speak(self, turn: Turn, clauses: asyncio.Queue[str | None]) -> None:
-        loop = asyncio.get_running_loop()
-        rate = self.tts.sample_rate
-        first_audio_at, samples = 0.0, 0
-        local = self.playback is not None and plays_locally(turn.source, self.settings.audio.speaker_plays)
-        try:
-            while (clause := await clauses.get()) is not None:
-                if turn.cancel.is_set():
-                    break
-                if turn.delivery is Delivery.TEXT:  # the asker speaks it (voiced.routing)
-                    continue
-                chunks: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
-
-                def synth(text: str = clause) -> None:
-                    try:
-                        for chunk in self.tts.synthesize(text, turn.cancel):
-                            loop.call_soon_threadsafe(chunks.put_nowait, chunk)
-                    finally:
-                        loop.call_soon_threadsafe(chunks.put_nowait, None)
-
-                job = loop.run_in_executor(self._tts, synth)
-                while (chunk := await chunks.get()) is not None:
-                    if turn.cancel.is_set():
-                        continue
-                    if "first_audio" not in turn.marks:
-                        turn.mark("first_audio")
-                        first_audio_at = time.monotonic()
-                        self._set_state("speaking", turn.source)
-                    samples += len(chunk)
-                    for p in self.publishers:
-                        p.broadcast_audio(turn.id, chunk, rate)
-                    if local:
-                        await self.playback.play(chunk, rate)
-                await job
-        finally:
-            for p in self.publishers:
-                p.end_audio(turn.id)
-        if turn.cancel.is_set():
-            return
-        if local:
-            await self.playback.drain()
-        elif self.pace and samples:
-            heard_at = first_audio_at + samples / rate
-            while not turn.cancel.is_set() and (left := heard_at - time.monotonic()) > 0:
-                await asyncio.sleep(min(left, 0.02))
+            "turn %s (%s)%s: %s -> %s | %s", turn.id, turn.source, " interrupted" if reply.interrupted else "",
+            words(query, self._log_words), words(reply.text.strip(), self._log_words),
+            " ".join(f"{k}={v:.0f}" for k, v in (reply.done.timings_ms or {}).items()),
+        )  # fmt: skip
 
     async def announce(self, text: str) -> None:
         """Speak `text` unasked (a due timer), as a reply of its own from source ANNOUNCE, on the local speaker and
@@ -689,17 +455,9 @@ class Pipeline:
         while self.turn is not None or self.state != "idle" or self._lock.locked():
             await asyncio.sleep(0.05)
         async with self._lock:
-            turn = Turn(source=ANNOUNCE)
-            self.turn = turn
+            turn = self.turn = Turn(source=ANNOUNCE)
             try:
-                self._publish(m.ReplyStarted(reply_id=turn.id, source=ANNOUNCE))
-                clauses: asyncio.Queue[str | None] = asyncio.Queue()
-                chunker = ClauseChunker()
-                for clause in [*chunker.push(text), *chunker.flush()]:
-                    clauses.put_nowait(clause)
-                clauses.put_nowait(None)
-                await self._speak(turn, clauses)
-                self._publish(m.ReplyDone(reply_id=turn.id, text=text, interrupted=turn.cancel.is_set()))
+                await self.responder.run(turn, said=text, remember=False, think=False)
             finally:
                 self.turn = None
                 self._set_state("idle", None)
@@ -712,41 +470,13 @@ class Pipeline:
         except Exception as e:  # a guess: the next turn prefills whatever is missing
             log.warning("prefill of the next turn's opening failed: %s", e)
 
-    def _interrupt(self, turn: Turn) -> None:
-        turn.interrupted = True
-        turn.cancel.set()
-        if self.playback is not None:
-            self.playback.interrupt()
-
-    def _timings(self, turn: Turn, stats: dict) -> dict[str, float]:
-        t = {k: round(v, 1) for k, v in turn.marks.items()}
-        out: dict[str, float] = {}
-        if "transcribed" in t:
-            out["asr"] = t["transcribed"]
-        for name in ("first_token", "first_clause", "first_audio", "done"):
-            if name in t:
-                out[name] = t[name]
-        if turn.silence_ms is not None:
-            out["end_of_turn_silence"] = round(turn.silence_ms, 1)
-        if "first_audio" in t:
-            out["end_of_speech_to_first_audio"] = t["first_audio"]
-            if turn.silence_ms is not None:
-                # the user stopped talking one end-of-turn silence before we could know it (adaptive: not a constant)
-                out["last_word_to_first_audio"] = round(t["first_audio"] + turn.silence_ms, 1)
-        for key in ("prefill_tokens", "prefill_ms", "decode_tokens", "decode_ms"):
-            if isinstance(stats.get(key), (int, float)):
-                out[key] = round(float(stats[key]), 1)
-        if turn.early_tokens:
-            out["prefill_while_speaking_tokens"] = float(turn.early_tokens)
-        return out
-
     # -- plumbing -------------------------------------------------------------------------------------------
-    def _set_state(self, state: str, source: str | None) -> None:
+    def _set_state(self, state: m.StateName, source: str | None) -> None:
         if state != self.state:
             self.state = state
             self._publish(m.State(state=state, source=source))
 
-    def _publish(self, msg: Any) -> None:
+    def _publish(self, msg: m.ServerMessage) -> None:
         for p in self.publishers:
             p.broadcast(msg)
 
@@ -764,12 +494,12 @@ class Pipeline:
         privacy = self.settings.privacy
         return privacy.log_transcripts or privacy.save_transcripts
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
     @staticmethod
-    async def _run(executor: ThreadPoolExecutor, fn: Callable, *args: Any) -> Any:
+    async def _run(executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)

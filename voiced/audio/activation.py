@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import Enum
 from difflib import SequenceMatcher
 from itertools import combinations
 
@@ -42,6 +43,8 @@ _STOP_FILLERS = frozenset(
 _STOP_MAX_WORDS = 6
 _MERGED_MIN = 0.9
 _SPLIT_ENDINGS = frozenset({"it", "d", "id", "ed", "t"})
+# Wake-word model: less speech than this after the detection means the phrase was said alone.
+BARE_WAKE_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,36 @@ class Decision:
     """`query` is the text to answer (the wake phrase removed); `reason` says which rule decided, for logs."""
 
     answer: bool
+    query: str
+    reason: str
+
+
+class Heard(Enum):
+    """What a finished turn is, to the assistant."""
+
+    QUERY = "query"  # addressed to us: answer `query` ("" : the audio itself is the query)
+    NOT_ADDRESSED = "not_addressed"  # someone else's conversation, or a wake phrase waiting for its query
+    STOP = "stop"  # a stop command: silence whatever is speaking
+    NOTHING = "nothing"  # no words were recognised
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """All a finished turn tells about whom it is for. `transcript` None: no recogniser (encoder-free bundle: the
+    model hears the audio). `wake_model`: the wake-word model is the detector, and `woken_s` (seconds of the
+    segment after its detection) is None when it did not fire. `p_addressed`: the model's own scoring pass, run
+    only where `Activation.needs_score` says so."""
+
+    transcript: str | None
+    pushed: bool = False
+    wake_model: bool = False
+    woken_s: float | None = None
+    p_addressed: float | None = None
+
+
+@dataclass(frozen=True)
+class Addressing:
+    heard: Heard
     query: str
     reason: str
 
@@ -183,6 +216,51 @@ class Activation:
             return self.decide(transcript, now)
         finally:
             self._last_reply, self._woken_at = saved
+
+    def needs_score(self, pushed: bool, wake_model: bool, now: float) -> bool:
+        """Whether `address` wants the model's scoring pass for a turn without a transcript."""
+        return not pushed and not wake_model and self.wants_score(now)
+
+    def address(self, e: Evidence, now: float) -> Addressing:
+        """The one decision on a finished turn: answer it (and with what), stop, or leave it. Push-to-talk is
+        addressed by the button; a stop command works in every mode, even while replying."""
+        if e.transcript is None:
+            if e.pushed:
+                d = Decision(True, "", "push-to-talk")
+            elif e.wake_model:
+                d = self._woken(None, e.woken_s, now)
+            else:
+                d = self.decide_addressed(e.p_addressed, now)
+            return Addressing(Heard.QUERY if d.answer else Heard.NOT_ADDRESSED, "", d.reason)
+        text = e.transcript
+        if not text:
+            return Addressing(Heard.NOTHING, "", "no-speech")
+        if self.is_stop_command(text):
+            return Addressing(Heard.STOP, "", "stop-command")
+        d = self._woken(text, e.woken_s, now) if e.wake_model else self.decide(text, now)
+        if e.pushed and not d.answer:
+            wake = self.match_wake(text)
+            d = Decision(True, wake.rest if wake and wake.rest else text, "push-to-talk")
+        return Addressing(Heard.QUERY if d.answer else Heard.NOT_ADDRESSED, d.query, d.reason)
+
+    def _woken(self, text: str | None, woken_s: float | None, now: float) -> Decision:
+        """Wake mode with the wake-word model: the model, not the transcript, says whether the phrase was said;
+        a transcript only gives the query, with the phrase cut off by the transcript matcher when it finds it.
+        The rules then apply unchanged (a bare phrase waits for its query; follow-up window). Encoder-free
+        bundles hear the audio, phrase included, as the query (as they do in wake mode anyway)."""
+        phrases = self.settings.wake_phrases
+        phrase = phrases[0] if phrases else "hey voiced"
+        if text is None:
+            if woken_s is None:
+                return self.decide_addressed(None, now) if not self.wants_score(now) else Decision(False, "", "not-addressed")
+            if woken_s < BARE_WAKE_S:
+                return self.decide(phrase, now)  # the phrase alone: the next turn is the query
+            return Decision(True, "", "wake-model")
+        wake = self.match_wake(text)
+        rest = wake.rest if wake is not None else text
+        if woken_s is None:  # a phrase in the transcript that the model did not hear does not count
+            return self.decide(rest, now) if rest else Decision(False, "", "not-addressed")
+        return self.decide(f"{phrase}, {rest}" if rest else phrase, now)
 
     def match_wake(self, transcript: str) -> WakeMatch | None:
         """The best wake phrase at the start of the turn, or None."""
