@@ -7,8 +7,9 @@ phrase-led questions) through the real Recognizer, plain and with the wake phras
 `model_*` variants add the Smart Turn v3.2 model's p(end of turn) (end_of_turn = "model");
 `smart_turn_real_speech` scores the model alone on real speech, finished vs cut after a continuation word.
 
-End of turn: the real Segmenter (voiced.audio.vad) fed 30 ms at a time; at each pause of 120 ms the policy
-gets the prosody tail, and the speculative Whisper pass's text lands after its *measured* compute time.
+End of turn: the daemon's Listener (voiced.turn.listener) fed 30 ms at a time by voiced.turn.replay; at each
+pause it asks for a guess (SPECULATE_AFTER_S in), and the Whisper pass's text lands after its *measured* compute
+time.
 `latency_ms` is the end-of-turn decision minus the true end of speech; `transcript_ready_ms` adds the
 end-of-turn ASR pass where the turn did not end on the speculative pass's words (the fixed baseline always
 pays it). `cut_early`: the turn ended before its last words were spoken.
@@ -32,13 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from tests.support.speech import compose, espeak, read_wav  # noqa: E402
-from tests.support.turns import PAUSED_TURNS, PLAIN_TURNS, make_turn, simulate  # noqa: E402
+from tests.support.speech import PAUSED_TURNS, PLAIN_TURNS, compose, espeak, make_turn, read_wav  # noqa: E402
 from voiced.audio.activation import Activation  # noqa: E402
 from voiced.audio.endpoint import CONTINUATIONS, EndOfTurnPolicy  # noqa: E402
 from voiced.audio.smart_turn import SmartTurn  # noqa: E402
 from voiced.config import ActivationSettings, AudioSettings  # noqa: E402
 from voiced.model.asr import Recognizer  # noqa: E402
+from voiced.turn.listener import Hearing, Listener  # noqa: E402
+from voiced.turn.replay import replay  # noqa: E402
 
 QUESTIONS = [
     "what time is it in Tokyo?",
@@ -71,26 +73,30 @@ def endpoint_part(rec: Recognizer, quick: bool) -> dict:
         return t.text, t.ms
 
     smart = SmartTurn()
-    model = EndOfTurnPolicy(ActivationSettings(end_of_turn="model"), audio)
-    variants = {
-        "fixed_600": (EndOfTurnPolicy(ActivationSettings(end_of_turn="fixed"), audio), False),
-        "fixed_1000": (EndOfTurnPolicy(ActivationSettings(end_of_turn="fixed"), AudioSettings(hangover_ms=1000)), False),
-        "adaptive_prosody_only": (EndOfTurnPolicy(ActivationSettings(), audio), False),
-        "adaptive_words_and_prosody": (EndOfTurnPolicy(ActivationSettings(), audio), True),
-        "model_only": (model, False),  # Smart Turn + prosody, no words: what an encoder-free bundle gets
-        "model_words_and_prosody": (model, True),
+    long = AudioSettings(hangover_ms=1000)
+    variants = {  # name: (end_of_turn, audio settings, words)
+        "fixed_600": ("fixed", audio, False),
+        "fixed_1000": ("fixed", long, False),
+        "adaptive_prosody_only": ("adaptive", audio, False),
+        "adaptive_words_and_prosody": ("adaptive", audio, True),
+        "model_only": ("model", audio, False),  # Smart Turn + prosody, no words: what an encoder-free bundle gets
+        "model_words_and_prosody": ("model", audio, True),
     }
     out: dict = {"turns_with_pauses": len([t for t in turns if len(t) > 1]), "turns_without": len([t for t in turns if len(t) == 1])}
     recs = [make_turn(parts, seed=i) for i, parts in enumerate(turns)]
     final_asr_ms = [rec.transcribe(r.pcm[: int((r.segments[-1][1] + 0.3) * 16000)]).ms for r in recs]
-    for name, (pol, words) in variants.items():
+    for name, (mode, aud, words) in variants.items():
         rows = []
+        act = ActivationSettings(end_of_turn=mode, prefill_while_speaking_s=0)
+        pol = EndOfTurnPolicy(act, aud)
         for r, parts, asr_ms in zip(recs, turns, final_asr_ms):
-            turn_model = smart.probability if pol.wants_model else None
-            o = simulate(r, pol, audio if "1000" not in name else AudioSettings(hangover_ms=1000), transcribe if words else None, turn_model=turn_model)
+            listener = Listener("bench", aud, act, pol, Hearing(transcribes=words, turn_model=pol.wants_model))
+            o = replay(listener, r.pcm, transcribe if words else None, turn_model=smart.probability if pol.wants_model else None)
+            end = r.segments[-1][1]
+            latency = o.latency_ms(end)
             ended_on_words = bool(o.decisions) and o.decisions[-1][2] is not None
-            ready = None if o.latency_ms is None else o.latency_ms + (0.0 if ended_on_words else asr_ms)
-            rows.append({"paused": len(parts) > 1, "cut_early": o.cut_early, "latency_ms": o.latency_ms, "ready_ms": ready})
+            ready = None if latency is None else latency + (0.0 if ended_on_words else asr_ms)
+            rows.append({"paused": len(parts) > 1, "cut_early": o.cut_early(end), "latency_ms": latency, "ready_ms": ready})
         ok = [x for x in rows if not x["cut_early"] and x["latency_ms"] is not None]
         out[name] = {
             "cut_early_paused_turns": sum(x["cut_early"] for x in rows if x["paused"]),

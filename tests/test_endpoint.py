@@ -8,9 +8,11 @@ import pytest
 
 from tests.support.asr import shared_recognizer
 from tests.support.speech import espeak
-from tests.support.turns import PAUSED_TURNS, PLAIN_TURNS, make_turn, simulate
+from tests.support.speech import PAUSED_TURNS, PLAIN_TURNS, Recording, make_turn
 from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy, completeness, prosody
 from voiced.config import ActivationSettings, AudioSettings
+from voiced.turn.listener import Hearing, Listener
+from voiced.turn.replay import Replay, Transcriber, replay
 
 AUDIO = AudioSettings()
 TAIL = 16000 * TAIL_MS // 1000
@@ -72,6 +74,13 @@ def test_prosody_of_silence_and_noise_has_no_pitch() -> None:
     assert prosody(np.zeros(0, np.int16)).voiced_frames == 0
 
 
+def run(rec: Recording, mode: str, transcribe: Transcriber | None = None, asr_delay_ms: float | None = None) -> Replay:
+    """The daemon's Listener over `rec` (voiced.turn.replay), with words from `transcribe` when given."""
+    activation = ActivationSettings(end_of_turn=mode, prefill_while_speaking_s=0)
+    listener = Listener("test", AUDIO, activation, EndOfTurnPolicy(activation, AUDIO), Hearing(transcribe is not None, False))
+    return replay(listener, rec.pcm, transcribe, asr_delay_ms)
+
+
 @pytest.fixture(scope="module")
 def transcribe():
     rec = shared_recognizer()
@@ -87,12 +96,13 @@ def transcribe():
 @pytest.mark.parametrize("parts", PAUSED_TURNS[:4], ids=[str(p[0]) for p in PAUSED_TURNS[:4]])
 def test_paused_turn_survives_where_the_fixed_hangover_cuts_it(parts, transcribe) -> None:
     rec = make_turn(parts)
-    fixed = simulate(rec, policy("fixed"), AUDIO)
-    assert fixed.cut_early, "the fixture's pause should be longer than the fixed hangover"
-    # ASR answers 400 ms (of audio time) after the probe: what 2 idle cores give on a short turn.
-    adaptive = simulate(rec, policy(), AUDIO, transcribe, asr_delay_ms=400)
-    assert not adaptive.cut_early, adaptive.decisions
-    assert adaptive.latency_ms is not None and adaptive.latency_ms > 0
+    end = rec.segments[-1][1]
+    fixed = run(rec, "fixed")
+    assert fixed.cut_early(end), "the fixture's pause should be longer than the fixed hangover"
+    # ASR answers 400 ms (of audio time) after the guess: what 2 idle cores give on a short turn.
+    adaptive = run(rec, "adaptive", transcribe, asr_delay_ms=400)
+    assert adaptive.turn is not None and not adaptive.cut_early(end), adaptive.decisions
+    assert (adaptive.latency_ms(end) or 0) > 0
     assert any(h.reason in ("words-incomplete", "words-unpunctuated", "words-complete-pitch-level") for _, h, _ in adaptive.decisions)
 
 
@@ -100,9 +110,9 @@ def test_paused_turn_survives_where_the_fixed_hangover_cuts_it(parts, transcribe
 @pytest.mark.parametrize("parts", PLAIN_TURNS[:2], ids=[str(p[0]) for p in PLAIN_TURNS[:2]])
 def test_finished_question_ends_on_its_words(parts, transcribe) -> None:
     rec = make_turn(parts)
-    out = simulate(rec, policy(), AUDIO, transcribe, asr_delay_ms=400)
-    assert not out.cut_early and out.latency_ms is not None
-    assert out.decisions[-1][1].reason == "words-complete"
+    out = run(rec, "adaptive", transcribe, asr_delay_ms=400)
+    assert out.turn is not None and not out.cut_early(rec.segments[-1][1])
+    assert out.decisions[-1][1].reason == "words-complete" and out.decisions[-1][2]
 
 
 def test_the_turn_model_settles_doubt_but_never_overrides_unfinished_words() -> None:

@@ -165,7 +165,7 @@ class Pipeline:
         if lis is None:
             act = self.settings.activation
             wake = WakeWordDetector(self._wake_model, act.wake_model_threshold) if self._wake_model is not None else None
-            lis = self._listeners[source] = li.Listener(source, self.settings, self._endpoint, self._hearing, wake)
+            lis = self._listeners[source] = li.Listener(source, self.settings.audio, act, self._endpoint, self._hearing, wake)
         return lis
 
     def _echo(self) -> bool:

@@ -86,3 +86,26 @@ def compose(parts: list[str | float], noise_dbfs: float | None = -60.0, seed: in
 def noise(seconds: float, dbfs: float = -30.0, seed: int = 1, rate: int = RATE) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.normal(0, 32768 * 10 ** (dbfs / 20), int(seconds * rate)).clip(-32768, 32767).astype(np.int16)
+
+
+# Questions with the pauses people make: after a comma, around "um", before the last words (tests/test_endpoint.py
+# and benchmarks/turn_taking.py).
+PAUSED_TURNS: list[list[str | float]] = [
+    ["I'd like to know,", 0.9, "what the weather is like in Berlin tomorrow."],
+    ["Set a timer for", 0.8, "ten minutes."],
+    ["Tell me about the moon and", 0.9, "how far away it is."],
+    ["Can you, um,", 0.9, "turn off the kitchen lights?"],
+    ["Remind me to call my mother,", 0.8, "um,", 0.8, "tomorrow morning."],
+    ["What is the capital of", 0.8, "Australia?"],
+]
+# Turns without a pause inside: only latency is at stake.
+PLAIN_TURNS: list[list[str | float]] = [
+    ["What is the capital of France?"],
+    ["What time is it in Tokyo?"],
+    ["Please turn off the kitchen lights."],
+]
+
+
+def make_turn(parts: list[str | float], seed: int = 0) -> Recording:
+    """A turn in room tone, with 2.5 s of it after the speech so that even the longest hangover can elapse."""
+    return compose([0.4, *parts, 2.5], noise_dbfs=-60.0, seed=seed)

@@ -28,9 +28,9 @@ import numpy as np
 
 from voiced.audio import RATE, vad
 from voiced.audio.activation import Activation
-from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy, stalled_wait
+from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy, Hangover, stalled_wait
 from voiced.audio.wakeword import LEAD_S, WakeWordDetector
-from voiced.config import Settings
+from voiced.config import ActivationSettings, AudioSettings
 
 # Short unvoiced stretches inside words pause the VAD too: a guess is worth its ASR pass only for a real pause.
 # The audio is taken this far into the pause, not at its first frame: a last word's soft end (a decaying vowel,
@@ -125,17 +125,19 @@ class Listener:
     def __init__(
         self,
         source: str,
-        settings: Settings,
+        audio: AudioSettings,
+        activation: ActivationSettings,
         policy: EndOfTurnPolicy,
         hearing: Hearing,
         wake: WakeWordDetector | None = None,
     ) -> None:
         self.source = source
-        self.settings = settings
+        self.audio, self.settings = audio, activation
         self.policy = policy
         self.hearing = hearing
-        self.activation = Activation(settings.activation)
-        self.segmenter = vad.Segmenter(settings.audio, source=source)
+        self.activation = Activation(activation)
+        self.segmenter = vad.Segmenter(audio, source=source)
+        self.hangover: Hangover = policy.at_start()  # the silence that ends the turn now, and why
         self.wake = wake
         self.phase = Phase.IDLE
         self.pushed = False  # push-to-talk held (or releasing): turns ending now were asked for by the button
@@ -207,7 +209,7 @@ class Listener:
         seg = self.segmenter
         if not seg.in_speech or seg.held:
             return None
-        return stalled_wait(now, self.last_audio_at, seg.silence_s, seg.hangover_ms, self.settings.audio.stalled_stream_ms)
+        return stalled_wait(now, self.last_audio_at, seg.silence_s, seg.hangover_ms, self.audio.stalled_stream_ms)
 
     # -- results in -----------------------------------------------------------------------------------------
     def wants_turn_model(self, job: int, text: str | None) -> bool:
@@ -219,7 +221,7 @@ class Listener:
         if job != self._guess_job or self.phase is not Phase.GUESSING:
             return []
         self.phase, self._guess = Phase.GUESSED, text
-        self.segmenter.hangover_ms = self.policy.decide(text, self._tail, turn_p=turn_p).ms
+        self._set_hangover(self.policy.decide(text, self._tail, turn_p=turn_p))
         if not text:
             return []
         addressed = self.activation.peek(text, now)
@@ -261,7 +263,7 @@ class Listener:
             out = self._maybe_early(ev.t + len(ev.pcm) / RATE, model_busy)
             if self._barge is not None and self.replying:
                 self._barge += len(ev.pcm)
-                if self._barge * 1000 >= self.settings.activation.barge_in_min_ms * RATE:
+                if self._barge * 1000 >= self.settings.barge_in_min_ms * RATE:
                     self._barge = None
                     out.append(BargeIn())
             return out
@@ -270,7 +272,7 @@ class Listener:
             if self._audio:
                 self._tail = np.concatenate(self._audio)[-RATE * TAIL_MS // 1000 :]
                 hears = self.hearing.transcribes or self.hearing.turn_model  # words or the turn model will tell
-                self.segmenter.hangover_ms = self.policy.decide(None, self._tail, words_pending=hears).ms
+                self._set_hangover(self.policy.decide(None, self._tail, words_pending=hears))
                 if not hears:
                     self.phase = Phase.GUESSED  # nothing will come to change the hangover
             return []
@@ -291,7 +293,7 @@ class Listener:
         silence_ms = max(0.0, (self._audio_t0 + len(ev.audio) / RATE - ev.t_end) * 1e3)
         pushed, early = self.pushed, self._early_tokens
         self._close()
-        if self.settings.activation.mode == "push" and not pushed:
+        if self.settings.mode == "push" and not pushed:
             return [*out, Ignored("outside_push_to_talk")]
         woken_s = None
         if self.wake is not None and (hits := self.wake.take(ev.t_start - LEAD_S)):
@@ -309,7 +311,7 @@ class Listener:
         return [Transcribe(self._guess_job, np.concatenate(self._audio), guess=True)]
 
     def _maybe_early(self, heard_to: float, model_busy: bool) -> list[Event]:
-        every = self.settings.activation.prefill_while_speaking_s
+        every = self.settings.prefill_while_speaking_s
         if every <= 0 or not self.hearing.transcribes or model_busy or self._early_job is not None:
             return []
         if heard_to - self._early_at < every:
@@ -320,7 +322,11 @@ class Listener:
 
     def _drop_guess(self, phase: Phase) -> None:
         self.phase, self._guess_job, self._guess = phase, None, None
-        self.segmenter.hangover_ms = self.policy.at_start().ms
+        self._set_hangover(self.policy.at_start())
+
+    def _set_hangover(self, h: Hangover) -> None:
+        self.hangover = h
+        self.segmenter.hangover_ms = h.ms
 
     def _close(self) -> None:
         self.phase, self._guess_job, self._guess = Phase.IDLE, None, None
