@@ -24,6 +24,7 @@ from pathlib import Path
 
 from voiced.config import Settings, cache_home
 from voiced.errors import VoicedError
+from voiced.model.catalog import ALIASES, CANDIDATES, canonical, expected_key, preparable_names
 from voiced.model.integrity import MANIFEST, BundleIntegrityError, check_bundle, load_manifest, verify_bundle
 
 EXPORT_MODULES = ("torch", "transformers", "onnxruntime_genai", "onnx", "gguf", "accelerate")
@@ -42,27 +43,11 @@ def _is_path(name_or_path: str | Path) -> bool:
     return isinstance(name_or_path, Path) or "/" in s or s.startswith(".") or s.startswith("~")
 
 
-def canonical(name: str) -> str:
-    """Alias -> candidate name ("default" -> the chosen model); unknown names are returned unchanged."""
-    from model_export.sources import ALIASES  # stdlib-only module: no export tools imported
-
-    return ALIASES.get(name, name)
-
-
 def bundle_dir(name_or_path: str | Path) -> Path:
     """Where a bundle lives: a directory path as given, or the cache folder of a (possibly aliased) name."""
     if _is_path(name_or_path):
         return Path(name_or_path).expanduser().resolve()
     return models_dir() / canonical(str(name_or_path))
-
-
-def expected_key(name: str, precision: str = "int4") -> str | None:
-    """The cache key a fresh preparation of `name` would record; None for names that are not preparable."""
-    from model_export.builder import EXPORTER_VERSION
-    from model_export.sources import CANDIDATES
-
-    cand = CANDIDATES.get(canonical(name))
-    return cand.key(EXPORTER_VERSION, precision) if cand else None
 
 
 def is_current(path: Path, name: str) -> bool:
@@ -103,10 +88,7 @@ def prepare(name: str, force: bool = False, progress: bool = True) -> Path:
         if not force and final.is_dir() and is_current(final, real):
             return final
         if expected_key(real) is None:
-            from model_export.sources import ALIASES, CANDIDATES
-
-            known = ", ".join(sorted([*CANDIDATES, *ALIASES]))
-            raise PrepareError(f"no bundle named {name!r} can be prepared; preparable names: {known}")
+            raise PrepareError(f"no bundle named {name!r} can be prepared; preparable names: {preparable_names()}")
         python = export_python(missing_export_tools(), _checkout(), name, progress)
         for stale in models_dir().glob(f".{real}.tmp-*"):  # left by an interrupted run
             shutil.rmtree(stale, ignore_errors=True)
@@ -251,8 +233,6 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
         print(path)
         return 0
     if action == "list":
-        from model_export.sources import ALIASES, CANDIDATES
-
         print(f"brain: {describe_brain(settings)}")
         rows = list_bundles()
         for r in rows:
