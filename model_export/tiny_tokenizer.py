@@ -6,7 +6,7 @@ trains in milliseconds from a few sentences. Keeping the recipe here keeps the t
 Why nothing here may change its output: the tiny Qwen2 bundles are cached on versions (EXPORTER_VERSION,
 transformers, onnxruntime-genai), not on this file's text, so a change that altered a single merge would leave
 stale cached bundles that no longer match what a fresh build produces. Change the output only together with a
-bump of model_export.builder.EXPORTER_VERSION. (The tiny Gemma 4 cache hashes this file, so it rebuilds anyway.)
+bump of voiced.model.catalog.EXPORTER_VERSION. (The tiny Gemma 4 cache hashes this file, so it rebuilds anyway.)
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from model_export.sources import resolve
 from tests.support.bundles import default_bundle
 from voiced.model import store
+from voiced.model.catalog import resolve
 from voiced.model.integrity import BundleIntegrityError, check_bundle, load_manifest, verify_bundle
 
 # the first run in a fresh cache prepares the bundle (3-5 min on 2 cores): longer than the suite default

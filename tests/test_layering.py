@@ -1,5 +1,6 @@
 """The package boundaries that the imports must keep: `protocol/` (what client authors take) imports nothing
-from `voiced/` (the daemon), so a client needs neither the daemon's settings nor its dependencies."""
+from `voiced/` (the daemon), so a client needs neither the daemon's settings nor its dependencies; and `voiced/`
+imports nothing from `model_export` (the `export` extra's tools), which it only launches as a child process."""
 
 from __future__ import annotations
 
@@ -55,3 +56,31 @@ def test_the_front_end_rate_is_defined_once() -> None:
     assert again == [], f"16 kHz defined again at {again}: import RATE from voiced.audio instead"
     # the setting is a Literal (a type cannot name a variable), so it is checked to agree
     assert AudioSettings().sample_rate == RATE
+
+
+def test_voiced_imports_nothing_from_model_export() -> None:
+    import ast
+
+    found = []
+    for path in _voiced_sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            if any(n.split(".")[0] == "model_export" for n in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    # `python -m model_export ...` in voiced/model/store.py is a child process's command line, not an import
+    assert found == [], f"voiced/ imports model_export at {found}: move what it needs into voiced/model/catalog.py"
+
+
+def test_the_catalog_and_cache_keys_load_without_model_export() -> None:
+    code = (
+        "import json, sys\n"
+        "from voiced.audio import assets\n"
+        "from voiced.model import store\n"
+        "key = store.expected_key('default')\n"
+        "print(json.dumps({'key': key, 'loaded': sorted(n for n in sys.modules if n.split('.')[0] == 'model_export')}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["key"] and len(result["key"]) == 16
+    assert result["loaded"] == [], f"computing a cache key pulled in {result['loaded']}"

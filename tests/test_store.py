@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from model_export.sources import ALIASES, CANDIDATES, resolve
 from tests.support.bundles import tiny_bundle
 from voiced.cli import main
 from voiced.model import store
+from voiced.model.catalog import ALIASES, CANDIDATES, resolve
 from voiced.model.integrity import BundleIntegrityError, check_bundle, hash_file, load_manifest, verify_bundle
 
 

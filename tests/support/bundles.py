@@ -31,8 +31,7 @@ test_cache = cache_dir  # the older name, imported by tests/support/turn.py
 
 
 def _exporter_version() -> str:
-    # model_export.builder imports no torch: only the child process that builds needs the export tools
-    from model_export.builder import EXPORTER_VERSION
+    from voiced.model.catalog import EXPORTER_VERSION
 
     return EXPORTER_VERSION
 

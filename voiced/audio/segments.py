@@ -37,11 +37,11 @@ def segments_command(path: Path, settings: AudioSettings, as_json: bool) -> int:
         print(f"voiced: {e}", file=sys.stderr)
         return 1
     if as_json:
-        print(json.dumps([{"start_s": round(e.t_start, 3), "end_s": round(e.t_end, 3)} for e in turns]))
+        print(json.dumps([{"start_s": round(t.t_start, 3), "end_s": round(t.t_end, 3)} for t in turns]))
         return 0
     if not turns:
         print(f"{path}: no speech found", file=sys.stderr)
-    for i, e in enumerate(turns, 1):
-        note = "" if e.reason == "silence" else f"  ({e.reason})"
-        print(f"{i:>3}  {e.t_start:8.2f} s - {e.t_end:8.2f} s  ({e.t_end - e.t_start:5.2f} s){note}")
+    for i, turn in enumerate(turns, 1):
+        note = "" if turn.reason == "silence" else f"  ({turn.reason})"
+        print(f"{i:>3}  {turn.t_start:8.2f} s - {turn.t_end:8.2f} s  ({turn.t_end - turn.t_start:5.2f} s){note}")
     return 0

@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from voiced.audio import RATE
 from voiced.errors import VoicedError
@@ -124,15 +125,18 @@ class WakeWordModel:
 
     def mel(self, audio: np.ndarray) -> np.ndarray:
         """(frames, 32) for float32 audio; frame i hears samples [160 i, 160 i + 512)."""
-        return self._mel(audio[None].astype(np.float32, copy=False))[0]
+        mel: npt.NDArray[np.float32] = self._mel(audio[None].astype(np.float32, copy=False))[0]
+        return mel
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
         """(n, 76, 32) mel windows -> (n, 96)."""
-        return self._emb(windows)
+        emb: npt.NDArray[np.float32] = self._emb(windows)
+        return emb
 
     def classify(self, emb_windows: np.ndarray) -> np.ndarray:
         """(n, 16, 96) -> (n,) scores in [0, 1]."""
-        return self._clf.run(None, {self._input: emb_windows.astype(np.float32, copy=False)})[0][:, 0]
+        scores: npt.NDArray[np.float32] = self._clf.run(None, {self._input: emb_windows.astype(np.float32, copy=False)})[0][:, 0]
+        return scores
 
     def scores(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A whole clip at once (tests, benchmarks, training checks): window end samples and their scores, the

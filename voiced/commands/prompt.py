@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-# The sentence of the default bundle's prompt (model_export/sources.py) that this replaces.
+# The sentence of the default bundle's prompt (voiced/model/catalog.py) that this replaces.
 STALE = "If asked to set a timer or reminder, confirm it in one sentence."
 
 # Worded by trying it on the 1.5B default: "you cannot control devices" alone still got "Sure, I can turn on

@@ -33,12 +33,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from voiced.audio import RATE as SAMPLE_RATE
 from voiced.errors import VoicedError
 from voiced.model.manifest import AsrAudio
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
 # Peak below this (int16 units, about -50 dBFS) means nothing to recognise.
 _SILENCE_PEAK = 100
 _MAX_TOKENS = 220  # Whisper's context is 448; leave room for the prompt (hotwords) and the start tokens
@@ -184,7 +188,7 @@ class _ShortWindow:
     """One greedy decode of a segment on an encoder window shorter than 30 s, with faster-whisper's own feature
     extractor, prompt and token suppression (so at 30 s it is the same decode as `WhisperModel.transcribe`)."""
 
-    def __init__(self, model, language: str, hotwords: str | None):
+    def __init__(self, model: WhisperModel, language: str, hotwords: str | None) -> None:
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
@@ -208,7 +212,7 @@ class _ShortWindow:
             return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self.suppress,
         )[0]  # fmt: skip
         tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
-        text = self.tokenizer.decode(tokens).strip()
+        text: str = self.tokenizer.decode(tokens).strip()
         mean_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > _NO_SPEECH[0] and mean_logprob < _NO_SPEECH[1]:
             return ""

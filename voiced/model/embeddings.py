@@ -20,6 +20,7 @@ class EmbeddingTable:
     def __init__(self, spec: EmbeddingSpec, path: Path, scale_path: Path | None, hidden: int, vocab: int):
         """Raises ValueError naming what does not fit; the engine turns it into a BundleError for the file."""
         self.multiplier = np.float32(spec.multiplier)
+        self.table: np.ndarray
         self.scales: np.ndarray | None = None
         self.block = 0
         if spec.dtype == "int4":
@@ -43,7 +44,9 @@ class EmbeddingTable:
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """float32 [len(ids), hidden]: table row x scale(s) x multiplier."""
+        rows: np.ndarray
         if self.block:
+            assert self.scales is not None  # an int4 table always comes with its scales (__init__)
             packed = self.table[ids]  # [n, hidden/2]: two weights a byte, the first in the low nibble
             n = packed.shape[0]
             q = np.empty((n, packed.shape[1] * 2), dtype=np.float32)

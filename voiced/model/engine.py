@@ -21,7 +21,7 @@ from voiced.errors import VoicedError
 from voiced.model.bundle import Bundle, BundleError
 from voiced.model.detok import StreamDetokenizer
 from voiced.model.embeddings import EmbeddingTable
-from voiced.model.kv import ConcatLayer, KVCache, KVNames, SharedLayer, SlidingLayer
+from voiced.model.kv import ConcatLayer, KVCache, KVNames, Layer, SharedLayer, SlidingLayer
 from voiced.model.sampling import GenerationConfig, Sampler
 from voiced.model.speculative import Draft, Drafter, DraftInput, KPolicy, OnnxDrafter, verify
 
@@ -63,7 +63,7 @@ class _Stats:
     accepted: int = 0
     draft_ms: float = 0.0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
 
 
@@ -167,7 +167,7 @@ class Engine:
         return self._embeddings.rows(np.asarray(ids, dtype=np.int64)).astype(self._embed_dtype, copy=False)
 
     def new_cache(self) -> KVCache:
-        layers: list[SharedLayer | ConcatLayer | SlidingLayer] = []
+        layers: list[Layer] = []
         for names, spec in zip(self.kv_names, self.spec.layers):
             if names is None:
                 continue
@@ -196,8 +196,9 @@ class Conversation:
         self._hidden: np.ndarray | None = None  # decoder hidden state of the last cached token (for drafters)
         self._policy: KPolicy | None = None  # k for drafting, learnt across this conversation's turns
         self._ones = np.ones((1, engine.max_context), np.int64)
-        self.last_stats: dict = _Stats().as_dict()
-        self._prefill_acc = [0, 0.0]  # tokens and ms prefilled since the last generate(): that turn's prefill
+        self.last_stats: dict[str, object] = _Stats().as_dict()
+        # tokens and ms prefilled since the last generate(): that turn's prefill
+        self._prefill_tokens, self._prefill_ms = 0, 0.0
 
     # ----- state -----
     @property
@@ -227,7 +228,7 @@ class Conversation:
 
     def reset_stats(self) -> None:
         """Forget the prefill counted so far (work done ahead of any turn, such as warming up the system prompt)."""
-        self._prefill_acc = [0, 0.0]
+        self._prefill_tokens, self._prefill_ms = 0, 0.0
 
     def reset(self) -> None:
         self.truncate(0)
@@ -279,8 +280,8 @@ class Conversation:
             self._pending = self._pending[len(part) :]
             done += len(part)
         ms = (time.perf_counter() - t0) * 1e3
-        self._prefill_acc[0] += done
-        self._prefill_acc[1] += ms
+        self._prefill_tokens += done
+        self._prefill_ms += ms
         self.last_stats = _Stats(prefill_tokens=done, prefill_ms=ms).as_dict()
         return done
 
@@ -363,8 +364,8 @@ class Conversation:
                 self.truncate(len(self._ids) - 1)
                 self._pending = [last]
             self._flush(cancel)
-        stats.prefill_tokens, stats.prefill_ms = self._prefill_acc[0], round(self._prefill_acc[1], 3)
-        self._prefill_acc = [0, 0.0]
+        stats.prefill_tokens, stats.prefill_ms = self._prefill_tokens, round(self._prefill_ms, 3)
+        self._prefill_tokens, self._prefill_ms = 0, 0.0
         sampler = Sampler(cfg)
         drafter = eng.drafter
         if drafter is not None and self._policy is None:
@@ -376,11 +377,12 @@ class Conversation:
         held: list[int] = []
         decode_t = 0.0
         finish = ""
+        first = self._logits
         if cfg.max_new_tokens == 0:
             finish = "length"
-        elif (cancel is not None and cancel.is_set()) or self._logits is None or self._pending:
+        elif (cancel is not None and cancel.is_set()) or first is None or self._pending:
             finish = "cancelled"  # cancelled during the prefill above
-        chosen = [] if finish else [sampler(self._logits)]  # tokens decided by the last round, emitted in order
+        chosen = [sampler(first)] if not finish and first is not None else []  # decided by the last round, in order
         base = len(self._ids)  # tokens before chosen[0]
         while not finish:
             last = 0
@@ -420,7 +422,7 @@ class Conversation:
                 k = max(0, min(policy.next_k(), room))
             draft = Draft([])
             draft_ms = 0.0
-            if k > 0:
+            if k > 0 and drafter is not None:  # (k > 0 only with a drafter)
                 kv = {i: self._kv.arrays(i) for i in drafter.reads_layers}
                 draft = drafter.propose(DraftInput(self._pending[0], self._hidden, len(self._ids), kv), k)
                 draft.tokens = [int(t) for t in draft.tokens[:k]]
@@ -435,16 +437,15 @@ class Conversation:
             self._pending = []
             if k == 0:
                 m, nxt = 0, sampler(logits[0])
-                if policy is not None:
-                    policy.observe(0, 0, 0.0, verify_ms)
             else:
                 m, nxt = verify(logits, draft, cfg, sampler.rng)
                 if m < k:  # roll back past the rejected drafts (no copy: rows beyond the length are overwritten)
                     self._kv_rollback(start + 1 + m)
-                policy.observe(k, m, draft_ms, verify_ms)
                 stats.drafted += k
                 stats.accepted += m
                 stats.draft_ms += draft_ms
+            if policy is not None:  # k, m and draft_ms are 0 when nothing was drafted
+                policy.observe(k, m, draft_ms, verify_ms)
             if self._hidden is not None:
                 self._hidden = np.array(self._hidden_rows[m], dtype=np.float32)
             self._logits = logits[m]

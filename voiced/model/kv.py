@@ -161,14 +161,17 @@ class SlidingLayer:
         return True
 
 
+Layer = SharedLayer | ConcatLayer | SlidingLayer
+
+
 class KVCache:
     """Every layer's cache plus the number of tokens it holds; binds itself into an IOBinding for one run."""
 
-    def __init__(self, layers: list[SharedLayer | ConcatLayer | SlidingLayer], capacity: int):
+    def __init__(self, layers: list[Layer], capacity: int):
         self.layers = layers
         self.capacity = capacity
         self.length = 0
-        self._collect: list[tuple[ConcatLayer | SlidingLayer, int]] = []
+        self._collect: list[tuple[Layer, int]] = []  # the layers whose outputs bind() collects (never a shared one)
 
     def bind(self, binding: ort.IOBinding, first_output: int) -> int:
         """Bind every layer; outputs bound here start at index `first_output`. Returns the next free index."""

@@ -6,13 +6,13 @@ model family, a test model or the default: two bundles that differ only in their
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from voiced.audio import RATE
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 1
 
 
 class _M(BaseModel):

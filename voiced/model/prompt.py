@@ -18,6 +18,9 @@ from voiced.model.bundle import Bundle, BundleError
 
 log = logging.getLogger(__name__)
 
+# One chat message as the templates read it: {"role": "system" | "user" | "assistant", "content": text}.
+Message = dict[str, str]
+
 
 def _raise(message: str) -> None:
     raise TemplateError(message)
@@ -38,18 +41,18 @@ class ChatPrompt:
             raise BundleError(bundle.dir, f"{spec.chat_template_file} does not load ({e})") from None
         self._specials = {"bos_token": spec.bos_token or "", "eos_token": spec.eos_token or ""}
 
-    def render_text(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    def render_text(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
         return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self._specials)
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+    def render(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
         """Token ids of the rendered conversation (the template writes BOS itself where the family wants it)."""
         text = self.render_text(messages, add_generation_prompt)
         return self.bundle.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def count(self, messages: list[dict], add_generation_prompt: bool = True) -> int:
+    def count(self, messages: list[Message], add_generation_prompt: bool = True) -> int:
         return len(self.render(messages, add_generation_prompt))
 
-    def fit(self, messages: list[dict], budget_tokens: int) -> list[dict]:
+    def fit(self, messages: list[Message], budget_tokens: int) -> list[Message]:
         """The newest messages that fit `budget_tokens` (generation prompt included): system messages stay, the
         oldest other turns go first, a user turn leaves with the assistant reply that follows it. The last
         message is always kept, even when it alone is over budget (the engine then reports the overflow)."""
@@ -76,7 +79,7 @@ class ChatPrompt:
         return msgs
 
 
-def _tojson(value, indent=None) -> str:
+def _tojson(value: object, indent: int | None = None) -> str:
     import json
 
     return json.dumps(value, indent=indent, ensure_ascii=False)

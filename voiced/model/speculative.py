@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 
 from voiced.model.bundle import BundleError
@@ -65,7 +66,7 @@ class Drafter(Protocol):
 def target_probs(logits: np.ndarray, cfg: GenerationConfig) -> np.ndarray:
     """The distribution Sampler draws from (temperature, then the top-p nucleus), as a full-vocabulary vector."""
     z = logits.astype(np.float64) / cfg.temperature
-    p = np.exp(z - z.max())
+    p: npt.NDArray[np.float64] = np.exp(z - z.max())
     p /= p.sum()
     if cfg.top_p < 1.0:
         order = np.argsort(-p, kind="stable")
@@ -202,7 +203,8 @@ class KPolicy:
 
     def per_position(self) -> list[float | None]:
         """Measured unconditional acceptance per position (None where never tried)."""
-        out, reach = [], 1.0
+        out: list[float | None] = []
+        reach = 1.0
         for t, h in zip(self.tries, self.hits):
             if t == 0:
                 out.append(None)

@@ -19,11 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from voiced.config import Settings, cache_home
 from voiced.errors import VoicedError
+from voiced.model.catalog import ALIASES, CANDIDATES, canonical, expected_key, preparable_names
 from voiced.model.integrity import MANIFEST, BundleIntegrityError, check_bundle, load_manifest, verify_bundle
 
 EXPORT_MODULES = ("torch", "transformers", "onnxruntime_genai", "onnx", "gguf", "accelerate")
@@ -31,6 +34,24 @@ EXPORT_MODULES = ("torch", "transformers", "onnxruntime_genai", "onnx", "gguf", 
 
 class PrepareError(VoicedError, RuntimeError):
     pass
+
+
+class PrepareStats(TypedDict):
+    """What a preparation records beside the bundle (`.NAME.stats.json`)."""
+
+    seconds: float
+    key: str | None
+
+
+class BundleRow(TypedDict):
+    """One line of `voiced model list`."""
+
+    name: str
+    path: str
+    bytes: int
+    status: str
+    quantization: NotRequired[str]
+    description: NotRequired[str]
 
 
 def models_dir() -> Path:
@@ -42,27 +63,11 @@ def _is_path(name_or_path: str | Path) -> bool:
     return isinstance(name_or_path, Path) or "/" in s or s.startswith(".") or s.startswith("~")
 
 
-def canonical(name: str) -> str:
-    """Alias -> candidate name ("default" -> the chosen model); unknown names are returned unchanged."""
-    from model_export.sources import ALIASES  # stdlib-only module: no export tools imported
-
-    return ALIASES.get(name, name)
-
-
 def bundle_dir(name_or_path: str | Path) -> Path:
     """Where a bundle lives: a directory path as given, or the cache folder of a (possibly aliased) name."""
     if _is_path(name_or_path):
         return Path(name_or_path).expanduser().resolve()
     return models_dir() / canonical(str(name_or_path))
-
-
-def expected_key(name: str, precision: str = "int4") -> str | None:
-    """The cache key a fresh preparation of `name` would record; None for names that are not preparable."""
-    from model_export.builder import EXPORTER_VERSION
-    from model_export.sources import CANDIDATES
-
-    cand = CANDIDATES.get(canonical(name))
-    return cand.key(EXPORTER_VERSION, precision) if cand else None
 
 
 def is_current(path: Path, name: str) -> bool:
@@ -84,7 +89,7 @@ def missing_export_tools() -> list[str]:
 
 
 @contextmanager
-def _lock(name: str):
+def _lock(name: str) -> Iterator[None]:
     """One preparation per name at a time, across processes (tests in parallel, `serve` and `prepare`)."""
     models_dir().mkdir(parents=True, exist_ok=True)
     with open(models_dir() / f".{name}.lock", "w") as f:
@@ -103,10 +108,7 @@ def prepare(name: str, force: bool = False, progress: bool = True) -> Path:
         if not force and final.is_dir() and is_current(final, real):
             return final
         if expected_key(real) is None:
-            from model_export.sources import ALIASES, CANDIDATES
-
-            known = ", ".join(sorted([*CANDIDATES, *ALIASES]))
-            raise PrepareError(f"no bundle named {name!r} can be prepared; preparable names: {known}")
+            raise PrepareError(f"no bundle named {name!r} can be prepared; preparable names: {preparable_names()}")
         python = export_python(missing_export_tools(), _checkout(), name, progress)
         for stale in models_dir().glob(f".{real}.tmp-*"):  # left by an interrupted run
             shutil.rmtree(stale, ignore_errors=True)
@@ -127,7 +129,8 @@ def prepare(name: str, force: bool = False, progress: bool = True) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         seconds = time.monotonic() - t0
-        _stats_path(real).write_text(json.dumps({"seconds": round(seconds, 1), "key": expected_key(real)}))
+        record: PrepareStats = {"seconds": round(seconds, 1), "key": expected_key(real)}
+        _stats_path(real).write_text(json.dumps(record))
         if progress:
             print(f"voiced: bundle {real} prepared in {seconds:.0f} s -> {final}", file=sys.stderr)
         return final
@@ -164,12 +167,13 @@ def _stats_path(name: str) -> Path:
     return models_dir() / f".{canonical(name)}.stats.json"
 
 
-def stats(name: str) -> dict | None:
+def stats(name: str) -> PrepareStats | None:
     """What the last preparation of `name` recorded (its wall time), for the benchmark's cold figure."""
     try:
-        return json.loads(_stats_path(name).read_text())
+        record: PrepareStats = json.loads(_stats_path(name).read_text())
     except (OSError, ValueError):
         return None
+    return record
 
 
 def _child_env() -> dict[str, str]:
@@ -207,16 +211,16 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def list_bundles() -> list[dict]:
-    rows = []
+def list_bundles() -> list[BundleRow]:
+    rows: list[BundleRow] = []
     if models_dir().is_dir():
         for d in sorted(models_dir().iterdir()):
             if d.name.startswith(".") or not d.is_dir():
                 continue
-            row: dict = {"name": d.name, "path": str(d), "bytes": _size(d)}
+            row: BundleRow = {"name": d.name, "path": str(d), "bytes": _size(d), "status": ""}
             try:
                 m = load_manifest(d)
-                row.update(quantization=m.decoder.quantization, description=m.description)
+                row["quantization"], row["description"] = m.decoder.quantization, m.description
                 row["status"] = "ok" if is_current(d, d.name) else "stale or damaged (voiced model verify)"
             except Exception:
                 row["status"] = "no valid manifest (remove it, or prepare again with --force)"
@@ -251,8 +255,6 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
         print(path)
         return 0
     if action == "list":
-        from model_export.sources import ALIASES, CANDIDATES
-
         print(f"brain: {describe_brain(settings)}")
         rows = list_bundles()
         for r in rows:
