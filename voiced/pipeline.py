@@ -33,11 +33,8 @@ import numpy as np
 from protocol import messages as m
 from voiced.admission import Addressed, Verdict, WaitingTurns
 from voiced.assistant import SPOKEN
-from voiced.audio.activation import Evidence, Heard
-from voiced.audio.endpoint import EndOfTurnPolicy
+from voiced.audio.activation import Heard
 from voiced.audio.silero import shared_model
-from voiced.audio.smart_turn import SmartTurn
-from voiced.audio.wakeword import WakeWordDetector, WakeWordModel
 from voiced.brain import Brain, BrainUnavailable
 from voiced.bridge import iterate_in_thread
 from voiced.commands import prompt as command_prompt
@@ -50,6 +47,7 @@ from voiced.server.handler import Publisher
 from voiced.server.logsafe import words
 from voiced.speech.tts import TTSEngine
 from voiced.turn import listener as li
+from voiced.turn.ears import Ears, ScoringFailed
 from voiced.turn.responder import Playback, Responder, Turn
 
 log = logging.getLogger(__name__)
@@ -77,27 +75,17 @@ class Pipeline:
         self.state: m.StateName = "idle"
         self.turn: Turn | None = None
         self.turns_done: list[m.ReplyDone] = []
-        self._listeners: dict[str, li.Listener] = {}
-        self._guesses: dict[tuple[str, int], asyncio.Task[str | None]] = {}
         self._lock = asyncio.Lock()
         self._waiting: WaitingTurns[Turn] = WaitingTurns(settings.server.max_waiting_turns)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._stalls: dict[str, asyncio.TimerHandle] = {}
         self._echo_until = 0.0
         self._named: dict[str, str] = {}  # source -> the conversation its client named (voiced.conversations)
-        self._endpoint = EndOfTurnPolicy(settings.activation, settings.audio)
-        # Loaded now, so that a missing or damaged file stops the start with its fix, not the first turn.
-        self._turn_model = SmartTurn() if self._endpoint.wants_model else None
-        if settings.audio.vad != "webrtc":
-            shared_model()
-        act = settings.activation
-        # The wake-word model runs on every source's frames in front of the VAD, on this loop (one short call per
-        # 80 ms: benchmarks/wakeword.py); loaded once, state per source.
-        self._wake_model = WakeWordModel(act.wake_model) if act.mode == "wake" and act.wake_detector == "model" else None
-        self._hearing = li.Hearing(transcribes=assistant.transcribes, turn_model=self._turn_model is not None)
         self._model = ThreadPoolExecutor(1, thread_name_prefix="voiced-model")
         self._asr = ThreadPoolExecutor(1, thread_name_prefix="voiced-asr")
         self._tts = ThreadPoolExecutor(1, thread_name_prefix="voiced-tts")
+        if settings.audio.vad != "webrtc":
+            shared_model()  # loaded now: a missing or damaged file stops the start with its fix, not the first turn
+        self.ears = Ears(settings, assistant, self._asr, self._model, self._spawn, lambda: self.turn is None, self.conversation_of)
         self.responder = Responder(
             assistant, tts, self._model, self._tts, self.publishers, self._set_state,
             settings.audio.speaker_plays, playback, pace,
@@ -149,24 +137,19 @@ class Pipeline:
     # -- audio in -------------------------------------------------------------------------------------------
     async def feed(self, source: str, pcm: np.ndarray) -> None:
         """16 kHz mono int16 from a source, in order."""
-        lis = self._listener(source)
+        lis = self.ears.listener(source)
         if source == LOCAL and self.settings.audio.half_duplex:
             lis.muted = self._echo()
         await self._on(lis, lis.feed(pcm, time.monotonic(), model_busy=self.turn is not None))
-        self._watch_stall(lis, self.settings.audio.stalled_stream_ms / 1000)
+        self.ears.watch_stall(lis, self._stalled)
+
+    def _stalled(self, source: str) -> None:
+        self._spawn(self.end_of_stream(source))
 
     async def end_of_stream(self, source: str) -> None:
-        lis = self._listeners.get(source)
+        lis = self.ears.listeners.get(source)
         if lis is not None:
             await self._on(lis, lis.flush())
-
-    def _listener(self, source: str) -> li.Listener:
-        lis = self._listeners.get(source)
-        if lis is None:
-            act = self.settings.activation
-            wake = WakeWordDetector(self._wake_model, act.wake_model_threshold) if self._wake_model is not None else None
-            lis = self._listeners[source] = li.Listener(source, self.settings.audio, act, self._endpoint, self._hearing, wake)
-        return lis
 
     def _echo(self) -> bool:
         now = time.monotonic()
@@ -192,12 +175,7 @@ class Pipeline:
                 if self.turn is None:
                     self._set_state("idle", None)
             elif isinstance(ev, li.Transcribe):
-                if ev.guess:
-                    key = (source, ev.job)
-                    task = self._guesses[key] = self._spawn(self._guess(lis, ev))
-                    task.add_done_callback(lambda _t, key=key: self._guesses.pop(key, None))  # type: ignore[misc]
-                else:
-                    self._spawn(self._early(lis, ev))
+                self.ears.transcribe_for(lis, ev)
             elif isinstance(ev, li.BargeIn):
                 if self.turn is not None and self.turn.source == source:
                     log.info("barge-in on %s: interrupting reply %s", source, self.turn.id)
@@ -211,51 +189,10 @@ class Pipeline:
             return
         if ev.woken_s is not None:
             log.info("wake-word model fired for the turn on %s", lis.source)
-        guess = self._guesses.get((lis.source, ev.guess_job)) if ev.guess_job is not None else None
+        guess = self.ears.guess_of(lis.source, ev.guess_job)
         turn = Turn(source=lis.source, audio=ev.audio, pushed=ev.pushed, woken_s=ev.woken_s,
                     early_tokens=ev.early_tokens, silence_ms=ev.silence_ms)  # fmt: skip
         self._spawn(self._run_turn(turn, guess, ev.guess))
-
-    async def _guess(self, lis: li.Listener, ev: li.Transcribe) -> str | None:
-        """The guess at a pause: words (and the turn model's p where it can matter) back to the listener, then
-        the prompt prefilled if they are ours and the model is free. A finished turn awaits it as its words."""
-        text = await self.transcribe(ev.audio) if self.assistant.transcribes else None
-        turn_p = None  # the turn model runs only where its answer can change the decision (after the words)
-        if self._turn_model is not None and lis.wants_turn_model(ev.job, text):
-            turn_p = await self._run(self._asr, self._turn_model.probability, ev.audio)
-        for req in lis.on_guess(ev.job, text, turn_p, time.monotonic()):
-            if isinstance(req, li.Prefill) and self.turn is None:
-                await self._run(self._model, self.assistant.prepare_in, self.conversation_of(lis.source), req.query)
-        return text
-
-    async def _early(self, lis: li.Listener, ev: li.Transcribe) -> None:
-        try:
-            text = await self.transcribe(ev.audio)
-            for req in lis.on_early(ev.job, text, time.monotonic()):
-                if isinstance(req, li.Prefill) and self.turn is None:
-                    conversation = self.conversation_of(lis.source)
-                    lis.prefilled(await self._run(self._model, self.assistant.prepare_in, conversation, req.query))
-        except Exception as e:  # a guess: the end of the turn transcribes and prefills whatever is missing
-            lis.early_failed(ev.job)
-            log.warning("prefill while speaking failed: %s", e)
-
-    def _watch_stall(self, lis: li.Listener, delay: float) -> None:
-        """(Re)arm the timer that ends the open turn if the source sends nothing more (endpoint.stalled_wait)."""
-        old = self._stalls.pop(lis.source, None)
-        if old is not None:
-            old.cancel()
-        if lis.open:
-            self._stalls[lis.source] = asyncio.get_running_loop().call_later(delay, self._stalled, lis)
-
-    def _stalled(self, lis: li.Listener) -> None:
-        self._stalls.pop(lis.source, None)
-        if self._listeners.get(lis.source) is not lis or (wait := lis.stall_wait(time.monotonic())) is None:
-            return  # gone, turn already over, or push-to-talk held (the release ends it)
-        if wait > 0:  # the hangover may still shorten (words landing): look again soon
-            self._watch_stall(lis, min(wait, 0.1))
-            return
-        log.info("no audio from %s for %.1f s inside a turn: ending it", lis.source, time.monotonic() - lis.last_audio_at)
-        self._spawn(self.end_of_stream(lis.source))
 
     # -- TurnHandler (the server calls these) ---------------------------------------------------------------
     async def on_client_audio(self, client_id: str, pcm16k: np.ndarray) -> None:
@@ -294,7 +231,7 @@ class Pipeline:
             self.responder.cancel(waiting)
 
     async def on_push_to_talk(self, client_id: str, pressed: bool) -> None:
-        lis = self._listener(client_id)
+        lis = self.ears.listener(client_id)
         if pressed:
             lis.press()
             self.commands.silence()
@@ -313,9 +250,7 @@ class Pipeline:
         return self.commands.snapshot()
 
     async def on_client_disconnect(self, client_id: str) -> None:
-        self._listeners.pop(client_id, None)
-        if (stall := self._stalls.pop(client_id, None)) is not None:
-            stall.cancel()
+        self.ears.forget(client_id)
         for waiting in self._waiting.withdraw(client_id):  # nobody is left to hear them
             self.responder.cancel(waiting)
         if self.turn is not None and self.turn.source == client_id:  # its asker is gone: free the model for others
@@ -340,7 +275,7 @@ class Pipeline:
             if turn.cancelled:
                 return
             self.turn = turn
-            lis = self._listeners.get(turn.source)
+            lis = self.ears.listeners.get(turn.source)
             if lis is not None:
                 lis.replying = True
             try:
@@ -377,36 +312,15 @@ class Pipeline:
         return True
 
     async def _hear(self, turn: Turn, guess: asyncio.Task[str | None] | None, heard: str | None) -> bool:
-        """Transcribe a spoken turn and decide whether it is ours (Activation.address). Runs before the turn lock,
-        so a "stop" reaches the reply it stops instead of queueing behind it. An unaddressed turn leaves nothing:
-        no reply, no transcript published, nothing remembered."""
-        activation = self._listener(turn.source).activation
-        wake_model = self._wake_model is not None
-        text, p_yes = None, None
-        if not self.assistant.transcribes:  # encoder-free: the model judges, in a short pass, where it must
-            if activation.needs_score(turn.pushed, wake_model, time.monotonic()):
-                try:
-                    score, phrases = self.assistant.addressed_probability, self.settings.activation.wake_phrases
-                    p_yes = await self._run(self._model, score, turn.audio, phrases, turn.cancel)
-                except Exception as e:  # unjudged is unaddressed: a turn is never answered on a failed pass
-                    log.exception("turn %s: addressing pass failed", turn.id)
-                    self._publish(m.Error(code="internal", message=f"addressing pass failed: {e}"))
-                    return False
-                turn.mark("addressed")
-                log.info("turn %s: p(addressed)=%.3f (threshold %.2f) in %.0f ms", turn.id, p_yes,
-                         self.settings.activation.model_threshold, self.assistant.last_scoring_ms)  # fmt: skip
-        else:
-            text = heard
-            if not text and guess is not None:
-                try:
-                    text = await guess
-                except Exception as e:  # the full pass below decides; a failed guess costs only time
-                    log.warning("speculative transcription failed: %s", e)
-            if not text:  # no pause seen, or the guess heard nothing: transcribe the whole segment
-                assert turn.audio is not None
-                text = await self.transcribe(turn.audio)
-            turn.mark("transcribed")
-        a = activation.address(Evidence(text, turn.pushed, wake_model, turn.woken_s, p_yes), time.monotonic())
+        """Hear a spoken turn (voiced.turn.ears) and act on the decision. Runs before the turn lock, so a "stop"
+        reaches the reply it stops instead of queueing behind it. An unaddressed turn leaves nothing: no reply,
+        no transcript published, nothing remembered."""
+        try:
+            result = await self.ears.hear(turn, guess, heard)
+        except ScoringFailed as e:  # unjudged is unaddressed: a turn is never answered on a failed pass
+            self._publish(m.Error(code="internal", message=str(e)))
+            return False
+        a, text = result.addressing, result.text
         if a.heard is Heard.NOTHING:
             log.info("turn %s: no words recognised; not answered", turn.id)
             self._publish(m.Transcript(text="", final=True, source=turn.source))
@@ -437,7 +351,7 @@ class Pipeline:
         # The one place a command runs: the words of a finished turn (never a guess or an early pass's words).
         said = None if spoken else self.commands.handle(turn.query or "")
         reply = await self.responder.run(turn, said)
-        if not reply.interrupted and (lis := self._listeners.get(turn.source)) is not None:
+        if not reply.interrupted and (lis := self.ears.listeners.get(turn.source)) is not None:
             lis.activation.replied(time.monotonic())
         self._spawn(self._prefill_next_opening())
         self.turns_done.append(reply.done)
