@@ -333,6 +333,7 @@ async def test_tts_languages_come_from_the_voice_itself() -> None:
     """HA builds the TTS entity's languages from the voice's (tts.py); a pipeline in en-US must match them."""
     from tests.support.turn import shared_assistant
     from voiced.pipeline import Pipeline
+    from voiced.server.handler import SpeechBackend
     from voiced.server.wyoming.info import describe_info
     from voiced.speech.tts import make_tts
 
@@ -341,6 +342,7 @@ async def test_tts_languages_come_from_the_voice_itself() -> None:
         settings = turn_settings(tts=tts_section)
         pipeline = Pipeline(settings, shared_assistant(settings), make_tts(settings.tts), None, pace=False)
         try:
+            assert isinstance(pipeline, SpeechBackend), "the pipeline is what the Wyoming server takes"
             info = describe_info(pipeline)
         finally:
             await pipeline.aclose()

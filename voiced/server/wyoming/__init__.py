@@ -46,6 +46,15 @@ from voiced.server.wyoming.server import WyomingError, WyomingServer, serve_wyom
 from voiced.server.wyoming.translate import MAX_TEXT_CHARS, PONG_TEXT_CHARS, Translator
 
 __all__ = [
-    "MAX_TEXT_CHARS", "PONG_TEXT_CHARS", "AudioIn", "InputLimit", "InputLimits", "Translator", "WyomingError",
-    "WyomingServer", "read_event", "serve_wyoming", "wyoming_endpoint",
+    "MAX_TEXT_CHARS",
+    "PONG_TEXT_CHARS",
+    "AudioIn",
+    "InputLimit",
+    "InputLimits",
+    "Translator",
+    "WyomingError",
+    "WyomingServer",
+    "read_event",
+    "serve_wyoming",
+    "wyoming_endpoint",
 ]

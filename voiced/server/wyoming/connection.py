@@ -42,9 +42,7 @@ class Connection(AsyncEventHandler):
     """One Wyoming peer. Requests are answered in order; pipeline events for its turns arrive via the server's
     Publisher at any time, so every outgoing event goes through one outbox and one writer task."""
 
-    def __init__(
-        self, server: WyomingServer, source: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, full: bool = False
-    ):
+    def __init__(self, server: WyomingServer, source: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, full: bool = False):
         super().__init__(reader, writer)
         self.server = server
         self.backend = server.backend
@@ -78,8 +76,12 @@ class Connection(AsyncEventHandler):
             self.stalled = True
             self.cancel.set()  # whatever is being made for this peer (a long synthesize) stops now
             limited.log(
-                logging.WARNING, "stalled", "wyoming client %s is not reading (%d events, %d bytes queued); disconnecting it",
-                self.source, self.outbox.qsize(), self.outbox_bytes,
+                logging.WARNING,
+                "stalled",
+                "wyoming client %s is not reading (%d events, %d bytes queued); disconnecting it",
+                self.source,
+                self.outbox.qsize(),
+                self.outbox_bytes,
             )
             asyncio.ensure_future(self.stop())
 
@@ -103,11 +105,13 @@ class Connection(AsyncEventHandler):
         """
         self._writer_task = asyncio.ensure_future(self._write_loop())
         if self.full:
-            self._refuse(InputLimit(
-                "server-full",
-                f"{self.limits.connections} Wyoming connections are open (server.max_clients); close one or "
-                "raise server.max_clients, then connect again. Connection closed.",
-            ))
+            self._refuse(
+                InputLimit(
+                    "server-full",
+                    f"{self.limits.connections} Wyoming connections are open (server.max_clients); close one or "
+                    "raise server.max_clients, then connect again. Connection closed.",
+                )
+            )
         try:
             while not self.full and (event := await self._read()) is not None:
                 self.events_read += 1
@@ -128,12 +132,14 @@ class Connection(AsyncEventHandler):
             except asyncio.TimeoutError:
                 if not first and self.translator.in_progress:
                     continue  # the peer waits for us, not the other way round
-                self._refuse(InputLimit(
-                    "timeout",
-                    f"no event for {limits.first_event_s if first else limits.idle_s:g} s "
-                    f"({'server.hello_timeout_s' if first else 'server.idle_timeout_s'}); connect when there is "
-                    "something to send, or raise that setting. Connection closed.",
-                ))
+                self._refuse(
+                    InputLimit(
+                        "timeout",
+                        f"no event for {limits.first_event_s if first else limits.idle_s:g} s "
+                        f"({'server.hello_timeout_s' if first else 'server.idle_timeout_s'}); connect when there is "
+                        "something to send, or raise that setting. Connection closed.",
+                    )
+                )
                 return None
             except InputLimit as e:
                 self._refuse(e)
@@ -187,7 +193,9 @@ class Connection(AsyncEventHandler):
             self._refuse(e)
             return False
         except (KeyError, TypeError, ValueError) as e:
-            limited.log(logging.INFO, "bad-event", "wyoming client %s: bad %s event: %s", self.source, printable(event.type), printable(e, 200))
+            limited.log(
+                logging.INFO, "bad-event", "wyoming client %s: bad %s event: %s", self.source, printable(event.type), printable(e, 200)
+            )
             self.error("bad-event", f"{event.type[:64]} event rejected: {str(e)[:512]}; see the Wyoming event definitions")
         except Exception as e:
             if limited.allows("internal"):
@@ -216,7 +224,9 @@ class Connection(AsyncEventHandler):
         elif isinstance(step, tr.OpenStream):
             self.stream = SynthesisStream(
                 lambda text: self.backend.synthesize(text, self.cancel),
-                lambda: self.backend.tts_sample_rate, self.send, self.limits.event_bytes,
+                lambda: self.backend.tts_sample_rate,
+                self.send,
+                self.limits.event_bytes,
             )
         elif isinstance(step, tr.StreamText):
             self._stream_text(step.text)

@@ -53,8 +53,14 @@ class InputLimits:
     def from_settings(cls, settings: Settings) -> InputLimits:
         server = settings.server
         return cls(
-            server.max_message_bytes, settings.audio.max_segment_s, server.max_audio_speed, server.audio_burst_s,
-            server.hello_timeout_s, server.idle_timeout_s, server.max_clients, server.client_queue_bytes,
+            server.max_message_bytes,
+            settings.audio.max_segment_s,
+            server.max_audio_speed,
+            server.audio_burst_s,
+            server.hello_timeout_s,
+            server.idle_timeout_s,
+            server.max_clients,
+            server.client_queue_bytes,
         )
 
     @property

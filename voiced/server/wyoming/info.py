@@ -19,6 +19,7 @@ program's `name` is an entity's name (and the first one the config entry's title
 from __future__ import annotations
 
 import re
+
 from wyoming.info import AsrModel, AsrProgram, Attribution, HandleModel, HandleProgram, Info, TtsProgram, TtsVoice
 
 from voiced import __version__
@@ -63,34 +64,61 @@ def describe_info(backend: SpeechBackend) -> Info:
     asr = []
     if backend.hears_audio and isinstance(audio, AsrAudio):
         program_model = AsrModel(
-            name="Whisper", attribution=_ATTRIBUTION, installed=True, version=None, languages=[language],
+            name="Whisper",
+            attribution=_ATTRIBUTION,
+            installed=True,
+            version=None,
+            languages=[language],
             description=f"Whisper ({audio.engine}) of the {manifest.name} bundle",
         )
         program = AsrProgram(
-            name=NAME, attribution=_ATTRIBUTION, installed=True, version=__version__,
-            description="voiced speech to text (Whisper)", models=[program_model],
+            name=NAME,
+            attribution=_ATTRIBUTION,
+            installed=True,
+            version=__version__,
+            description="voiced speech to text (Whisper)",
+            models=[program_model],
         )
         program.requires_external_vad = settings.server.wyoming_requires_external_vad  # after: not in old wyoming
         asr.append(program)
     voice = TtsVoice(
-        name=tts_settings.voice, attribution=_ATTRIBUTION, installed=True, version=None,
+        name=tts_settings.voice,
+        attribution=_ATTRIBUTION,
+        installed=True,
+        version=None,
         languages=[voice_lang] if voice_lang else [],
         description=f"{engine} {_voice_label(tts_settings.voice)}",
     )
     handle = HandleModel(
-        name=manifest.name, attribution=_ATTRIBUTION, installed=True, version=None, languages=[language],
+        name=manifest.name,
+        attribution=_ATTRIBUTION,
+        installed=True,
+        version=None,
+        languages=[language],
         description=manifest.description or f"voiced assistant ({manifest.family})",
     )
     tts_program = TtsProgram(
-        name=NAME, attribution=_ATTRIBUTION, installed=True, version=__version__,
-        description=f"voiced text to speech ({engine})", voices=[voice],
+        name=NAME,
+        attribution=_ATTRIBUTION,
+        installed=True,
+        version=__version__,
+        description=f"voiced text to speech ({engine})",
+        voices=[voice],
     )
     tts_program.supports_synthesize_streaming = True  # set after: wyoming releases before 1.7 lack the field
     return Info(
         asr=asr,
         tts=[tts_program],
-        handle=[HandleProgram(name=NAME, attribution=_ATTRIBUTION, installed=True, version=__version__,
-                              description="voiced local assistant (spoken turns: run-pipeline)", models=[handle])],
+        handle=[
+            HandleProgram(
+                name=NAME,
+                attribution=_ATTRIBUTION,
+                installed=True,
+                version=__version__,
+                description="voiced local assistant (spoken turns: run-pipeline)",
+                models=[handle],
+            )
+        ],
     )  # supports_home_control and supports_handled_streaming keep their defaults, False
 
 

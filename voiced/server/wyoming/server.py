@@ -89,7 +89,9 @@ class WyomingServer:
         try:
             await server.start(self._connection)
         except OSError as e:
-            raise WyomingError(f"cannot serve Wyoming on {self.uri}: {e.strerror or e}; pick a free port in server.wyoming (--wyoming)") from None
+            raise WyomingError(
+                f"cannot serve Wyoming on {self.uri}: {e.strerror or e}; pick a free port in server.wyoming (--wyoming)"
+            ) from None
         self._server = server
         if not self._registered:  # only once bound: a server that failed to start must not linger as a sink
             self.backend.add_publisher(self)
@@ -117,7 +119,14 @@ class WyomingServer:
         conn = Connection(self, f"wyoming-{next(self._ids)}", reader, writer, full=full)
         if not full:
             self._conns[conn.source] = conn
-        limited.log(logging.INFO, "connect", "wyoming client %s connected from %s%s", conn.source, writer.get_extra_info("peername"), " (over the cap: refused)" if full else "")
+        limited.log(
+            logging.INFO,
+            "connect",
+            "wyoming client %s connected from %s%s",
+            conn.source,
+            writer.get_extra_info("peername"),
+            " (over the cap: refused)" if full else "",
+        )
         return conn
 
     def forget(self, conn: Connection) -> None:

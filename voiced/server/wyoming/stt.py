@@ -17,10 +17,9 @@ transcribes), what was heard is transcribed rather than refused: without an exte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-import contextlib
 
 import numpy as np
 from wyoming.event import Event

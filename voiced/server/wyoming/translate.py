@@ -102,8 +102,7 @@ class Ask:
     conversation: str
 
 
-Step = Union[Send, DescribeSelf, StartTranscription, OpenAudio, Audio, CloseAudio, Speak, OpenStream, StreamText,
-             CloseStream, Ask]
+Step = Union[Send, DescribeSelf, StartTranscription, OpenAudio, Audio, CloseAudio, Speak, OpenStream, StreamText, CloseStream, Ask]
 
 
 # -- events out -----------------------------------------------------------------------------------------------
