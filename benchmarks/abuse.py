@@ -40,7 +40,7 @@ async def _serve() -> None:
 
     settings = turn_settings(server={"port": 0})
     async with daemon(settings, TOKEN, pace=True) as (pipeline, ws, _):
-        async with WyomingServer("tcp://127.0.0.1:0", pipeline, pipeline.assistant, pipeline.tts) as wy:
+        async with WyomingServer("tcp://127.0.0.1:0", pipeline) as wy:
             print(json.dumps({"ws": ws.port, "wy": wy.port}), flush=True)
             await asyncio.Event().wait()
 

@@ -211,7 +211,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     pipeline = Pipeline(settings, assistant, make_tts(settings.tts))  # pace on: `voiced serve` without a speaker
     await pipeline.warm_up()
     result: dict[str, Any] = {"bundle": assistant.bundle.manifest.name, "tts": settings.tts.engine}
-    async with WyomingServer("tcp://127.0.0.1:0", pipeline, assistant, pipeline.tts) as wy:
+    async with WyomingServer("tcp://127.0.0.1:0", pipeline) as wy:
         port = wy.port
         assert port is not None
         async with AsyncTcpClient("127.0.0.1", port) as c:

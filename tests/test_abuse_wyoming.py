@@ -35,7 +35,7 @@ TOKEN = "test-token-0123456789abcdef"
 async def wyoming_daemon(pace: bool = False, **sections: dict[str, Any]) -> AsyncIterator[tuple[WyomingServer, Any, Any]]:
     settings = turn_settings(**sections)
     async with daemon(settings, TOKEN, pace=pace) as (pipeline, ws, collector):
-        async with WyomingServer("tcp://127.0.0.1:0", pipeline, pipeline.assistant, pipeline.tts) as wy:
+        async with WyomingServer("tcp://127.0.0.1:0", pipeline) as wy:
             yield wy, ws, collector
 
 
@@ -63,14 +63,14 @@ async def test_transcripts_then_a_disconnect_leave_one_turn_running_and_drop_the
         async with AsyncTcpClient("127.0.0.1", wy.port) as legit:
             # A spoken reply, paced at real time, holds the model while the flood arrives (a Home Assistant
             # transcript turn is text only and would be done before the next event is read).
-            await wy.pipeline.on_text_query("ws-holder", "Tell me about the sea.", "hold")
+            await wy.backend.on_text_query("ws-holder", "Tell me about the sea.", "hold")
             async with asyncio.timeout(TIMEOUT):
-                while wy.pipeline.turn is None:
+                while wy.backend.turn is None:
                     await asyncio.sleep(0.01)
             async with AsyncTcpClient("127.0.0.1", wy.port) as flood:
                 for i in range(5):
                     await flood.write_event(Transcript(text=f"Flood question {i}?").event())
-                replaced = await read_until(flood, lambda e: NotHandled.is_type(e.type) and len(wy.pipeline._waiting) == 1, TIMEOUT)
+                replaced = await read_until(flood, lambda e: NotHandled.is_type(e.type) and len(wy.backend._waiting) == 1, TIMEOUT)
                 assert all("replaced by a newer request" in (NotHandled.from_event(e).text or "") for e in replaced)
                 await asyncio.sleep(0.2)  # the rest of the flood is in
             await answered(legit)

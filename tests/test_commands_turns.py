@@ -206,7 +206,7 @@ async def test_wyoming_peers_get_timer_events() -> None:
 
     settings = turn_settings(commands={"ring_for_s": 0})
     async with daemon(settings, TOKEN, pace=False) as (pipeline, _, collector):
-        async with WyomingServer("tcp://127.0.0.1:0", pipeline, pipeline.assistant, pipeline.tts) as wy, AsyncTcpClient(
+        async with WyomingServer("tcp://127.0.0.1:0", pipeline) as wy, AsyncTcpClient(
             "127.0.0.1", wy.port
         ) as client:
             got = []

@@ -49,8 +49,8 @@ from voiced.memory import Memory
 from voiced.model.bundle import load_bundle
 from voiced.routing import plays_locally
 from voiced.server.wyoming import WyomingServer
-from voiced.server.wyoming_info import bcp47
-from voiced.server.wyoming_zeroconf import SERVICE_TYPE, Announcement, plan
+from voiced.server.wyoming.info import bcp47
+from voiced.server.wyoming.zeroconf import SERVICE_TYPE, Announcement, plan
 from voiced.speech.playback import Playback
 
 TOKEN = "test-token-0123456789abcdef"
@@ -59,7 +59,7 @@ TOKEN = "test-token-0123456789abcdef"
 @asynccontextmanager
 async def ha_daemon(settings: Settings, **pipeline_kw: Any) -> AsyncIterator[tuple[WyomingServer, Any, Any]]:
     async with daemon(settings, TOKEN, **pipeline_kw) as (pipeline, ws, collector):
-        async with WyomingServer("tcp://127.0.0.1:0", pipeline, pipeline.assistant, pipeline.tts) as wy:
+        async with WyomingServer("tcp://127.0.0.1:0", pipeline) as wy:
             yield wy, ws, collector
 
 
@@ -190,14 +190,14 @@ async def test_wyoming_turns_are_not_played_on_the_local_speaker(pulse: Pulse) -
                 quiet_until = time.monotonic()
                 sat_pcm, _ = pcm_of(events)
                 collector.finished.clear()
-                await wy.pipeline.on_text_query("local", "Hello there, who are you?", "q-local")  # the local mic's
+                await wy.backend.on_text_query("local", "Hello there, who are you?", "q-local")  # the local mic's
                 await asyncio.wait_for(collector.finished.wait(), 60)
                 await playback.drain()
                 await asyncio.sleep(0.3)
         loud = mon.loud_times()
     finally:
         await playback.aclose()
-    assert len(sat_pcm) > 0.3 * wy.tts.sample_rate, "the satellite heard its reply"
+    assert len(sat_pcm) > 0.3 * wy.backend.tts_sample_rate, "the satellite heard its reply"
     assert not [t for t in loud if t < quiet_until], "a Wyoming turn was played on the voiced host's speaker"
     assert [t for t in loud if t > quiet_until], "the local microphone's reply must play: the sink is real"
 
@@ -244,14 +244,14 @@ async def test_two_websocket_clients_each_hear_their_own_reply_and_keep_their_ow
                 got = await asyncio.gather(*(c.collect_reply(request_id=rid) for c in (a, b, speaker)))
                 replies[text] = {name: len(r.audio()) for name, r in zip("ab", got)} | {"speaker": len(got[2].audio())}
             sessions = a.session_id, b.session_id
-            memories = [wy.pipeline.assistant.conversations.peek(s) for s in sessions]
+            memories = [wy.backend.assistant.conversations.peek(s) for s in sessions]
             async with (
                 VoicedClient(url, TOKEN, name="c", conversation="kitchen") as c,
                 VoicedClient(url, TOKEN, name="d", conversation="kitchen") as d,
             ):
                 await c.collect_reply(request_id=await c.text_query("Hello from c."))
                 await d.collect_reply(request_id=await d.text_query("Hello from d."))
-        shared = wy.pipeline.assistant.conversations.peek("ws:kitchen")
+        shared = wy.backend.assistant.conversations.peek("ws:kitchen")
     assert replies["My name is Alice."]["a"] > 0 and replies["My name is Alice."]["b"] == 0
     assert replies["My name is Bob."]["b"] > 0 and replies["My name is Bob."]["a"] == 0
     assert replies["My name is Alice."]["speaker"] > 0 and replies["My name is Bob."]["speaker"] > 0
@@ -308,7 +308,7 @@ async def test_home_assistant_discovers_the_endpoint_and_can_use_it() -> None:
 
     settings = turn_settings()
     async with daemon(settings, TOKEN, pace=False) as (pipeline, _ws, _c):
-        async with WyomingServer("tcp://0.0.0.0:0", pipeline, pipeline.assistant, pipeline.tts) as wy:
+        async with WyomingServer("tcp://0.0.0.0:0", pipeline) as wy:
             announcer = wy._announcer
             assert announcer is not None, "bound beyond loopback with server.wyoming_zeroconf on: it must be announced"
             name = announcer._info.name  # type: ignore[union-attr]
@@ -325,7 +325,7 @@ async def test_home_assistant_discovers_the_endpoint_and_can_use_it() -> None:
         assert wy._announcer is None
     settings.server.wyoming_zeroconf = False
     async with daemon(settings, TOKEN, pace=False) as (pipeline, _ws, _c):
-        async with WyomingServer("tcp://0.0.0.0:0", pipeline, pipeline.assistant, pipeline.tts) as wy:
+        async with WyomingServer("tcp://0.0.0.0:0", pipeline) as wy:
             assert wy._announcer is None, "server.wyoming_zeroconf = false: never announced"
 
 
@@ -333,7 +333,8 @@ async def test_tts_languages_come_from_the_voice_itself() -> None:
     """HA builds the TTS entity's languages from the voice's (tts.py); a pipeline in en-US must match them."""
     from tests.support.turn import shared_assistant
     from voiced.pipeline import Pipeline
-    from voiced.server.wyoming_info import describe_info
+    from voiced.server.handler import SpeechBackend
+    from voiced.server.wyoming.info import describe_info
     from voiced.speech.tts import make_tts
 
     for tts_section, language, label in (({"engine": "espeak", "voice": "en-gb"}, "en-GB", "espeak-ng en-gb"),
@@ -341,7 +342,8 @@ async def test_tts_languages_come_from_the_voice_itself() -> None:
         settings = turn_settings(tts=tts_section)
         pipeline = Pipeline(settings, shared_assistant(settings), make_tts(settings.tts), None, pace=False)
         try:
-            info = describe_info(pipeline, pipeline.assistant, pipeline.tts)
+            assert isinstance(pipeline, SpeechBackend), "the pipeline is what the Wyoming server takes"
+            info = describe_info(pipeline)
         finally:
             await pipeline.aclose()
         (voice,) = info.tts[0].voices

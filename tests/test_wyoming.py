@@ -35,7 +35,7 @@ TIMEOUT = 60.0
 async def wyoming_daemon(**sections: dict[str, Any]) -> AsyncIterator[tuple[WyomingServer, object]]:
     settings = turn_settings(**sections)
     async with daemon(settings, pace=False) as (pipeline, _ws, collector):
-        async with WyomingServer("tcp://127.0.0.1:0", pipeline, pipeline.assistant, pipeline.tts) as wy:
+        async with WyomingServer("tcp://127.0.0.1:0", pipeline) as wy:
             yield wy, collector
 
 
@@ -117,7 +117,7 @@ def test_audio_in_refuses_formats_it_cannot_convert() -> None:
 
 async def test_bad_uri_names_the_fix() -> None:
     with pytest.raises(WyomingError, match="tcp://127.0.0.1:10700"):
-        WyomingServer("http://127.0.0.1:10700", None, None, None)
+        WyomingServer("http://127.0.0.1:10700", None)
 
 
 # -- over TCP ---------------------------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ async def test_synthesize_streams_speech_at_the_advertised_rate() -> None:
     async with wyoming_daemon() as (wy, _), AsyncTcpClient("127.0.0.1", wy.port) as client:
         await client.write_event(Synthesize(text="The quick brown fox jumps over the lazy dog.").event())
         events = await read_until(client, lambda e: AudioStop.is_type(e.type))
-        engine_rate = wy.tts.sample_rate
+        engine_rate = wy.backend.tts_sample_rate
     start = AudioStart.from_event(events[0])
     assert (start.rate, start.width, start.channels) == (engine_rate, 2, 1)
     pcm, rate = pcm_of(events)
@@ -177,7 +177,7 @@ async def test_spoken_turn_gets_transcript_and_spoken_reply() -> None:
     assert handled.text == done.text and handled.text.strip()
     assert handled.context["voiced"]["reply_id"] == done.reply_id
     pcm, rate = pcm_of(events)
-    assert rate == wy.tts.sample_rate and len(pcm) / rate > 0.3 and rms(pcm) > 300
+    assert rate == wy.backend.tts_sample_rate and len(pcm) / rate > 0.3 and rms(pcm) > 300
     assert abs(len(pcm) / rate - len(np.concatenate(collector.audio)) / collector.rate) < 0.01
 
 
@@ -185,7 +185,7 @@ async def test_transcript_event_is_answered_by_the_assistant() -> None:
     async with wyoming_daemon() as (wy, collector), AsyncTcpClient("127.0.0.1", wy.port) as client:
         await client.write_event(Transcript(text="Hello there, who are you?", context={"conversation_id": "c1"}).event())
         events = await read_until(client, lambda e: Handled.is_type(e.type))
-        history = [(x.user, x.assistant) for x in wy.pipeline.assistant.memory.exchanges]
+        history = [(x.user, x.assistant) for x in wy.backend.assistant.memory.exchanges]
     assert [e.type for e in events] == ["handled"], "a text request gets its answer, not the spoken audio"
     handled = Handled.from_event(events[0])
     assert handled.text and handled.context["conversation_id"] == "c1"
@@ -218,14 +218,14 @@ async def test_bad_input_answers_errors_and_the_server_lives_on() -> None:
             await read_until(client, lambda e: Info.is_type(e.type))
 
         with pytest.raises(WyomingError, match="pick a free port"):
-            await WyomingServer(f"tcp://127.0.0.1:{wy.port}", wy.pipeline, wy.assistant, wy.tts).start()
+            await WyomingServer(f"tcp://127.0.0.1:{wy.port}", wy.backend).start()
 
 
 async def test_unaddressed_utterance_ends_with_not_handled() -> None:
     settings = turn_settings(activation={"mode": "wake", "wake_phrases": ["hey voiced"]})
     question = compose([0.5, "What is the capital of France?", 1.0], rate=16000).pcm
     async with daemon(settings, pace=False) as (pipeline, _ws, collector):
-        async with WyomingServer("tcp://127.0.0.1:0", pipeline, pipeline.assistant, pipeline.tts) as wy:
+        async with WyomingServer("tcp://127.0.0.1:0", pipeline) as wy:
             async with AsyncTcpClient("127.0.0.1", wy.port) as client:
                 await client.write_event(RunPipeline(start_stage=PipelineStage.WAKE, end_stage=PipelineStage.TTS).event())
                 await send_audio(client, question, 16000, start=False)  # a satellite may skip audio-start

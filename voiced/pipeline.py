@@ -42,6 +42,7 @@ from voiced.commands.runtime import Commands
 from voiced.config import Settings
 from voiced.conversations import key_of
 from voiced.model.engine import ContextOverflow
+from voiced.model.manifest import Manifest
 from voiced.routing import ANNOUNCE, Delivery
 from voiced.server.handler import Publisher
 from voiced.server.logsafe import words
@@ -123,6 +124,14 @@ class Pipeline:
     @property
     def language(self) -> str | None:
         return getattr(self.assistant.bundle.manifest.audio, "language", None)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.assistant.bundle.manifest
+
+    @property
+    def voice_language(self) -> str | None:
+        return getattr(self.tts, "language", None)  # only engines that know their voice's language say it
 
     @property
     def tts_sample_rate(self) -> int:

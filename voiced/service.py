@@ -90,7 +90,7 @@ async def _serve(settings: Settings) -> int:
         await pipeline.aclose()
         return 1
     try:
-        async with wyoming_endpoint(settings.server.wyoming, pipeline, assistant, tts):  # None: no Wyoming
+        async with wyoming_endpoint(settings.server.wyoming, pipeline):  # None: no Wyoming
             log.info("serving %s (token in %s); Ctrl-C stops", server.url, settings.token_path())
             if settings.audio.input_device != "none":
                 tasks.append(asyncio.create_task(_microphone(settings, pipeline, LOCAL)))

@@ -12,6 +12,7 @@ from protocol.messages import ServerMessage, TimerInfo
 
 if TYPE_CHECKING:
     from voiced.config import Settings
+    from voiced.model.manifest import Manifest
 
 
 class Publisher(Protocol):
@@ -75,6 +76,16 @@ class SpeechBackend(Protocol):
     @property
     def language(self) -> str | None:
         """The recogniser's language as a BCP 47 tag, where the bundle names one."""
+        ...
+
+    @property
+    def manifest(self) -> Manifest:
+        """The bundle the daemon describes itself by (its name, its recogniser): Wyoming's `info`."""
+        ...
+
+    @property
+    def voice_language(self) -> str | None:
+        """The TTS voice's language as its engine knows it (espeak-ng's voice record, a Piper voice's config)."""
         ...
 
     @property

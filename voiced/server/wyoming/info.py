@@ -11,44 +11,24 @@ program's `name` is an entity's name (and the first one the config entry's title
   the TTS voice's from the voice itself (espeak-ng's voice record, a Piper voice's config), never from a voice
   name or a file path. Home Assistant compares tags by language and region, so `en-US` matches its `en` and
   `en-US` pipelines as Piper's `en_US` does.
-- `supports_synthesize_streaming`: voiced speaks streamed text clause by clause (voiced.server.wyoming_tts).
+- `supports_synthesize_streaming`: voiced speaks streamed text clause by clause (voiced.server.wyoming.tts).
 - `requires_external_vad` is `server.wyoming_requires_external_vad` (default false: voiced's adaptive end of turn
-  ends the command, voiced.server.wyoming_stt; true: the client's `audio-stop` does).
+  ends the command, voiced.server.wyoming.stt; true: the client's `audio-stop` does).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Protocol
 
 from wyoming.info import AsrModel, AsrProgram, Attribution, HandleModel, HandleProgram, Info, TtsProgram, TtsVoice
 
 from voiced import __version__
-from voiced.config import Settings
-from voiced.model.manifest import AsrAudio, Manifest
+from voiced.model.manifest import AsrAudio
+from voiced.server.handler import SpeechBackend
 
 NAME = "voiced"
 _ATTRIBUTION = Attribution(name="voiced", url="")  # no public home page to point at (yet); never invent one
 _ENGINES = {"espeak": "espeak-ng", "piper": "Piper"}
-
-
-class _Bundle(Protocol):
-    manifest: Manifest
-
-
-class _Assistant(Protocol):
-    bundle: _Bundle
-
-    @property
-    def hears_audio(self) -> bool: ...
-
-
-class _Pipeline(Protocol):
-    settings: Settings
-
-
-class _Tts(Protocol):
-    sample_rate: int
 
 
 def bcp47(code: str | None) -> str | None:
@@ -72,50 +52,73 @@ def bcp47(code: str | None) -> str | None:
     return "-".join(out)
 
 
-def voice_language(tts: object) -> str | None:
-    """The TTS voice's own language tag: engines that know it say so as `language` (espeak-ng from its voice
-    record, Piper from the voice's config)."""
-    return bcp47(getattr(tts, "language", None))
-
-
-def describe_info(pipeline: _Pipeline, assistant: _Assistant, tts: _Tts) -> Info:
-    manifest = assistant.bundle.manifest
+def describe_info(backend: SpeechBackend) -> Info:
+    """`info` for a peer's `describe`: what `backend` hears and says, in Home Assistant's terms (see above)."""
+    manifest = backend.manifest
     audio = manifest.audio
     language = bcp47(audio.language if isinstance(audio, AsrAudio) else None) or "en"
-    tts_settings = pipeline.settings.tts
+    settings = backend.settings
+    tts_settings = settings.tts
     engine = _ENGINES.get(tts_settings.engine, tts_settings.engine)
-    voice_lang = voice_language(tts)
+    voice_lang = bcp47(backend.voice_language)  # the engine's own (espeak-ng's voice record, a Piper voice's config)
     asr = []
-    if assistant.hears_audio and isinstance(audio, AsrAudio):
+    if backend.hears_audio and isinstance(audio, AsrAudio):
         program_model = AsrModel(
-            name="Whisper", attribution=_ATTRIBUTION, installed=True, version=None, languages=[language],
+            name="Whisper",
+            attribution=_ATTRIBUTION,
+            installed=True,
+            version=None,
+            languages=[language],
             description=f"Whisper ({audio.engine}) of the {manifest.name} bundle",
         )
         program = AsrProgram(
-            name=NAME, attribution=_ATTRIBUTION, installed=True, version=__version__,
-            description="voiced speech to text (Whisper)", models=[program_model],
+            name=NAME,
+            attribution=_ATTRIBUTION,
+            installed=True,
+            version=__version__,
+            description="voiced speech to text (Whisper)",
+            models=[program_model],
         )
-        program.requires_external_vad = pipeline.settings.server.wyoming_requires_external_vad  # after: not in old wyoming
+        program.requires_external_vad = settings.server.wyoming_requires_external_vad  # after: not in old wyoming
         asr.append(program)
     voice = TtsVoice(
-        name=tts_settings.voice, attribution=_ATTRIBUTION, installed=True, version=None,
+        name=tts_settings.voice,
+        attribution=_ATTRIBUTION,
+        installed=True,
+        version=None,
         languages=[voice_lang] if voice_lang else [],
         description=f"{engine} {_voice_label(tts_settings.voice)}",
     )
     handle = HandleModel(
-        name=manifest.name, attribution=_ATTRIBUTION, installed=True, version=None, languages=[language],
+        name=manifest.name,
+        attribution=_ATTRIBUTION,
+        installed=True,
+        version=None,
+        languages=[language],
         description=manifest.description or f"voiced assistant ({manifest.family})",
     )
     tts_program = TtsProgram(
-        name=NAME, attribution=_ATTRIBUTION, installed=True, version=__version__,
-        description=f"voiced text to speech ({engine})", voices=[voice],
+        name=NAME,
+        attribution=_ATTRIBUTION,
+        installed=True,
+        version=__version__,
+        description=f"voiced text to speech ({engine})",
+        voices=[voice],
     )
     tts_program.supports_synthesize_streaming = True  # set after: wyoming releases before 1.7 lack the field
     return Info(
         asr=asr,
         tts=[tts_program],
-        handle=[HandleProgram(name=NAME, attribution=_ATTRIBUTION, installed=True, version=__version__,
-                              description="voiced local assistant (spoken turns: run-pipeline)", models=[handle])],
+        handle=[
+            HandleProgram(
+                name=NAME,
+                attribution=_ATTRIBUTION,
+                installed=True,
+                version=__version__,
+                description="voiced local assistant (spoken turns: run-pipeline)",
+                models=[handle],
+            )
+        ],
     )  # supports_home_control and supports_handled_streaming keep their defaults, False
 
 

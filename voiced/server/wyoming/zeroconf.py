@@ -72,13 +72,18 @@ class Announcer:
             from zeroconf import IPVersion, ServiceInfo
             from zeroconf.asyncio import AsyncZeroconf
         except ImportError:
-            log.warning("Wyoming is not announced on the LAN: install zeroconf (pip install zeroconf), or set "
-                        "server.wyoming_zeroconf = false to silence this")
+            log.warning(
+                "Wyoming is not announced on the LAN: install zeroconf (pip install zeroconf), or set "
+                "server.wyoming_zeroconf = false to silence this"
+            )
             return False
         info = ServiceInfo(
-            SERVICE_TYPE, f"{announcement.name}.{SERVICE_TYPE}", port=announcement.port,
+            SERVICE_TYPE,
+            f"{announcement.name}.{SERVICE_TYPE}",
+            port=announcement.port,
             addresses=[socket.inet_aton(a) for a in announcement.addresses],
-            server=f"{announcement.name}.local.", properties={"program": "voiced"},
+            server=f"{announcement.name}.local.",
+            properties={"program": "voiced"},
         )
         zc = AsyncZeroconf(ip_version=IPVersion.V4Only)
         try:

@@ -17,14 +17,19 @@ transcribes), what was heard is transcribed rather than refused: without an exte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
+from wyoming.event import Event
 
-from voiced.audio import vad
+from voiced.audio import RATE, vad
 from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy
 from voiced.config import Settings
+from voiced.server.handler import SpeechBackend
+from voiced.server.wyoming.framing import InputLimit
+from voiced.server.wyoming.translate import error, transcript
 
 Transcriber = Callable[[np.ndarray], Awaitable[str]]
 SPECULATE_AFTER_S = 0.12  # as the pipeline: ASR only pauses that last, the tails of words pause the VAD too
@@ -63,7 +68,7 @@ class CommandEnd:
                 self._heard.append(ev.pcm)
             elif isinstance(ev, vad.SpeechPaused) and self._heard:
                 audio = np.concatenate(self._heard)
-                tail = audio[-vad.RATE * TAIL_MS // 1000 :]
+                tail = audio[-RATE * TAIL_MS // 1000 :]
                 self._segmenter.hangover_ms = self._policy.decide(None, tail, words_pending=True).ms
                 self._drop()
                 self._pending = asyncio.get_running_loop().call_later(SPECULATE_AFTER_S, self._speculate, tail)
@@ -114,3 +119,81 @@ class CommandEnd:
         if self._spec is not None:
             self._spec.cancel()
         self._pending = self._spec = None
+
+
+class Transcription:
+    """A connection's speech to text: the audio of each `audio-start` .. `audio-stop`, ended by voiced (CommandEnd)
+    or by the client, and its one `transcript`, made on the backend's ASR thread. `send` queues an event."""
+
+    def __init__(self, backend: SpeechBackend, utterance_s: float, source: str, send: Callable[[Event], None]) -> None:
+        self._backend = backend
+        self._limit_s = utterance_s  # audio.max_segment_s
+        self._source = source
+        self._send = send
+        self._pcm: list[np.ndarray] = []
+        self._samples = 0
+        self._command: CommandEnd | None = None
+
+    def reset(self) -> None:
+        """`transcribe` or `audio-start`: what was heard before is no part of the next command."""
+        self._pcm, self._samples = [], 0
+
+    def start(self) -> None:
+        """An audio stream to transcribe opens: voiced ends the command unless the client's VAD does."""
+        backend = self._backend
+        if backend.settings.server.wyoming_requires_external_vad or not backend.hears_audio:
+            return
+        if self._command is not None:
+            self._command.close()
+        self._command = CommandEnd(backend.settings, backend.transcribe, self._source)
+
+    async def push(self, pcm: np.ndarray) -> None:
+        self._samples += pcm.size
+        over = self._samples > self._limit_s * RATE
+        command = self._command
+        if command is not None:  # voiced decides where the command ends, and at the limit ends it
+            if command.ended is None:
+                ended = command.feed(pcm) or (command.give_up() if over else None)
+                if ended is not None:
+                    await self._ended(ended)
+                else:
+                    self._pcm.append(pcm)
+            return
+        if over:
+            raise InputLimit(
+                "too-long",
+                f"more than {self._limit_s:g} s of audio in one transcription (audio.max_segment_s, the longest "
+                "utterance voiced transcribes); send audio-stop at the end of each command, or raise "
+                "audio.max_segment_s. Connection closed.",
+            )
+        self._pcm.append(pcm)
+
+    async def stop(self, tail: np.ndarray) -> None:
+        """`audio-stop`: the transcript, unless voiced already sent it when it heard the command end."""
+        command, self._command = self._command, None
+        if command is not None:
+            command.close()
+            if command.ended is not None:
+                self.reset()
+                return
+        pcm = np.concatenate([*self._pcm, tail]) if self._pcm or tail.size else np.zeros(0, np.int16)
+        self.reset()
+        if not self._backend.hears_audio:
+            self._send(error("unavailable", "this model bundle has no speech recogniser; use an ASR bundle (voiced model prepare default)"))
+            return
+        text = await self._backend.transcribe(pcm)
+        self._send(transcript(text, self._backend.language))
+
+    def close(self) -> None:
+        if self._command is not None:
+            self._command.close()
+
+    async def _ended(self, command: Command) -> None:
+        text = ""
+        if command.words is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                text = await command.words
+        if not text and command.audio.size:
+            text = await self._backend.transcribe(command.audio)
+        self._pcm = []
+        self._send(transcript(text, self._backend.language))
