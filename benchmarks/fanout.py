@@ -43,8 +43,9 @@ async def _listener_main(url: str, token: str, n: int, rate: int) -> None:
 
     conns = []
     for i in range(n):
-        ws = await connect(url, subprotocols=["voiced.v1"], additional_headers={"Authorization": f"Bearer {token}"},
-                           compression=None, max_queue=1024)
+        ws = await connect(
+            url, subprotocols=["voiced.v1"], additional_headers={"Authorization": f"Bearer {token}"}, compression=None, max_queue=1024
+        )
         await ws.send(m.Hello(name=f"bench{i}", audio_rate=rate, events=["reply_done"]).to_json())  # type: ignore[arg-type]
         await ws.recv()
         conns.append(ws)
@@ -95,9 +96,11 @@ async def _run(count: int, chunks: int, interval_s: float) -> dict:
         procs = []
         for start in range(0, count, PER_PROCESS):
             n = min(PER_PROCESS, count - start)
-            procs.append(await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--listener", url, token, str(n), str(RATE),
-                stdout=subprocess.PIPE, cwd=str(ROOT)))
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable, __file__, "--listener", url, token, str(n), str(RATE), stdout=subprocess.PIPE, cwd=str(ROOT)
+                )
+            )
         for p in procs:
             assert (await p.stdout.readline()).strip() == b"ready"
         while len(server.clients) < count:

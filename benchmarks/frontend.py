@@ -33,7 +33,9 @@ from voiced.audio.vad import Segmenter, SpeechEnded, SpeechStarted  # noqa: E402
 from voiced.config import AudioSettings  # noqa: E402
 
 # ../shared/speech beside the checkout; a worktree one level deeper finds it one level up.
-SPEECH = next((p for p in (ROOT.parent / "shared" / "speech", ROOT.parents[1] / "shared" / "speech") if p.is_dir()), ROOT.parent / "shared" / "speech")
+SPEECH = next(
+    (p for p in (ROOT.parent / "shared" / "speech", ROOT.parents[1] / "shared" / "speech") if p.is_dir()), ROOT.parent / "shared" / "speech"
+)
 FRAME = 0.03
 
 

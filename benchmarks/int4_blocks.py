@@ -124,7 +124,9 @@ def answers(bundle: Path) -> dict:
     from voiced.config import load_settings
     from voiced.model.bundle import load_bundle
 
-    settings, _ = load_settings(None, {"model": {"threads": 2, "max_new_tokens": 48}, "audio": {"input_device": "none", "output_device": "none"}})
+    settings, _ = load_settings(
+        None, {"model": {"threads": 2, "max_new_tokens": 48}, "audio": {"input_device": "none", "output_device": "none"}}
+    )
     assistant = Assistant(load_bundle(bundle), settings.model)
     questions = QUESTIONS + MORE_QUESTIONS
     wrong = []
@@ -138,7 +140,9 @@ def answers(bundle: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--plans", default="32 64 32,gate_proj=64,up_proj=64", help="int4 block plans, space-separated (model_export.quantize.BlockPlan)")
+    ap.add_argument(
+        "--plans", default="32 64 32,gate_proj=64,up_proj=64", help="int4 block plans, space-separated (model_export.quantize.BlockPlan)"
+    )
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     ap.add_argument("--work", type=Path, default=cache / "voiced" / "bench-int4", help="HF folder, bundles, reference logits")
     args = ap.parse_args()
@@ -165,7 +169,11 @@ def main() -> None:
     out: dict[str, dict] = {}
     for b, engine in engines.items():
         figures = bundle_figures(bundles[b])
-        out[b] = {**against_reference(engine, sequences, ref), "bytes_per_parameter": figures["bytes_per_parameter"], "weight_bytes": figures["weight_bytes"]}
+        out[b] = {
+            **against_reference(engine, sequences, ref),
+            "bytes_per_parameter": figures["bytes_per_parameter"],
+            "weight_bytes": figures["weight_bytes"],
+        }
         say(f"blocks {b}: {out[b]}")
     rates: dict[str, list[float]] = {b: [] for b in engines}
     for _ in range(3):  # interleaved: a noisy stretch of the machine hits every block size alike

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from default_bundle import QUESTIONS, right  # noqa: E402  (the 12 spoken-style questions and their keywords)
+
 from protocol import messages as m  # noqa: E402
 from tests.support.llama_server import ALIAS, LlamaServer, gguf  # noqa: E402
 from tests.support.speech import compose  # noqa: E402

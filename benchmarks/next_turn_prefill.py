@@ -33,7 +33,9 @@ def main() -> None:
     ap.add_argument("--bundle", default="default")
     ap.add_argument("--rounds", type=int, default=4)
     args = ap.parse_args()
-    settings, _ = load_settings(None, {"model": {"threads": 2, "max_new_tokens": 32}, "audio": {"input_device": "none", "output_device": "none"}})
+    settings, _ = load_settings(
+        None, {"model": {"threads": 2, "max_new_tokens": 32}, "audio": {"input_device": "none", "output_device": "none"}}
+    )
     assistant = Assistant(load_bundle(store.ensure_prepared(args.bundle, progress=True)), settings.model)
     assistant.warm_up()
     out: dict[str, dict[str, list[float]]] = {"idle_prefill": {"tokens": [], "ms": []}, "none": {"tokens": [], "ms": []}}
@@ -50,9 +52,16 @@ def main() -> None:
                 tokens = assistant.prepare(second)  # what the pause's speculation does once the words are known
                 out[mode]["ms"].append((time.perf_counter() - t0) * 1e3)
                 out[mode]["tokens"].append(tokens)
-    summary = {mode: {"median_tokens": statistics.median(v["tokens"]), "median_ms": round(statistics.median(v["ms"]), 1)} for mode, v in out.items()}
+    summary = {
+        mode: {"median_tokens": statistics.median(v["tokens"]), "median_ms": round(statistics.median(v["ms"]), 1)}
+        for mode, v in out.items()
+    }
     pairs = [a / b for a, b in zip(out["idle_prefill"]["ms"], out["none"]["ms"])]
-    print(json.dumps({"bundle": assistant.bundle.manifest.name, **summary, "ms_ratio_paired_median": round(statistics.median(pairs), 3)}, indent=1))
+    print(
+        json.dumps(
+            {"bundle": assistant.bundle.manifest.name, **summary, "ms_ratio_paired_median": round(statistics.median(pairs), 3)}, indent=1
+        )
+    )
 
 
 if __name__ == "__main__":

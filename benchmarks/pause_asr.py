@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from asr import load_real, wer  # noqa: E402
+
 from tests.support.speech import espeak  # noqa: E402
 from voiced.audio import vad  # noqa: E402
 from voiced.audio.capture import load_wav_16k  # noqa: E402
@@ -83,7 +84,10 @@ def main() -> None:
         for k, t in texts.items():
             hyps.setdefault((kind, k), []).append(" ".join(t))
         if args.show and texts["at_pause"] != texts["after_wait"]:
-            print(f"{kind} | {ref}\n  at_pause:   {' '.join(texts['at_pause'])}\n  after_wait: {' '.join(texts['after_wait'])}", file=sys.stderr)
+            print(
+                f"{kind} | {ref}\n  at_pause:   {' '.join(texts['at_pause'])}\n  after_wait: {' '.join(texts['after_wait'])}",
+                file=sys.stderr,
+            )
     print(json.dumps({
         f"{kind}@{k}": {"wer": wer(refs[kind], h, False), "wer_digits_spelled": wer(refs[kind], h, True), "clips": len(h)}
         for (kind, k), h in hyps.items()

@@ -129,7 +129,15 @@ def save(output_file: Path, title: str, command: str, benchmark: str | None, dir
     while path.exists():
         path = directory / f"{today}-{name}-{n}.json"
         n += 1
-    record = {"title": title, "benchmark": name, "command": command, "date": today, "machine": machine(), "provenance": "measured by the command above", "output": output}
+    record = {
+        "title": title,
+        "benchmark": name,
+        "command": command,
+        "date": today,
+        "machine": machine(),
+        "provenance": "measured by the command above",
+        "output": output,
+    }
     directory.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path

@@ -103,7 +103,9 @@ def endpoint_part(rec: Recognizer, quick: bool) -> dict:
             "cut_early_plain_turns": sum(x["cut_early"] for x in rows if not x["paused"]),
             "latency_ms_mean_uncut": round(statistics.fmean(x["latency_ms"] for x in ok), 1) if ok else None,
             "transcript_ready_ms_mean_uncut": round(statistics.fmean(x["ready_ms"] for x in ok), 1) if ok else None,
-            "latency_ms_mean_plain_turns": round(statistics.fmean(x["latency_ms"] for x in ok if not x["paused"]), 1) if any(not x["paused"] for x in ok) else None,
+            "latency_ms_mean_plain_turns": round(statistics.fmean(x["latency_ms"] for x in ok if not x["paused"]), 1)
+            if any(not x["paused"] for x in ok)
+            else None,
         }
     out["final_asr_ms_mean"] = round(statistics.fmean(final_asr_ms), 1)
     return out
@@ -209,8 +211,10 @@ def main() -> None:
         missed[name] = {"missed": len(miss), "missed_with_pause": len(miss_p), "examples": (miss + miss_p)[:3]}
     result["missed_activations"] = missed
 
-    noise = [np.random.default_rng(s).normal(0, 32768 * 10 ** (db / 20), 16000 * 5).clip(-32768, 32767).astype(np.int16)
-             for s, db in enumerate([-45, -35, -25, -20] * (1 if args.quick else 3))]
+    noise = [
+        np.random.default_rng(s).normal(0, 32768 * 10 ** (db / 20), 16000 * 5).clip(-32768, 32767).astype(np.int16)
+        for s, db in enumerate([-45, -35, -25, -20] * (1 if args.quick else 3))
+    ]
     result["false_activations_noise"] = count_false(recs, noise, act)
     result["false_activations_espeak_chatter"] = count_false(recs, [espeak(c) for c in CHATTER], act)
     manifest = args.speech / "manifest.json"

@@ -35,19 +35,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from asr import normalise  # noqa: E402  (benchmarks/asr.py: the WER normaliser, digits spelled)
+
 from protocol import messages as m  # noqa: E402
 from protocol.client import AudioChunk, VoicedClient  # noqa: E402
 from tests.support.speech import compose  # noqa: E402
+from voiced import pipeline as pipeline_module  # noqa: E402
 from voiced.assistant import Assistant  # noqa: E402
+from voiced.audio.endpoint import EndOfTurnPolicy  # noqa: E402
+from voiced.audio.smart_turn import SmartTurn  # noqa: E402
 from voiced.config import load_settings  # noqa: E402
 from voiced.model import store  # noqa: E402
 from voiced.model.bundle import load_bundle  # noqa: E402
-from voiced import pipeline as pipeline_module  # noqa: E402
-from voiced.audio.endpoint import EndOfTurnPolicy  # noqa: E402
-from voiced.audio.smart_turn import SmartTurn  # noqa: E402
 from voiced.pipeline import Pipeline  # noqa: E402
-from voiced.speech.chunker import ClauseChunker  # noqa: E402
 from voiced.server.ws import VoicedServer  # noqa: E402
+from voiced.speech.chunker import ClauseChunker  # noqa: E402
 from voiced.speech.tts import make_tts  # noqa: E402
 
 QUESTIONS = [
@@ -184,7 +185,10 @@ async def compare_levers(args: argparse.Namespace) -> None:
     server = VoicedServer(settings.server, pipeline, TOKEN)
     pipeline.add_publisher(server)
     smart = SmartTurn()
-    policies = {mode: EndOfTurnPolicy(settings.activation.model_copy(update={"end_of_turn": mode}), settings.audio) for mode in ("adaptive", "model")}
+    policies = {
+        mode: EndOfTurnPolicy(settings.activation.model_copy(update={"end_of_turn": mode}), settings.audio)
+        for mode in ("adaptive", "model")
+    }
 
     def apply(lever: str) -> None:
         on = lambda name: lever == "all" or lever.startswith(name)  # noqa: E731
@@ -192,7 +196,7 @@ async def compare_levers(args: argparse.Namespace) -> None:
         pipeline._endpoint = policies["model" if model else "adaptive"]
         pipeline._turn_model = smart if model else None
         settings.audio.vad = "both" if on("silero") else "webrtc"  # each connection is a new source: a new segmenter
-        n = int(lever[len("fragment"):] or 3) if lever.startswith("fragment") else 3 if lever == "all" else 0
+        n = int(lever[len("fragment") :] or 3) if lever.startswith("fragment") else 3 if lever == "all" else 0
         pipeline_module.ClauseChunker = functools.partial(ClauseChunker, first_fragment_words=n)
 
     def fresh_cache() -> None:

@@ -192,7 +192,12 @@ def main() -> None:
                 v = [c[i : i + 30 * RATE] for c in v for i in range(0, len(c), 30 * RATE)]
             hits = [t for t in (rec.transcribe(c[: 30 * RATE]).text for c in v) if act.match_wake(t)]
             secs = sum(min(len(c), 30 * RATE) for c in v) / RATE
-            wrow[k] = {"audio_s": round(secs, 1), "false_accepts": len(hits), "per_hour": round(len(hits) / secs * 3600, 1), "examples": hits[:3]}
+            wrow[k] = {
+                "audio_s": round(secs, 1),
+                "false_accepts": len(hits),
+                "per_hour": round(len(hits) / secs * 3600, 1),
+                "examples": hits[:3],
+            }
         result["transcript_matcher_whisper_tiny_hotwords"] = wrow
 
     result["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -201,7 +206,14 @@ def main() -> None:
     if args.write_json:
         meta_path = model_path(args.model).with_suffix(".json")
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        keep = ("by_threshold", "highest_score_without_phrase", "lowest_peak_score_with_phrase", "cpu", "note", "transcript_matcher_whisper_tiny_hotwords")
+        keep = (
+            "by_threshold",
+            "highest_score_without_phrase",
+            "lowest_peak_score_with_phrase",
+            "cpu",
+            "note",
+            "transcript_matcher_whisper_tiny_hotwords",
+        )
         command = "python benchmarks/wakeword.py" + (" --whisper" if args.whisper else "") + " --write-json"
         meta["benchmark"] = {"command": command, "host_load_avg": result["host_load_avg"]} | {k: result[k] for k in keep if k in result}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")

@@ -102,7 +102,9 @@ def speech_end_s(pcm: np.ndarray, rate: int) -> float:
 
 def clips(speech_dir: Path, count: int) -> list[tuple[np.ndarray, str]]:
     manifest = json.loads((speech_dir / "manifest.json").read_text())
-    chosen = [c for c in manifest if c.get("sample_rate") == 16000 and c.get("duration_s", 99) <= 6.0 and c.get("kind") in ("wer", "command")]
+    chosen = [
+        c for c in manifest if c.get("sample_rate") == 16000 and c.get("duration_s", 99) <= 6.0 and c.get("kind") in ("wer", "command")
+    ]
     out = []
     for c in chosen[:count]:
         pcm, rate = read_wav(speech_dir / c["file"])
@@ -205,8 +207,9 @@ def run_wyoming_bench(port: int, corpus: list[tuple[np.ndarray, str]], stt_peers
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     import jiwer
 
-    settings, _ = load_settings(None, {"model": {"threads": 2, "bundle": args.bundle},
-                                       "audio": {"input_device": "none", "output_device": "none"}})
+    settings, _ = load_settings(
+        None, {"model": {"threads": 2, "bundle": args.bundle}, "audio": {"input_device": "none", "output_device": "none"}}
+    )
     assistant = Assistant(load_bundle(store.ensure_prepared(args.bundle, progress=True)), settings.model)
     pipeline = Pipeline(settings, assistant, make_tts(settings.tts))  # pace on: `voiced serve` without a speaker
     await pipeline.warm_up()
@@ -220,9 +223,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             info_ev = (await _read_until(c, ("info",)))[-1][1]
             result["describe_ms"] = _ms(time.monotonic() - t0)
         info = Info.from_event(info_ev)
-        result["info"] = {"asr_requires_external_vad": info.asr[0].requires_external_vad if info.asr else None,
-                          "tts_streaming": info.tts[0].supports_synthesize_streaming,
-                          "tts_languages": info.tts[0].voices[0].languages}
+        result["info"] = {
+            "asr_requires_external_vad": info.asr[0].requires_external_vad if info.asr else None,
+            "tts_streaming": info.tts[0].supports_synthesize_streaming,
+            "tts_languages": info.tts[0].voices[0].languages,
+        }
 
         corpus = clips(Path(args.speech), args.clips)
         if not args.skip_own:
@@ -265,8 +270,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     word_s = write_s / max(1, len(handled.text.split()))
                     stream_first.append(await synthesize_streamed(port, handled.text, word_s) * 1e3)
                 conv[q] = {"handled_ms_median": _med(handled_ms), "answer_speech_s_median": round(statistics.median(audio_s), 2)}
-                tts[q] = {"first_audio_from_first_words_ms": {"non_streaming": _med(plain_first), "streaming": _med(stream_first)},
-                          "reply_written_in_ms_median": _med(text_ms)}
+                tts[q] = {
+                    "first_audio_from_first_words_ms": {"non_streaming": _med(plain_first), "streaming": _med(stream_first)},
+                    "reply_written_in_ms_median": _med(text_ms),
+                }
             result["conversation"] = conv
             result["tts_first_audio"] = tts
             result["decode_tok_s_median"] = _med(decode_tok_s)
@@ -287,7 +294,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "switch": {"prefill_tokens_median": _med([a for a, _ in switch]), "prefill_ms_median": _med([b for _, b in switch])},
             }
         if args.wyoming_bench:
-            result["wyoming_bench"] = await asyncio.get_running_loop().run_in_executor(None, run_wyoming_bench, port, corpus, args.stt_peer, args.tts_peer)
+            result["wyoming_bench"] = await asyncio.get_running_loop().run_in_executor(
+                None, run_wyoming_bench, port, corpus, args.stt_peer, args.tts_peer
+            )
     await pipeline.aclose()
     return result
 

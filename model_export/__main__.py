@@ -9,8 +9,9 @@ from pathlib import Path
 
 from model_export.progress import printer
 
-
-_PLAN_HELP = "int4 block plan: a block size, then name=size pairs (default 32,gate_proj=64,up_proj=64,down_proj=64: the MLP at 64; 32: uniform)"
+_PLAN_HELP = (
+    "int4 block plan: a block size, then name=size pairs (default 32,gate_proj=64,up_proj=64,down_proj=64: the MLP at 64; 32: uniform)"
+)
 
 
 def _plan(text: str):

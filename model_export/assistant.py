@@ -150,7 +150,11 @@ def export_drafter(model, manifest, path: Path) -> dict[str, int]:
     model.model.config._attn_implementation = "eager"
     step = assistant_step(model, reads)
     layers = manifest.decoder.layers
-    inputs, axes, example = ["inputs_embeds", "position_ids"], {}, [torch.randn(1, 1, 2 * manifest.decoder.hidden_size), torch.tensor([[9]])]
+    inputs, axes, example = (
+        ["inputs_embeds", "position_ids"],
+        {},
+        [torch.randn(1, 1, 2 * manifest.decoder.hidden_size), torch.tensor([[9]])],
+    )
     for n, (t, i) in enumerate(reads.items()):
         g = layers[i]
         rows = 7 + 2 * n  # distinct per input so no two dynamic lengths fold into one
@@ -198,8 +202,13 @@ def add_drafter(assistant_dir: Path, bundle: Path, precision: str = "int4", prog
         file=DRAFTER,
         reads_layers=sorted(reads.values()),
         hidden_size=manifest.decoder.hidden_size,
-        source={"checkpoint": str(assistant_dir), "model_type": "gemma4_unified_assistant", "precision": precision,
-                "transformers": transformers.__version__, "torch": torch.__version__},  # fmt: skip
+        source={
+            "checkpoint": str(assistant_dir),
+            "model_type": "gemma4_unified_assistant",
+            "precision": precision,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        },  # fmt: skip
     )
     manifest.files = {}
     (bundle / "manifest.json").write_text(manifest.model_dump_json(indent=2))
@@ -228,7 +237,9 @@ def _run(args: argparse.Namespace) -> int:
     say = printer("gemma4-assistant")
 
     if not (args.output / "manifest.json").is_file():
-        raise SystemExit(f"{args.output} is not a bundle (no manifest.json). Fix: export the target first (`python -m model_export gemma4 ...`)")
+        raise SystemExit(
+            f"{args.output} is not a bundle (no manifest.json). Fix: export the target first (`python -m model_export gemma4 ...`)"
+        )
     if args.tiny:
         say(f"random assistant -> {args.assistant}")
         build_tiny_assistant(args.assistant, Manifest.model_validate_json((args.output / "manifest.json").read_text()), seed=args.seed)

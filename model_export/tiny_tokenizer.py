@@ -22,9 +22,7 @@ if TYPE_CHECKING:  # the export extra (tokenizers, transformers) is imported onl
 CORPUS_REPEATS = 4
 
 
-def train_byte_bpe(
-    corpus: Sequence[str], special_tokens: Sequence[str], vocab_size: int, unk_token: str | None = None
-) -> Tokenizer:
+def train_byte_bpe(corpus: Sequence[str], special_tokens: Sequence[str], vocab_size: int, unk_token: str | None = None) -> Tokenizer:
     """Train a byte-level BPE on `corpus`; `special_tokens` take the first ids, in order (models rely on it)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 

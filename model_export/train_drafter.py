@@ -97,7 +97,9 @@ def _initializer(model, name: str, base: Path) -> np.ndarray:
         count = int(np.prod(t.dims)) if t.dims else 1
         if t.data_type in (helper.onnx.TensorProto.INT4, helper.onnx.TensorProto.UINT4):
             raise SystemExit(f"{name}: packed int4 initializers are read through onnxruntime, not here")
-        raw = np.fromfile(loc, dtype=np.uint8, count=int(info.get("length", count * np.dtype(dtype).itemsize)), offset=int(info.get("offset", 0)))
+        raw = np.fromfile(
+            loc, dtype=np.uint8, count=int(info.get("length", count * np.dtype(dtype).itemsize)), offset=int(info.get("offset", 0))
+        )
         return raw.view(dtype).reshape(tuple(t.dims))
     raise KeyError(name)
 
@@ -255,7 +257,9 @@ def collect(engine, chat, system: str | None, prompts: list[tuple[str, int]], la
             continue
         labels, hidden = tracer.trace(ids)
         k, v = tracer.kv_arrays(layer)
-        out.append(Sequence_(np.asarray(ids, np.int64), labels, hidden.astype(np.float16), k[0].astype(np.float16), v[0].astype(np.float16), start))
+        out.append(
+            Sequence_(np.asarray(ids, np.int64), labels, hidden.astype(np.float16), k[0].astype(np.float16), v[0].astype(np.float16), start)
+        )
         tokens += len(ids) - start
         if n % 5 == 4 or n == len(prompts) - 1:
             el = time.monotonic() - t0
@@ -349,7 +353,12 @@ def build_model(info: TargetInfo, table: np.ndarray, shape: Shape):
             self.tok_in = nn.Linear(h, d, bias=False)
             self.hid_in = nn.Linear(h, d)
             self.n_attn, self.q, self.o = RMSNorm(d), nn.Linear(d, shape.heads * hd), nn.Linear(shape.heads * hd, d, bias=False)
-            self.n_mlp, self.gate, self.up, self.down = RMSNorm(d), nn.Linear(d, shape.ffn, bias=False), nn.Linear(d, shape.ffn, bias=False), nn.Linear(shape.ffn, d, bias=False)
+            self.n_mlp, self.gate, self.up, self.down = (
+                RMSNorm(d),
+                nn.Linear(d, shape.ffn, bias=False),
+                nn.Linear(d, shape.ffn, bias=False),
+                nn.Linear(shape.ffn, d, bias=False),
+            )
             self.n_out, self.post = RMSNorm(d), nn.Linear(d, h)
             self.heads, self.groups, self.hd = shape.heads, shape.heads // info.kv_heads, hd
             # no residual from the input state: starting from "the next state is this state" makes the first
@@ -604,7 +613,15 @@ def train_drafter(bundle_dir: Path, opts: Options, say: Progress = print) -> dic
     torch.set_num_threads(opts.threads or torch.get_num_threads())
     engine = Engine(bundle, threads=opts.threads, drafter="off")
     chat = ChatPrompt(bundle)
-    data_key = json.dumps([manifest.files.get(manifest.decoder.file, {}).sha256 if manifest.files else "", opts.data.__dict__, opts.measure, manifest.system_prompt], default=str)
+    data_key = json.dumps(
+        [
+            manifest.files.get(manifest.decoder.file, {}).sha256 if manifest.files else "",
+            opts.data.__dict__,
+            opts.measure,
+            manifest.system_prompt,
+        ],
+        default=str,
+    )
     cached = load_data(opts.data_file, data_key) if opts.data_file else None
     if cached:
         seqs, measure = cached

@@ -411,7 +411,9 @@ def train(data: dict[str, np.ndarray], plan: Plan, say: Progress):
             with torch.no_grad():
                 pv = model(xv).squeeze(1).numpy()
             recall, false = np.mean(pv[yv > 0.5] > 0.5), np.mean(pv[yv < 0.5] > 0.5)
-            say(f"epoch {epoch + 1}/{plan.epochs}: loss {total / len(yt):.4f}, val recall@0.5 {recall:.3f}, val false-window rate {false:.5f}")
+            say(
+                f"epoch {epoch + 1}/{plan.epochs}: loss {total / len(yt):.4f}, val recall@0.5 {recall:.3f}, val false-window rate {false:.5f}"
+            )
     model.eval()
     with torch.no_grad():
         pv = model(xv).squeeze(1).numpy()

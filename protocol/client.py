@@ -97,8 +97,13 @@ class VoicedClient:
         self.url = url
         self._token = token
         self._hello = Hello(
-            token=token if token_in_hello else None, name=name, roles=list(roles), audio_rate=audio_rate, events=events,  # type: ignore[arg-type]
-            conversation=conversation, replies=replies,  # type: ignore[arg-type]
+            token=token if token_in_hello else None,
+            name=name,
+            roles=list(roles),  # type: ignore[arg-type]
+            audio_rate=audio_rate,  # type: ignore[arg-type]
+            events=events,  # type: ignore[arg-type]
+            conversation=conversation,
+            replies=replies,  # type: ignore[arg-type]
         )
         self._headers = {} if token_in_hello else {"Authorization": f"Bearer {token}"}
         self._origin = origin
@@ -134,7 +139,9 @@ class VoicedClient:
                 close_timeout=2,
             )
         except InvalidStatus as e:
-            raise ClientError(f"{self.url} refused the handshake: HTTP {e.response.status_code} {e.response.body.decode(errors='replace').strip()}") from None
+            raise ClientError(
+                f"{self.url} refused the handshake: HTTP {e.response.status_code} {e.response.body.decode(errors='replace').strip()}"
+            ) from None
         except OSError as e:
             raise ClientError(f"cannot reach {self.url} ({e}); is `voiced serve` running on that port?") from None
         try:

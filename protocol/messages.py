@@ -27,9 +27,23 @@ Role = Literal["listener", "microphone"]
 StateName = Literal["idle", "listening", "thinking", "speaking"]
 ActivationName = Literal["always", "wake", "push"]
 EventName = Literal[
-    "state", "speech_started", "speech_ended", "transcript", "reply_started", "reply_delta", "reply_audio_start",
-    "reply_audio_end", "reply_done", "welcome", "error", "pong", "turn_ignored",
-    "timer_started", "timer_updated", "timer_cancelled", "timer_finished",
+    "state",
+    "speech_started",
+    "speech_ended",
+    "transcript",
+    "reply_started",
+    "reply_delta",
+    "reply_audio_start",
+    "reply_audio_end",
+    "reply_done",
+    "welcome",
+    "error",
+    "pong",
+    "turn_ignored",
+    "timer_started",
+    "timer_updated",
+    "timer_cancelled",
+    "timer_finished",
 ]
 
 ErrorCode = Literal[
@@ -74,16 +88,25 @@ class Hello(_Message):
     type: Literal["hello"] = "hello"
     token: str | None = Field(None, max_length=512, description="required unless sent as `Authorization: Bearer`")
     name: str = Field("client", min_length=1, max_length=128, description="shown in logs")
-    roles: list[Role] = Field(default_factory=_default_roles, max_length=2,
-                              description="listener: gets reply audio; microphone: may send audio")
+    roles: list[Role] = Field(
+        default_factory=_default_roles, max_length=2, description="listener: gets reply audio; microphone: may send audio"
+    )
     audio_rate: OutputRate = Field(24000, description="sample rate of the reply audio this client gets")
     audio_format: AudioFormat = "s16le"
-    events: list[EventName] | None = Field(None, max_length=64,
-                                     description="server message types wanted; null = all. welcome, error and pong always come")
-    conversation: str | None = Field(None, min_length=1, max_length=128,
-                                     description="continue this named conversation (shared by sessions naming it); null = one of its own")
-    replies: Literal["own", "all"] | None = Field(None, description="reply audio heard (listeners): own = the replies to "
-                                     "this session; all = every reply; null = own with the microphone role, else all")
+    events: list[EventName] | None = Field(
+        None, max_length=64, description="server message types wanted; null = all. welcome, error and pong always come"
+    )
+    conversation: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="continue this named conversation (shared by sessions naming it); null = one of its own",
+    )
+    replies: Literal["own", "all"] | None = Field(
+        None,
+        description="reply audio heard (listeners): own = the replies to "
+        "this session; all = every reply; null = own with the microphone role, else all",
+    )
 
 
 class AudioStart(_Message):
@@ -171,14 +194,15 @@ class Welcome(_Message):
     audio: AudioFormatInfo = Field(default_factory=AudioFormatInfo)
     limits: Limits
     credential: str | None = Field(
-        None, max_length=512,
+        None,
+        max_length=512,
         description="only when the hello carried a one-time pairing code (`voiced open`): a session credential to send "
-                    "as `token` in later hellos until it expires; the page keeps it instead of the token",
+        "as `token` in later hellos until it expires; the page keeps it instead of the token",
     )
     activation: ActivationName | None = Field(
         None,
         description="how the daemon decides speech is for it: `always`, `wake` (the wake phrase first) or `push` "
-                    "(only while a client holds push-to-talk); null from a server that does not say",
+        "(only while a client holds push-to-talk); null from a server that does not say",
     )
 
 
@@ -326,21 +350,54 @@ class TimerFinished(_Message):
 
 
 ServerMessage = Annotated[
-    Union[Welcome, State, SpeechStarted, SpeechEnded, Transcript, ReplyStarted, ReplyDelta, ReplyAudioStart,
-          ReplyAudioEnd, ReplyDone, Error, Pong, TurnIgnored, TimerStarted, TimerUpdated, TimerCancelled,
-          TimerFinished, Timers],
+    Union[
+        Welcome,
+        State,
+        SpeechStarted,
+        SpeechEnded,
+        Transcript,
+        ReplyStarted,
+        ReplyDelta,
+        ReplyAudioStart,
+        ReplyAudioEnd,
+        ReplyDone,
+        Error,
+        Pong,
+        TurnIgnored,
+        TimerStarted,
+        TimerUpdated,
+        TimerCancelled,
+        TimerFinished,
+        Timers,
+    ],
     Field(discriminator="type"),
 ]
 
 CLIENT_TYPES: dict[str, type[_Message]] = {
-    m.model_fields["type"].default: m
-    for m in (Hello, AudioStart, AudioEnd, TextQuery, Cancel, PushToTalk, Forget, Ping, ListTimers)
+    m.model_fields["type"].default: m for m in (Hello, AudioStart, AudioEnd, TextQuery, Cancel, PushToTalk, Forget, Ping, ListTimers)
 }
 SERVER_TYPES: dict[str, type[_Message]] = {
     m.model_fields["type"].default: m
-    for m in (Welcome, State, SpeechStarted, SpeechEnded, Transcript, ReplyStarted, ReplyDelta, ReplyAudioStart,
-              ReplyAudioEnd, ReplyDone, Error, Pong, TurnIgnored, TimerStarted, TimerUpdated, TimerCancelled,
-              TimerFinished, Timers)
+    for m in (
+        Welcome,
+        State,
+        SpeechStarted,
+        SpeechEnded,
+        Transcript,
+        ReplyStarted,
+        ReplyDelta,
+        ReplyAudioStart,
+        ReplyAudioEnd,
+        ReplyDone,
+        Error,
+        Pong,
+        TurnIgnored,
+        TimerStarted,
+        TimerUpdated,
+        TimerCancelled,
+        TimerFinished,
+        Timers,
+    )
 }
 # Types a client cannot filter out: it needs them to work at all.
 ALWAYS_DELIVERED = frozenset({"welcome", "error", "pong"})

@@ -27,8 +27,10 @@ def build_schema() -> dict[str, Any]:
     # Name the two unions plainly: that is what a client author looks up.
     defs["ClientMessage"] = defs.pop("ClientMessageRoot")
     defs["ServerMessage"] = defs.pop("ServerMessageRoot")
-    text = json.dumps(defs).replace("#/$defs/ClientMessageRoot", "#/$defs/ClientMessage").replace(
-        "#/$defs/ServerMessageRoot", "#/$defs/ServerMessage"
+    text = (
+        json.dumps(defs)
+        .replace("#/$defs/ClientMessageRoot", "#/$defs/ClientMessage")
+        .replace("#/$defs/ServerMessageRoot", "#/$defs/ServerMessage")
     )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

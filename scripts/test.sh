@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check --quiet voiced protocol tests benchmarks model_export
+.venv/bin/ruff format --check --quiet voiced protocol tests benchmarks model_export
 .venv/bin/mypy
 .venv/bin/voiced model prepare default
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -92,7 +92,9 @@ async def test_waiting_turns_are_bounded_replaced_and_dropped_with_their_client(
                 for i in range(20):
                     await flood.send(m.TextQuery(text=f"Question number {i}?", request_id=f"f{i}").to_json())
                 busy = await until(flood, lambda x: isinstance(x, m.Error) and x.request_id == "f18")
-                assert sorted(x.request_id for x in busy if isinstance(x, m.Error) and x.code == "busy") == sorted(f"f{i}" for i in range(1, 19))
+                assert sorted(x.request_id for x in busy if isinstance(x, m.Error) and x.code == "busy") == sorted(
+                    f"f{i}" for i in range(1, 19)
+                )
                 await legit.send(m.TextQuery(text="What is two plus two?", request_id="legit").to_json())
                 await wait_for(lambda: len(pipeline._waiting) == 2, TIMEOUT)
                 await late.send(m.TextQuery(text="And me?", request_id="late").to_json())
@@ -186,7 +188,13 @@ def _frame(payload: bytes, opcode: int = 1) -> bytes:
     """One masked client frame (RFC 6455), written by hand so that the client side buffers nothing."""
     mask = os.urandom(4)
     n = len(payload)
-    head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n) if n < 65536 else bytes([0x80 | 127]) + struct.pack("!Q", n))
+    head = bytes([0x80 | opcode]) + (
+        bytes([0x80 | n])
+        if n < 126
+        else bytes([0x80 | 126]) + struct.pack("!H", n)
+        if n < 65536
+        else bytes([0x80 | 127]) + struct.pack("!Q", n)
+    )
     masked = (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)).tobytes()
     return head + mask + masked
 
@@ -291,9 +299,13 @@ async def test_nested_json_gets_a_typed_error_before_and_after_auth(logs) -> Non
                 await asyncio.wait_for(ws.recv(), 10)
             assert e.value.rcvd.code == 1008
         async with client(server, token) as ws:
-            await ws.send(deep[: 8000] + deep[-8000:])
+            await ws.send(deep[:8000] + deep[-8000:])
             await ws.send('{"type": "ping", "data": ' + "[" * 5000 + "]" * 5000 + "}")
-            errors = [x for x in await until(ws, lambda x: isinstance(x, m.Error) and x.message.startswith("JSON nested")) if isinstance(x, m.Error)]
+            errors = [
+                x
+                for x in await until(ws, lambda x: isinstance(x, m.Error) and x.message.startswith("JSON nested"))
+                if isinstance(x, m.Error)
+            ]
             assert [x.code for x in errors] == ["bad_json"] * len(errors) and errors
             await ws.send(m.Ping(data="ok").to_json())
             assert (await until(ws, lambda x: isinstance(x, m.Pong)))[-1].data == "ok"

@@ -99,7 +99,9 @@ async def test_connection_cap_and_timeouts_keep_both_doors_open() -> None:
         over = await asyncio.open_connection("127.0.0.1", wy.port)
         err = await refused(lambda: async_read_event(over[0]))
         assert err.code == "server-full" and "server.max_clients" in (err.text or "")
-        async with connect(f"ws://127.0.0.1:{ws.port}", subprotocols=["voiced.v1"], additional_headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        async with connect(
+            f"ws://127.0.0.1:{ws.port}", subprotocols=["voiced.v1"], additional_headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as c:
             await c.send(m.Hello().to_json())
             assert isinstance(m.parse_server(await asyncio.wait_for(c.recv(), 10)), m.Welcome), "the other door is open"
         for reader, _ in idle:  # silent connections are closed after hello_timeout_s, each told why
@@ -118,7 +120,9 @@ async def test_ping_text_is_not_echoed_unbounded() -> None:
         for _ in range(20):
             await client.write_event(Ping(text="p" * (512 << 10)).event())
         seen: list[int] = []
-        await read_until(client, lambda e: Pong.is_type(e.type) and seen.append(len(Pong.from_event(e).text or "")) is None and len(seen) == 20)
+        await read_until(
+            client, lambda e: Pong.is_type(e.type) and seen.append(len(Pong.from_event(e).text or "")) is None and len(seen) == 20
+        )
         assert seen == [PONG_TEXT_CHARS] * 20
         await still_served(client)
 

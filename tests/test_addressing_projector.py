@@ -206,4 +206,3 @@ async def test_always_mode_runs_no_scoring_pass() -> None:
         await _settle(pipeline)
         assert pipeline.assistant.scoring_passes == 0
         assert _count(collector, m.ReplyDone) == 1
-

@@ -14,7 +14,9 @@ from voiced.model.bundle import load_bundle
 
 
 def _assistant(bundle) -> Assistant:
-    settings, _ = load_settings(None, {"model": {"max_new_tokens": 6, "threads": 1}, "audio": {"input_device": "none", "output_device": "none"}})
+    settings, _ = load_settings(
+        None, {"model": {"max_new_tokens": 6, "threads": 1}, "audio": {"input_device": "none", "output_device": "none"}}
+    )
     return Assistant(bundle, settings.model)
 
 

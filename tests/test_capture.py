@@ -16,10 +16,24 @@ from voiced.audio.resample import resample
 def riff(path: Path, body: bytes, tag: int, channels: int, rate: int, bits: int, extensible: bool = False) -> Path:
     block = channels * bits // 8
     if extensible:
-        fmt = struct.pack("<HHIIHHHHI", 0xFFFE, channels, rate, rate * block, block, bits, 22, bits, 0) + struct.pack("<H", tag) + b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+        fmt = (
+            struct.pack("<HHIIHHHHI", 0xFFFE, channels, rate, rate * block, block, bits, 22, bits, 0)
+            + struct.pack("<H", tag)
+            + b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+        )
     else:
         fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
-    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"LIST" + struct.pack("<I", 3) + b"abc\x00" + b"data" + struct.pack("<I", len(body)) + body
+    chunks = (
+        b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"LIST"
+        + struct.pack("<I", 3)
+        + b"abc\x00"
+        + b"data"
+        + struct.pack("<I", len(body))
+        + body
+    )
     path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks)
     return path
 
@@ -36,7 +50,15 @@ def test_layouts_all_decode_to_the_same_audio(tmp_path: Path, speech: np.ndarray
     stereo = np.stack([x, x], axis=1)
     files = {
         "s16-stereo": riff(tmp_path / "a.wav", (stereo * 32768).astype("<i2").tobytes(), 1, 2, 16000, 16),
-        "s24-ext": riff(tmp_path / "b.wav", b"".join(int(v).to_bytes(4, "little", signed=True)[1:] for v in (x * 2**31).astype(np.int64).clip(-(2**31), 2**31 - 1)), 1, 1, 16000, 24, extensible=True),
+        "s24-ext": riff(
+            tmp_path / "b.wav",
+            b"".join(int(v).to_bytes(4, "little", signed=True)[1:] for v in (x * 2**31).astype(np.int64).clip(-(2**31), 2**31 - 1)),
+            1,
+            1,
+            16000,
+            24,
+            extensible=True,
+        ),
         "s32": riff(tmp_path / "c.wav", (x * 2**31).clip(-(2**31), 2**31 - 1).astype("<i4").tobytes(), 1, 1, 16000, 32),
         "f32-stereo": riff(tmp_path / "d.wav", stereo.astype("<f4").tobytes(), 3, 2, 16000, 32),
         "f64": riff(tmp_path / "e.wav", x.astype("<f8").tobytes(), 3, 1, 16000, 64),

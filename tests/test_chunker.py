@@ -122,7 +122,9 @@ def test_first_fragment_ends_before_a_phrase_opener_and_never_inside_a_noun_phra
     # No phrase opener after a word that can end one: the clause rules apply ("eight | legs" would sound broken).
     assert stream("A spider has eight legs.", 1, ClauseChunker(first_fragment_words=3))[0] == ["A spider has eight legs."]
     # Never before N words, never after a word that announces more, never twice.
-    two, _ = stream("I think that you will like it and so will he, and then we can go to the park and play.", 1, ClauseChunker(first_fragment_words=4))
+    two, _ = stream(
+        "I think that you will like it and so will he, and then we can go to the park and play.", 1, ClauseChunker(first_fragment_words=4)
+    )
     assert two == ["I think that you will like it and so will he,", "and then we can go to the park and play."]
     off, _ = stream("The capital of France is Paris, a city on the Seine.", 1, ClauseChunker(first_fragment_words=0))
     assert off[0] == "The capital of France is Paris,"  # off: the first piece is a clause

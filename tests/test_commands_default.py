@@ -29,7 +29,9 @@ REFUSALS = ("can't", "cannot", "can not", "unable", "not able", "don't have", "d
 
 @pytest.fixture(scope="module")
 def pipeline_factory():
-    settings, _ = load_settings(None, {"model": {"threads": 2, "max_new_tokens": 48}, "audio": {"input_device": "none", "output_device": "none"}})
+    settings, _ = load_settings(
+        None, {"model": {"threads": 2, "max_new_tokens": 48}, "audio": {"input_device": "none", "output_device": "none"}}
+    )
     assistant = Assistant(load_bundle(default_bundle()), settings.model)
     return lambda: Pipeline(settings, assistant, make_tts(settings.tts), None, pace=False)
 

@@ -48,9 +48,10 @@ async def test_spoken_timer_starts_rings_and_is_announced_to_a_listener() -> Non
     settings = turn_settings(commands={"ring_for_s": 0})  # announced once
     question = compose([0.5, "Set a timer for three seconds.", 1.0], rate=22050).pcm
     async with daemon(settings, TOKEN) as (pipeline, server, _):
-        async with VoicedClient(server.url, TOKEN, name="speaker", audio_rate=24000) as listener, VoicedClient(
-            server.url, TOKEN, name="mic", roles=["microphone", "listener"], audio_rate=16000
-        ) as mic:
+        async with (
+            VoicedClient(server.url, TOKEN, name="speaker", audio_rate=24000) as listener,
+            VoicedClient(server.url, TOKEN, name="mic", roles=["microphone", "listener"], audio_rate=16000) as mic,
+        ):
             got: list[tuple[float, object]] = []
 
             async def listen() -> None:
@@ -206,9 +207,7 @@ async def test_wyoming_peers_get_timer_events() -> None:
 
     settings = turn_settings(commands={"ring_for_s": 0})
     async with daemon(settings, TOKEN, pace=False) as (pipeline, _, collector):
-        async with WyomingServer("tcp://127.0.0.1:0", pipeline) as wy, AsyncTcpClient(
-            "127.0.0.1", wy.port
-        ) as client:
+        async with WyomingServer("tcp://127.0.0.1:0", pipeline) as wy, AsyncTcpClient("127.0.0.1", wy.port) as client:
             got = []
 
             async def read_until(kind: str) -> None:

@@ -94,7 +94,11 @@ def test_cli_refuses_bad_config_with_exit_code_2(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "var, closest",
-    [("VOICED_SEVER__PORT", "VOICED_SERVER__PORT"), ("VOICED_SERVER__PROT", "VOICED_SERVER__PORT"), ("VOICED_AUDIO__HANGOVR_MS", "VOICED_AUDIO__HANGOVER_MS")],
+    [
+        ("VOICED_SEVER__PORT", "VOICED_SERVER__PORT"),
+        ("VOICED_SERVER__PROT", "VOICED_SERVER__PORT"),
+        ("VOICED_AUDIO__HANGOVR_MS", "VOICED_AUDIO__HANGOVER_MS"),
+    ],
 )
 def test_unknown_env_variable_is_refused_naming_the_closest_key(monkeypatch: pytest.MonkeyPatch, var: str, closest: str) -> None:
     monkeypatch.setenv(var, "1")
@@ -124,7 +128,10 @@ def test_cli_config_names_the_file_it_looked_for(tmp_path: Path) -> None:
     env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
     proc = cli("config", env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == f"# config file: {tmp_path / 'xdg' / 'voiced' / 'config.toml'} (not found, so the defaults, env and flags below apply)"
+    assert (
+        proc.stdout.splitlines()[0]
+        == f"# config file: {tmp_path / 'xdg' / 'voiced' / 'config.toml'} (not found, so the defaults, env and flags below apply)"
+    )
     path = toml(tmp_path, "[audio]\nhangover_ms = 700\n")
     proc = cli("config", "--config", str(path), "--json", env=env)
     assert f"# config file: {path} (read)" in proc.stderr and json.loads(proc.stdout)

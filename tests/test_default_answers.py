@@ -44,7 +44,9 @@ def _words(text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def pipeline_factory():
-    settings, _ = load_settings(None, {"model": {"threads": 2, "max_new_tokens": 48}, "audio": {"input_device": "none", "output_device": "none"}})
+    settings, _ = load_settings(
+        None, {"model": {"threads": 2, "max_new_tokens": 48}, "audio": {"input_device": "none", "output_device": "none"}}
+    )
     assistant = Assistant(load_bundle(default_bundle()), settings.model)
     return lambda: Pipeline(settings, assistant, make_tts(settings.tts), None, pace=False)
 

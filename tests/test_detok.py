@@ -35,7 +35,7 @@ def test_special_tokens_are_not_text_and_context_keeps_leading_space():
     ids = tok.encode("<|im_start|>assistant\nHi there", add_special_tokens=False).ids
     assert "".join(stream(ids)) == "assistant\nHi there"
     head = tok.encode("Hi", add_special_tokens=False).ids
-    tail = tok.encode("Hi there", add_special_tokens=False).ids[len(head):]
+    tail = tok.encode("Hi there", add_special_tokens=False).ids[len(head) :]
     assert "".join(stream(tail, context=head)) == " there"
 
 

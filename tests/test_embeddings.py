@@ -27,7 +27,9 @@ def _head(tmp_path: Path, block: int) -> tuple[np.ndarray, np.ndarray, Path, Emb
     data = tmp_path / f"decoder-{block}.onnx.data"
     head = b"\x00" * 24  # the rows need not start the file
     data.write_bytes(head + packed.tobytes() + scales.astype(np.float32).tobytes())
-    spec = EmbeddingSpec(file=data.name, dtype="int4", offset=len(head), scale_offset=len(head) + packed.nbytes, block_size=block, multiplier=2.0)
+    spec = EmbeddingSpec(
+        file=data.name, dtype="int4", offset=len(head), scale_offset=len(head) + packed.nbytes, block_size=block, multiplier=2.0
+    )
     return packed, scales, data, spec
 
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from tests.support.asr import shared_recognizer
-from tests.support.speech import espeak
-from tests.support.speech import PAUSED_TURNS, PLAIN_TURNS, Recording, make_turn
+from tests.support.speech import PAUSED_TURNS, PLAIN_TURNS, Recording, espeak, make_turn
 from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy, completeness, prosody
 from voiced.config import ActivationSettings, AudioSettings
 from voiced.turn.listener import Hearing, Listener

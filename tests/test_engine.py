@@ -44,7 +44,7 @@ def test_greedy_equals_transformers_generate(share_buffer):
     model, _ = hf_twin()
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0)
-    assert got == out[0, len(ids):].tolist()
+    assert got == out[0, len(ids) :].tolist()
     assert conv.tokens == ids + got
     assert conv.last_stats["decode_tokens"] == 40 and conv.last_stats["finish"] == "length"
 

@@ -20,9 +20,7 @@ def _defined_exceptions() -> list[type[BaseException]]:
             continue
         module = importlib.import_module(info.name)
         found += [
-            obj
-            for obj in vars(module).values()
-            if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == info.name
+            obj for obj in vars(module).values() if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == info.name
         ]
     return found
 
@@ -37,7 +35,11 @@ def test_every_voiced_exception_is_a_voiced_error() -> None:
 
 @pytest.mark.parametrize(
     ("name", "builtin"),
-    [("voiced.model.engine.ContextOverflow", ValueError), ("voiced.startup.PortBusy", OSError), ("voiced.model.store.PrepareError", RuntimeError)],
+    [
+        ("voiced.model.engine.ContextOverflow", ValueError),
+        ("voiced.startup.PortBusy", OSError),
+        ("voiced.model.store.PrepareError", RuntimeError),
+    ],
 )
 def test_the_builtin_bases_are_kept(name: str, builtin: type[BaseException]) -> None:
     module, cls = name.rsplit(".", 1)

@@ -135,7 +135,12 @@ def test_int4_top1_agreement_is_reported(model, int4, capsys):
     graph = onnx.load(str(int4 / "decoder.onnx"), load_external_data=False)
     nbits = [n for n in graph.graph.node if n.op_type == "MatMulNBits"]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nbits[0].attribute}
-    record = {"int4_top1_agreement": agreement, "positions": len(ids), "matmulnbits": len(nbits), "max_abs_logit_diff": float(np.abs(logits - ref).max())}
+    record = {
+        "int4_top1_agreement": agreement,
+        "positions": len(ids),
+        "matmulnbits": len(nbits),
+        "max_abs_logit_diff": float(np.abs(logits - ref).max()),
+    }
     (cache_dir() / "int4_agreement.json").write_text(json.dumps(record))
     with capsys.disabled():
         print(f"\ntiny gemma4 int4 vs transformers fp32: {json.dumps(record)}")
@@ -153,7 +158,9 @@ def test_manifest_describes_the_bundle(ckpt, fp32, int4, precision):
     for rel, entry in m.files.items():
         data = (bundle / rel).read_bytes()
         assert len(data) == entry.bytes and hashlib.sha256(data).hexdigest() == entry.sha256, rel
-    assert {"decoder.onnx", "decoder.onnx.data", "audio_projector.onnx", "tokenizer.json", "chat_template.jinja", m.embeddings.file} <= set(m.files)
+    assert {"decoder.onnx", "decoder.onnx.data", "audio_projector.onnx", "tokenizer.json", "chat_template.jinja", m.embeddings.file} <= set(
+        m.files
+    )
     kinds = [layer.kind for layer in m.decoder.layers]
     assert kinds == ["sliding"] * 5 + ["full"]
     assert all(layer.window == 16 and (layer.kv_heads, layer.head_dim) == (2, 16) for layer in m.decoder.layers[:5])
@@ -170,14 +177,20 @@ def test_manifest_describes_the_bundle(ckpt, fp32, int4, precision):
     tok = m.tokenizer
     assert tok.special_tokens["<turn|>"] in tok.stop_ids and tok.special_tokens["<eos>"] in tok.stop_ids
     names = {i.name for i in onnx.load(str(bundle / "decoder.onnx"), load_external_data=False).graph.input}
-    assert {"inputs_embeds", "attention_mask", "position_ids"} | {f"past_key_values.{i}.{k}" for i in range(6) for k in ("key", "value")} == names
+    assert {"inputs_embeds", "attention_mask", "position_ids"} | {
+        f"past_key_values.{i}.{k}" for i in range(6) for k in ("key", "value")
+    } == names
 
 
 def test_chat_template_is_gemma4_turn_format(fp32):
     m = Manifest.model_validate_json((fp32 / "manifest.json").read_text())
     tpl = jinja2.Environment().from_string((fp32 / m.tokenizer.chat_template_file).read_text())
     text = tpl.render(
-        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+        ],
         bos_token=m.tokenizer.bos_token,
         add_generation_prompt=True,
     )
@@ -227,7 +240,9 @@ def both_routes(ckpt, tmp_path_factory) -> dict[tuple[str, str], Path]:
     """Fresh (uncached) bundles from the streamed route and from the load-everything reference route."""
     d = tmp_path_factory.mktemp("routes")
     return {
-        (route, precision): export_bundle(ckpt, d / f"{route}-{precision}", precision=precision, max_context=512, streamed=route == "streamed")
+        (route, precision): export_bundle(
+            ckpt, d / f"{route}-{precision}", precision=precision, max_context=512, streamed=route == "streamed"
+        )
         for route in ("streamed", "in_memory")
         for precision in ("fp32", "int4")
     }
@@ -322,8 +337,10 @@ def test_weight_filling_memory_is_bounded_by_one_block_and_reports_each_layer(ck
     assert stats.matmulnbits == 42 and stats.bytes_written > 0
     steps = [(msg, peak - before) for (_, before, _), (msg, _, peak) in zip(lines, lines[1:])]
     overall = max(final_peak, *(peak for _, _, peak in lines))
-    print(f"\nfill phase: largest growth between progress lines {max(g for _, g in steps)} B, overall peak {overall} B; "
-          f"largest tensor fp32 {largest} B, skeleton {skeleton_bytes} B")
+    print(
+        f"\nfill phase: largest growth between progress lines {max(g for _, g in steps)} B, overall peak {overall} B; "
+        f"largest tensor fp32 {largest} B, skeleton {skeleton_bytes} B"
+    )
     assert all(growth < largest for _, growth in steps), steps
     assert overall < 5 * skeleton_bytes + largest, (overall, skeleton_bytes)
     layer_lines = [msg.split(" ...")[0] for msg, _, _ in lines if msg.startswith("weights: decoder.onnx layer")]
@@ -408,7 +425,10 @@ def test_shrunk_trace_equals_full_size_trace_node_by_node(ckpt, tmp_path):
         assert list(graph.input) == list(reference.graph.input), name
         assert list(graph.output) == list(reference.graph.output), name
         assert not graph.initializer and not graph.value_info
-    dims = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in onnx.load(str(tmp_path / "shrunk" / "decoder.onnx")).graph.output}
+    dims = {
+        o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
+        for o in onnx.load(str(tmp_path / "shrunk" / "decoder.onnx")).graph.output
+    }
     assert dims["logits"] == [1, "sequence_length", 384] and dims["hidden_states"] == [1, "sequence_length", 64]
     assert shrunk.multiplier == pytest.approx(8.0)  # sqrt of the real hidden size, not of a shrunk one
 
@@ -439,7 +459,12 @@ def _toy_trace(leak: str, path: Path) -> dict[str, list[str]]:
 
     with _quiet_tracer():
         return trace_weightless(
-            [_Toy(40, leak), _Toy(56, leak)], [{"hidden_size": 40}, {"hidden_size": 56}], {"hidden_size": 3840}, make, path, lambda names: (8, 3840)
+            [_Toy(40, leak), _Toy(56, leak)],
+            [{"hidden_size": 40}, {"hidden_size": 56}],
+            {"hidden_size": 3840},
+            make,
+            path,
+            lambda names: (8, 3840),
         )
 
 

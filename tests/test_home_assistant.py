@@ -136,7 +136,10 @@ async def test_voiced_ends_the_command_while_home_assistant_still_streams() -> N
 
 
 async def test_silence_past_the_limit_ends_with_an_empty_transcript() -> None:
-    async with ha_daemon(turn_settings(audio={"max_segment_s": 2.0}), pace=False) as (wy, _, _c), AsyncTcpClient("127.0.0.1", wy.port) as client:
+    async with (
+        ha_daemon(turn_settings(audio={"max_segment_s": 2.0}), pace=False) as (wy, _, _c),
+        AsyncTcpClient("127.0.0.1", wy.port) as client,
+    ):
         await client.write_event(Transcribe(language="en").event())
         await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
         for _ in range(25):  # 2.5 s of silence, never an audio-stop: without an external VAD voiced must end it
@@ -337,8 +340,10 @@ async def test_tts_languages_come_from_the_voice_itself() -> None:
     from voiced.server.wyoming.info import describe_info
     from voiced.speech.tts import make_tts
 
-    for tts_section, language, label in (({"engine": "espeak", "voice": "en-gb"}, "en-GB", "espeak-ng en-gb"),
-                                         ({"engine": "piper"}, "en-US", "Piper")):
+    for tts_section, language, label in (
+        ({"engine": "espeak", "voice": "en-gb"}, "en-GB", "espeak-ng en-gb"),
+        ({"engine": "piper"}, "en-US", "Piper"),
+    ):
         settings = turn_settings(tts=tts_section)
         pipeline = Pipeline(settings, shared_assistant(settings), make_tts(settings.tts), None, pace=False)
         try:

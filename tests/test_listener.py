@@ -76,7 +76,7 @@ def test_barge_in_needs_speech_over_the_reply_for_barge_in_min_ms() -> None:
     lis = make(barge_in_min_ms=300)
     lis.replying = True
     click = compose([0.5, 0.0, 0.5], noise_dbfs=-60.0).pcm
-    click[8000:8000 + 1600] = (np.sin(np.arange(1600) / 3) * 20000).astype(np.int16)  # 100 ms of tone
+    click[8000 : 8000 + 1600] = (np.sin(np.arange(1600) / 3) * 20000).astype(np.int16)  # 100 ms of tone
     assert of(feed(lis, click), li.BargeIn) == []
     events = feed(lis, compose([0.3, "No, I meant the other one, please stop.", 0.6], noise_dbfs=-60.0).pcm, t0=2.0)
     assert len(of(events, li.BargeIn)) == 1, "one barge-in per turn"

@@ -41,8 +41,9 @@ class Monitor:
 
     def __init__(self) -> None:
         self.blocks: list[tuple[float, np.ndarray]] = []
-        self._stream = sd.InputStream(device="pulse", samplerate=RATE, channels=1, dtype="int16", blocksize=160,
-                                      latency="low", callback=self._cb)
+        self._stream = sd.InputStream(
+            device="pulse", samplerate=RATE, channels=1, dtype="int16", blocksize=160, latency="low", callback=self._cb
+        )
 
     def _cb(self, indata: np.ndarray, frames: int, t: object, status: object) -> None:
         self.blocks.append((time.monotonic(), indata[:, 0].copy()))

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from protocol import messages as m
-from voiced.client_cli import ask_command, listen_command
 from tests.support.server import ServerThread, VadHandler
 from tests.support.speech import compose, espeak, read_wav, write_wav
+from voiced.client_cli import ask_command, listen_command
 from voiced.config import ServerSettings, Settings
 from voiced.server.auth import load_or_create_token
 

@@ -28,8 +28,12 @@ CLIENT_SAMPLES = [
     m.ListTimers(),
 ]
 SERVER_SAMPLES = [
-    m.Welcome(server_version="0.1.0", session_id="s1", audio_rate=22050,
-              limits=m.Limits(max_message_bytes=1024, max_audio_speed=4, audio_burst_s=30, hello_timeout_s=5)),
+    m.Welcome(
+        server_version="0.1.0",
+        session_id="s1",
+        audio_rate=22050,
+        limits=m.Limits(max_message_bytes=1024, max_audio_speed=4, audio_burst_s=30, hello_timeout_s=5),
+    ),
     m.State(state="thinking", source="local"),
     m.SpeechStarted(t=1.5, source="s1"),
     m.SpeechEnded(t_start=1.5, t_end=2.25, source="s1"),

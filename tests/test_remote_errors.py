@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from protocol import messages as m
 from tests.support.bundles import tiny_bundle
 from tests.support.llama_server import free_port
-from protocol import messages as m
 from tests.support.speech import compose, read_wav
 from tests.support.turn import asr_tiny_bundle, daemon, shared_assistant, turn_settings
 from voiced.brain import Brain, BrainUnavailable
@@ -95,7 +95,9 @@ def peer() -> Iterator[tuple[type[_Peer], str]]:
 
 
 def _brain(url: str, **brain: object) -> RemoteBrain:
-    settings, _ = load_settings(None, {"brain": {"kind": "server", "url": url, "send": "audio", "stall_timeout_s": 0.5, "retry_initial_s": 0.2, **brain}})
+    settings, _ = load_settings(
+        None, {"brain": {"kind": "server", "url": url, "send": "audio", "stall_timeout_s": 0.5, "retry_initial_s": 0.2, **brain}}
+    )
     return RemoteBrain(settings.brain, settings.model, load_bundle(tiny_bundle("int4")))
 
 

@@ -152,7 +152,9 @@ def test_api_key_accepted_by_a_server_that_wants_one(tmp_path: Path, llama: Llam
     assert "sk-wrong-key" not in str(e.value) and key not in str(e.value)
 
 
-def test_voiced_ask_uses_the_server_brain_by_config(llama: LlamaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_voiced_ask_uses_the_server_brain_by_config(
+    llama: LlamaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
 
     from voiced.cli import main

@@ -16,8 +16,24 @@ from protocol import messages as m
 from tests.support.server import ServerThread
 
 CLIENT_TYPES = sorted(m.CLIENT_TYPES)
-FIELDS = ["type", "text", "request_id", "stream", "rate", "format", "channels", "pressed", "data", "token", "name",
-          "roles", "audio_rate", "events", "audio_format", "extra"]
+FIELDS = [
+    "type",
+    "text",
+    "request_id",
+    "stream",
+    "rate",
+    "format",
+    "channels",
+    "pressed",
+    "data",
+    "token",
+    "name",
+    "roles",
+    "audio_rate",
+    "events",
+    "audio_format",
+    "extra",
+]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=40),
@@ -32,8 +48,12 @@ near_messages = st.fixed_dictionaries(
 text_frames = st.one_of(st.text(max_size=200), json_values.map(json.dumps), near_messages)
 headers = st.builds(
     lambda v, k, f, c, s, q, r: struct.pack("<BBBBIII", v, k, f, c, s, q, r),
-    st.sampled_from([1, 0, 2, 255]), st.sampled_from([1, 2, 0, 7]), st.sampled_from([1, 0, 2]),
-    st.sampled_from([1, 2, 0]), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+    st.sampled_from([1, 0, 2, 255]),
+    st.sampled_from([1, 2, 0, 7]),
+    st.sampled_from([1, 0, 2]),
+    st.sampled_from([1, 2, 0]),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
     st.sampled_from([16000, 48000, 0, 2**32 - 1]),
 )
 binary_frames = st.one_of(st.binary(max_size=64), st.tuples(headers, st.binary(max_size=64)).map(lambda t: t[0] + t[1]))
@@ -46,8 +66,13 @@ def served():
 
 
 def _client(served: ServerThread, **hello) -> ClientConnection:
-    return connect(served.url, subprotocols=["voiced.v1"], additional_headers={"Authorization": f"Bearer {served.token}"},
-                   open_timeout=10, close_timeout=2)
+    return connect(
+        served.url,
+        subprotocols=["voiced.v1"],
+        additional_headers={"Authorization": f"Bearer {served.token}"},
+        open_timeout=10,
+        close_timeout=2,
+    )
 
 
 def _hello(ws: ClientConnection, **hello) -> m.Welcome:

@@ -86,17 +86,22 @@ async def test_version_negotiation_refuses_unknown_versions(offered):
 
 async def test_version_negotiation_picks_v1_among_several():
     async with running_server() as (server, _, token):
-        async with connect(_url(server), subprotocols=["voiced.v2", "voiced.v1"], additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        async with connect(
+            _url(server), subprotocols=["voiced.v2", "voiced.v1"], additional_headers={"Authorization": f"Bearer {token}"}
+        ) as ws:
             assert ws.subprotocol == "voiced.v1"
 
 
-@pytest.mark.parametrize("origin, allowed", [
-    ("https://evil.example", False),
-    ("http://localhost:1", False),
-    ("http://127.0.0.1:{port}", True),
-    ("http://localhost:{port}", True),
-    ("https://home.example", True),
-])
+@pytest.mark.parametrize(
+    "origin, allowed",
+    [
+        ("https://evil.example", False),
+        ("http://localhost:1", False),
+        ("http://127.0.0.1:{port}", True),
+        ("http://localhost:{port}", True),
+        ("https://home.example", True),
+    ],
+)
 async def test_origin_check(origin, allowed):
     async with running_server(allowed_origins=["https://home.example"]) as (server, _, token):
         origin = origin.format(port=server.port)

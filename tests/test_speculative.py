@@ -40,7 +40,12 @@ def g4_engine(drafter, draft_tokens=0, **kw):
 
 def text_prompt() -> list[int]:
     tok = g4().tokenizer
-    return [2, 5] + tok.encode("user\nWhat is the weather like today?", add_special_tokens=False).ids + [6, 10, 5] + tok.encode("model\n", add_special_tokens=False).ids
+    return (
+        [2, 5]
+        + tok.encode("user\nWhat is the weather like today?", add_special_tokens=False).ids
+        + [6, 10, 5]
+        + tok.encode("model\n", add_special_tokens=False).ids
+    )
 
 
 @functools.cache
@@ -175,7 +180,13 @@ def test_qwen_bundle_shared_and_concat_kv(share_buffer):
     plain.sync(ids)
     ref = [t for d in plain.generate(GREEDY) for t in d.token_ids]
     for k in (2, 5):
-        conv = Engine(b, threads=1, share_buffer=share_buffer, drafter=ScriptedDrafter(ids + ref, b.manifest.decoder.vocab_size, 0.3, k), draft_tokens=k).conversation()
+        conv = Engine(
+            b,
+            threads=1,
+            share_buffer=share_buffer,
+            drafter=ScriptedDrafter(ids + ref, b.manifest.decoder.vocab_size, 0.3, k),
+            draft_tokens=k,
+        ).conversation()
         conv.sync(ids)
         assert [t for d in conv.generate(GREEDY) for t in d.token_ids] == ref
 

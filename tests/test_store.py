@@ -178,7 +178,10 @@ def test_setup_plans_a_runtime_venv_without_the_export_tools() -> None:
     import subprocess
 
     setup = Path(__file__).parents[1] / "scripts" / "setup.sh"
-    plans = {m: subprocess.run([str(setup), "--plan", m], capture_output=True, text=True, check=True).stdout.splitlines() for m in ("run", "test", "build")}
+    plans = {
+        m: subprocess.run([str(setup), "--plan", m], capture_output=True, text=True, check=True).stdout.splitlines()
+        for m in ("run", "test", "build")
+    }
     assert plans["run"] == ["venv=.venv", "pip install -e ."]
     assert plans["test"] == ["venv=.venv", "pip install -e .[export,dev]"]
     assert plans["build"] == ["venv=.venv-build", "pip install -e .[export]"]

@@ -215,7 +215,9 @@ async def test_daemon_ready_watchdog_stopping(tmp_path):
     notify = NotifySocket(tmp_path / "notify.sock")
     watchdog_usec = 400_000
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHDOG")}
-    env.update(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC=str(watchdog_usec), XDG_CONFIG_HOME=str(tmp_path / "cfg"), PYTHONPATH=str(REPO))
+    env.update(
+        NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC=str(watchdog_usec), XDG_CONFIG_HOME=str(tmp_path / "cfg"), PYTHONPATH=str(REPO)
+    )
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "voiced", "serve", "--bundle", str(bundle), "--input-device", "none",
         "--output-device", "none", "--port", "0", env=env, cwd=REPO,
@@ -261,10 +263,15 @@ def test_installed_unit_does_not_retry_a_refused_config_and_names_its_documentat
     d = _directives(unit.read_text())
     assert d["Restart"] == "on-failure" and d["RestartPreventExitStatus"] == "2"
     doc = d["Documentation"]
-    assert doc.startswith("file:///") and Path(doc[len("file://"):]).is_file() and doc.endswith("README.md")
+    assert doc.startswith("file:///") and Path(doc[len("file://") :]).is_file() and doc.endswith("README.md")
     verdict = verify_user_unit(unit, home)
     assert verdict.ok_for(unit), verdict.output
     # and exit 2 is what a refused configuration gives `serve`, before any model is loaded
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VOICED_")}, "HOME": str(home), "PYTHONPATH": str(REPO), "VOICED_SEVER__PORT": "1"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("VOICED_")},
+        "HOME": str(home),
+        "PYTHONPATH": str(REPO),
+        "VOICED_SEVER__PORT": "1",
+    }
     r = subprocess.run([sys.executable, "-m", "voiced", "serve"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "VOICED_SERVER__PORT" in r.stderr

@@ -40,9 +40,11 @@ async def test_spoken_question_reaches_every_listener_as_speech() -> None:
     question = compose([0.5, "What is the capital of France?", 1.0], rate=22050).pcm
     async with daemon(settings, TOKEN) as (pipeline, server, _):
         url = server.url
-        async with VoicedClient(url, TOKEN, name="a", audio_rate=24000) as a, VoicedClient(url, TOKEN, name="b", audio_rate=24000) as b, VoicedClient(
-            url, TOKEN, name="mic", roles=["microphone", "listener"], audio_rate=16000
-        ) as mic:
+        async with (
+            VoicedClient(url, TOKEN, name="a", audio_rate=24000) as a,
+            VoicedClient(url, TOKEN, name="b", audio_rate=24000) as b,
+            VoicedClient(url, TOKEN, name="mic", roles=["microphone", "listener"], audio_rate=16000) as mic,
+        ):
             la = asyncio.create_task(_gather_until_done(a))
             lb = asyncio.create_task(_gather_until_done(b))
             reply_task = asyncio.create_task(mic.collect_reply())
@@ -65,7 +67,13 @@ async def test_spoken_question_reaches_every_listener_as_speech() -> None:
     states = [x.state for x in msgs_a if isinstance(x, m.State)]
     assert states[:4] == ["listening", "thinking", "speaking", "idle"], states
     kinds = [type(x).__name__ for x in msgs_a if not hasattr(x, "pcm")]
-    assert kinds.index("SpeechStarted") < kinds.index("SpeechEnded") < kinds.index("Transcript") < kinds.index("ReplyStarted") < kinds.index("ReplyDone")
+    assert (
+        kinds.index("SpeechStarted")
+        < kinds.index("SpeechEnded")
+        < kinds.index("Transcript")
+        < kinds.index("ReplyStarted")
+        < kinds.index("ReplyDone")
+    )
 
     audio_a = np.concatenate([x.pcm for x in msgs_a if hasattr(x, "pcm")])
     audio_b = np.concatenate([x.pcm for x in msgs_b if hasattr(x, "pcm")])

@@ -32,7 +32,9 @@ class CacheAtReply(Collector):
 
 
 async def test_spoken_turns_reach_a_projector_bundle_as_audio_frames() -> None:
-    settings, _ = load_settings(None, {"model": {"max_new_tokens": 12, "threads": 2}, "audio": {"input_device": "none", "output_device": "none"}})
+    settings, _ = load_settings(
+        None, {"model": {"max_new_tokens": 12, "threads": 2}, "audio": {"input_device": "none", "output_device": "none"}}
+    )
     bundle = load_bundle(tiny_bundle("fp32"))
     spec = bundle.manifest.audio
     assistant = Assistant(bundle, settings.model)

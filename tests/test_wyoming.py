@@ -269,7 +269,10 @@ async def test_oversized_events_are_refused_before_they_are_read() -> None:
 
         # a declared length is refused at once, without waiting for (or making room for) a terabyte
         reader, writer = await asyncio.open_connection("127.0.0.1", wy.port)
-        writer.write(json.dumps({"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, "payload_length": 10**12}).encode() + b"\n")
+        writer.write(
+            json.dumps({"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, "payload_length": 10**12}).encode()
+            + b"\n"
+        )
         err = await refused(lambda: async_read_event(reader))
         writer.close()
         assert err.code == "too-large" and f"payload_length {10**12}, over" in (err.text or "")
@@ -285,7 +288,10 @@ async def test_oversized_events_are_refused_before_they_are_read() -> None:
 
 async def test_transcription_longer_than_the_longest_utterance_is_refused() -> None:
     external_vad = {"wyoming_requires_external_vad": True}  # the client ends commands: over the limit is its fault
-    async with wyoming_daemon(audio={"max_segment_s": 2.0}, server=external_vad) as (wy, collector), AsyncTcpClient("127.0.0.1", wy.port) as other:
+    async with (
+        wyoming_daemon(audio={"max_segment_s": 2.0}, server=external_vad) as (wy, collector),
+        AsyncTcpClient("127.0.0.1", wy.port) as other,
+    ):
         async with AsyncTcpClient("127.0.0.1", wy.port) as client:
             await client.write_event(Transcribe(language="en").event())
             await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())

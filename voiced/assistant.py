@@ -202,9 +202,7 @@ class Assistant(HasConversations):
         self._projected = (key, embeds, n)
         return embeds, n
 
-    def addressed_probability(
-        self, pcm: np.ndarray, wake_phrases: Sequence[str], cancel: threading.Event | None = None
-    ) -> float:
+    def addressed_probability(self, pcm: np.ndarray, wake_phrases: Sequence[str], cancel: threading.Event | None = None) -> float:
         """p(yes) that the speech in `pcm` was said to the assistant named in `wake_phrases`.
 
         Why: an encoder-free bundle has no transcript to match a wake phrase against, and a separate ASR would

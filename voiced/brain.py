@@ -70,9 +70,7 @@ class Brain(Protocol):
 
     def reply_audio(self, pcm: np.ndarray, cancel: threading.Event | None = None) -> Iterator[Delta]: ...
 
-    def addressed_probability(
-        self, pcm: np.ndarray, wake_phrases: Sequence[str], cancel: threading.Event | None = None
-    ) -> float: ...
+    def addressed_probability(self, pcm: np.ndarray, wake_phrases: Sequence[str], cancel: threading.Event | None = None) -> float: ...
 
     # -- conversations (voiced.conversations.HasConversations gives both brains these) ------------------------
     system_prompt: str

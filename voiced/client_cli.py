@@ -106,7 +106,9 @@ def listen_command(args: argparse.Namespace, settings: Settings) -> int:
     """Print every event as one JSON line; play and/or save reply audio. Ends when the daemon closes (or Ctrl-C)."""
     try:
         token = _token(settings)
-        return asyncio.run(_listen(args.url or default_url(settings), token, bool(getattr(args, "play", False)), getattr(args, "out", None)))
+        return asyncio.run(
+            _listen(args.url or default_url(settings), token, bool(getattr(args, "play", False)), getattr(args, "out", None))
+        )
     except (TokenError, ClientError) as e:
         _err(str(e))
         return 1

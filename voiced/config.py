@@ -36,22 +36,37 @@ class _Section(BaseModel):
 
 
 class AudioSettings(_Section):
-    input_device: str | int | None = Field(None, description="PortAudio input device name (substring) or index; none = system default; 'none' = no local microphone")
+    input_device: str | int | None = Field(
+        None, description="PortAudio input device name (substring) or index; none = system default; 'none' = no local microphone"
+    )
     output_device: str | int | None = Field(None, description="PortAudio output device; none = system default; 'none' = no local speaker")
     sample_rate: Literal[16000] = Field(16000, description="internal rate of the whole front end (VAD and models)")
     frame_ms: Literal[10, 20, 30] = Field(30, description="webrtcvad frame length")
     vad_aggressiveness: int = Field(2, ge=0, le=3)
-    vad: Literal["webrtc", "silero", "both"] = Field("both", description="voice detector per frame: webrtc = webrtcvad + the noise gate; silero = the Silero VAD model (voiced model prepare silero-vad); both = Silero must agree for a turn to open, webrtcvad + the gate find its pauses")
-    silero_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="audio.vad = silero/both: Silero's p(speech) that counts as voice (0.15 less keeps a turn going)")
+    vad: Literal["webrtc", "silero", "both"] = Field(
+        "both",
+        description="voice detector per frame: webrtc = webrtcvad + the noise gate; silero = the Silero VAD model (voiced model prepare silero-vad); both = Silero must agree for a turn to open, webrtcvad + the gate find its pauses",
+    )
+    silero_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="audio.vad = silero/both: Silero's p(speech) that counts as voice (0.15 less keeps a turn going)"
+    )
     pre_roll_ms: int = Field(300, ge=0, le=2000, description="audio kept before speech start so it is not clipped")
     start_window_ms: int = Field(150, ge=10, le=2000, description="window in which voiced frames must dominate to start speech")
     start_ratio: float = Field(0.7, gt=0.0, le=1.0)
     hangover_ms: int = Field(600, ge=60, le=5000, description="silence after speech that ends a turn")
-    stalled_stream_ms: int = Field(500, ge=60, le=60000, description="a source that sends no audio for this long inside a turn (a satellite gating its silence) has its wall-clock gap counted as silence, so the turn still ends")
+    stalled_stream_ms: int = Field(
+        500,
+        ge=60,
+        le=60000,
+        description="a source that sends no audio for this long inside a turn (a satellite gating its silence) has its wall-clock gap counted as silence, so the turn still ends",
+    )
     min_speech_ms: int = Field(250, ge=0, le=5000, description="shorter segments are clicks, not turns")
     max_segment_s: float = Field(30.0, gt=1.0, le=300.0, description="longer speech is split")
     half_duplex: bool = Field(True, description="mute the local mic from VAD while the speaker plays (no echo canceller)")
-    speaker_plays: Literal["local", "all"] = Field("local", description="replies the local speaker plays: local = the local microphone's; all = every source's (otherwise a reply is heard only where it was asked)")
+    speaker_plays: Literal["local", "all"] = Field(
+        "local",
+        description="replies the local speaker plays: local = the local microphone's; all = every source's (otherwise a reply is heard only where it was asked)",
+    )
 
 
 class ServerSettings(_Section):
@@ -62,16 +77,40 @@ class ServerSettings(_Section):
     max_clients: int = Field(64, ge=1, le=10000)
     max_message_bytes: int = Field(1 << 20, ge=1024)
     client_queue: int = Field(256, ge=4, description="messages queued per client before a stalled client is dropped")
-    client_queue_bytes: int = Field(8 << 20, ge=1 << 16, description="bytes queued per client (WebSocket or Wyoming) before a stalled client is dropped")
-    max_waiting_turns: int = Field(4, ge=1, le=1000, description="requests waiting for the model, all clients together; more get a busy error (a client's new request replaces its waiting one)")
-    idle_timeout_s: float = Field(300.0, gt=0.0, le=86400.0, description="a Wyoming connection that sends nothing this long while nothing is in progress for it is closed")
-    hello_timeout_s: float = Field(5.0, gt=0.0, le=120.0, description="a connection that has not sent a valid hello (with its token) by then is closed")
-    max_audio_speed: float = Field(4.0, ge=1.0, le=1000.0, description="how many times faster than real time a client may push microphone audio")
-    audio_burst_s: float = Field(30.0, ge=1.0, le=3600.0, description="seconds of microphone audio a client may send at once before max_audio_speed applies")
+    client_queue_bytes: int = Field(
+        8 << 20, ge=1 << 16, description="bytes queued per client (WebSocket or Wyoming) before a stalled client is dropped"
+    )
+    max_waiting_turns: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="requests waiting for the model, all clients together; more get a busy error (a client's new request replaces its waiting one)",
+    )
+    idle_timeout_s: float = Field(
+        300.0,
+        gt=0.0,
+        le=86400.0,
+        description="a Wyoming connection that sends nothing this long while nothing is in progress for it is closed",
+    )
+    hello_timeout_s: float = Field(
+        5.0, gt=0.0, le=120.0, description="a connection that has not sent a valid hello (with its token) by then is closed"
+    )
+    max_audio_speed: float = Field(
+        4.0, ge=1.0, le=1000.0, description="how many times faster than real time a client may push microphone audio"
+    )
+    audio_burst_s: float = Field(
+        30.0, ge=1.0, le=3600.0, description="seconds of microphone audio a client may send at once before max_audio_speed applies"
+    )
     audio_frame_ms: int = Field(100, ge=10, le=2000, description="longest reply-audio binary frame sent to clients")
     wyoming: str | None = Field(None, description="e.g. tcp://127.0.0.1:10700 to serve the Wyoming protocol")
-    wyoming_zeroconf: bool = Field(True, description="announce the Wyoming endpoint on the LAN (_wyoming._tcp, mDNS) when it binds beyond loopback, so Home Assistant discovers it")
-    wyoming_requires_external_vad: bool = Field(False, description="false: voiced's own end of turn ends a Wyoming transcription's command (Home Assistant 2026.5+ then skips its fixed 0.7 s silence cut-off); true: the client's audio-stop does")
+    wyoming_zeroconf: bool = Field(
+        True,
+        description="announce the Wyoming endpoint on the LAN (_wyoming._tcp, mDNS) when it binds beyond loopback, so Home Assistant discovers it",
+    )
+    wyoming_requires_external_vad: bool = Field(
+        False,
+        description="false: voiced's own end of turn ends a Wyoming transcription's command (Home Assistant 2026.5+ then skips its fixed 0.7 s silence cut-off); true: the client's audio-stop does",
+    )
 
     @field_validator("host")
     @classmethod
@@ -111,9 +150,19 @@ class ModelSettings(_Section):
     system_prompt: str | None = Field(None, description="none = the bundle's own prompt suited to its model")
     history_turns: int = Field(8, ge=0, le=1000, description="exchanges remembered; oldest dropped first")
     history_tokens: int = Field(1536, ge=64, description="token budget of the whole prompt; oldest turns dropped first")
-    conversations: int = Field(16, ge=1, le=10000, description="conversations remembered at once (one per source: local mic, WebSocket session, Home Assistant conversation); least recently used dropped first")
+    conversations: int = Field(
+        16,
+        ge=1,
+        le=10000,
+        description="conversations remembered at once (one per source: local mic, WebSocket session, Home Assistant conversation); least recently used dropped first",
+    )
     conversation_idle_s: float = Field(1800.0, gt=0.0, description="a conversation unused this long is forgotten")
-    asr_window_s: float = Field(15.0, ge=5.0, le=30.0, description="ASR bundles: Whisper's encoder window for a short segment (30 = Whisper's own, exact; 15 = ~2x faster, +0.4 WER points on real speech)")
+    asr_window_s: float = Field(
+        15.0,
+        ge=5.0,
+        le=30.0,
+        description="ASR bundles: Whisper's encoder window for a short segment (30 = Whisper's own, exact; 15 = ~2x faster, +0.4 WER points on real speech)",
+    )
     drafter: Literal["auto", "on", "off"] = "auto"
     draft_tokens: int = Field(0, ge=0, le=16, description="0 = adapt k to the measured acceptance")
 
@@ -127,29 +176,61 @@ class TTSSettings(_Section):
 class PrivacySettings(_Section):
     save_audio: bool = False
     save_transcripts: bool = False
-    log_transcripts: bool = Field(False, description="put what was said and the reply text in the daemon's log lines (the journal is usually on disk); ids, lengths and timings are logged anyway")
+    log_transcripts: bool = Field(
+        False,
+        description="put what was said and the reply text in the daemon's log lines (the journal is usually on disk); ids, lengths and timings are logged anyway",
+    )
     data_dir: Path | None = Field(None, description="where saved audio/transcripts go when enabled")
-    save_reminders: bool = Field(False, description="keep timers, alarms and reminders (with their words) in data_dir so they survive a restart")
+    save_reminders: bool = Field(
+        False, description="keep timers, alarms and reminders (with their words) in data_dir so they survive a restart"
+    )
 
 
 class ActivationSettings(_Section):
     mode: Literal["always", "wake", "push"] = "always"
     wake_phrases: list[str] = Field(default_factory=lambda: ["hey voiced"])
     wake_threshold: float = Field(0.75, gt=0.0, le=1.0)
-    model_threshold: float = Field(0.5, ge=0.0, le=1.0, description="encoder-free bundles in wake mode: the model's p(yes, I was addressed) a turn needs to be answered")
+    model_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="encoder-free bundles in wake mode: the model's p(yes, I was addressed) a turn needs to be answered",
+    )
     wake_detector: Literal["transcript", "model"] = Field(
         "transcript",
         description="wake mode: 'transcript' matches wake_phrases in what the ASR heard; 'model' runs the wake-word model on the audio (works for encoder-free bundles too)",
     )
-    wake_model: str = Field("hey_voiced", min_length=1, description="wake_detector=model: a classifier shipped in voiced/audio/wakeword_models by name, or a path to one (.onnx)")
-    wake_model_threshold: float = Field(0.9, gt=0.0, lt=1.0, description="wake_detector=model: the classifier score that counts as the wake phrase (benchmarks/wakeword.py)")
+    wake_model: str = Field(
+        "hey_voiced",
+        min_length=1,
+        description="wake_detector=model: a classifier shipped in voiced/audio/wakeword_models by name, or a path to one (.onnx)",
+    )
+    wake_model_threshold: float = Field(
+        0.9, gt=0.0, lt=1.0, description="wake_detector=model: the classifier score that counts as the wake phrase (benchmarks/wakeword.py)"
+    )
     follow_up_s: float = Field(8.0, ge=0.0, le=600.0)
-    query_window_s: float = Field(8.0, ge=0.0, le=600.0, description="after the wake phrase said alone, how long the next turn counts as the query")
-    end_of_turn: Literal["fixed", "adaptive", "model"] = Field("adaptive", description="fixed: audio.hangover_ms always; adaptive: shorter when the words so far sound finished, longer mid-sentence; model: adaptive, with the Smart Turn model's p(end of turn) from the audio as well (voiced model prepare smart-turn)")
-    turn_model_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="end_of_turn = model: the Smart Turn probability above which the audio says the turn is finished")
-    prefill_while_speaking_s: float = Field(2.0, ge=0.0, le=30.0, description="ASR bundles: every this many seconds of speech, transcribe the segment so far and prefill its words while the user still speaks (0 = off)")
-    hangover_complete_ms: int = Field(300, ge=60, le=5000, description="adaptive end of turn: silence that ends a turn that sounds finished")
-    hangover_incomplete_ms: int = Field(1500, ge=60, le=10000, description="adaptive end of turn: silence allowed mid-sentence ('... and', 'um', a trailing comma)")
+    query_window_s: float = Field(
+        8.0, ge=0.0, le=600.0, description="after the wake phrase said alone, how long the next turn counts as the query"
+    )
+    end_of_turn: Literal["fixed", "adaptive", "model"] = Field(
+        "adaptive",
+        description="fixed: audio.hangover_ms always; adaptive: shorter when the words so far sound finished, longer mid-sentence; model: adaptive, with the Smart Turn model's p(end of turn) from the audio as well (voiced model prepare smart-turn)",
+    )
+    turn_model_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="end_of_turn = model: the Smart Turn probability above which the audio says the turn is finished"
+    )
+    prefill_while_speaking_s: float = Field(
+        2.0,
+        ge=0.0,
+        le=30.0,
+        description="ASR bundles: every this many seconds of speech, transcribe the segment so far and prefill its words while the user still speaks (0 = off)",
+    )
+    hangover_complete_ms: int = Field(
+        300, ge=60, le=5000, description="adaptive end of turn: silence that ends a turn that sounds finished"
+    )
+    hangover_incomplete_ms: int = Field(
+        1500, ge=60, le=10000, description="adaptive end of turn: silence allowed mid-sentence ('... and', 'um', a trailing comma)"
+    )
     stop_words: list[str] = Field(default_factory=lambda: ["stop", "cancel"])
     barge_in_min_ms: int = Field(300, ge=0, le=5000)
 
@@ -180,20 +261,42 @@ class BrainSettings(_Section):
     system_prompt, history_turns) come from [model] either way; with a server, model.bundle only gives the
     recogniser (send = "transcript") and the system prompt."""
 
-    kind: Literal["local", "server"] = Field("local", description="local = voiced's own engine on model.bundle; server = the model server at brain.url")
+    kind: Literal["local", "server"] = Field(
+        "local", description="local = voiced's own engine on model.bundle; server = the model server at brain.url"
+    )
     url: str = Field("http://127.0.0.1:8000/v1", description="the server's OpenAI base URL (ends in /v1)")
     model: str = Field("", description="the model name the server serves (GET /v1/models); empty = the only one it lists")
     api_key_file: Path | None = Field(None, description="a file holding the API key (never printed or logged)")
     api_key_env: str = Field("VOICED_BRAIN_API_KEY", description="the environment variable holding the API key, if no file is given")
-    send: Literal["transcript", "audio"] = Field("transcript", description="what a spoken turn sends: the local recogniser's words, or the speech itself as input_audio (the server's model must hear)")
-    dialect: Literal["auto", "vllm", "llama.cpp", "ollama", "openai"] = Field("auto", description="which extra request fields the server understands; auto = from /v1/models' owned_by")
-    thinking: bool = Field(False, description="let a thinking model think before it speaks (off: chat_template_kwargs.enable_thinking / think = false)")
-    audio_prefix_tokens: int = Field(384, ge=32, le=100000, description="send = audio: most (estimated) tokens of system prompt and history before the audio; older history is dropped")
-    max_audio_s: float = Field(30.0, gt=0.5, le=30.0, description="send = audio: longest clip sent (one per request); the rest of a longer turn is cut")
+    send: Literal["transcript", "audio"] = Field(
+        "transcript",
+        description="what a spoken turn sends: the local recogniser's words, or the speech itself as input_audio (the server's model must hear)",
+    )
+    dialect: Literal["auto", "vllm", "llama.cpp", "ollama", "openai"] = Field(
+        "auto", description="which extra request fields the server understands; auto = from /v1/models' owned_by"
+    )
+    thinking: bool = Field(
+        False, description="let a thinking model think before it speaks (off: chat_template_kwargs.enable_thinking / think = false)"
+    )
+    audio_prefix_tokens: int = Field(
+        384,
+        ge=32,
+        le=100000,
+        description="send = audio: most (estimated) tokens of system prompt and history before the audio; older history is dropped",
+    )
+    max_audio_s: float = Field(
+        30.0, gt=0.5, le=30.0, description="send = audio: longest clip sent (one per request); the rest of a longer turn is cut"
+    )
     connect_timeout_s: float = Field(3.0, gt=0.0, le=120.0)
-    first_token_timeout_s: float = Field(60.0, gt=0.0, le=600.0, description="how long the server may take to its first streamed event (its prefill)")
-    stall_timeout_s: float = Field(15.0, gt=0.0, le=600.0, description="a stream with no event for longer (keep-alive comments do not count) is abandoned as stalled")
-    retry_initial_s: float = Field(1.0, gt=0.0, le=600.0, description="server down: first wait before probing it again (doubles up to retry_max_s)")
+    first_token_timeout_s: float = Field(
+        60.0, gt=0.0, le=600.0, description="how long the server may take to its first streamed event (its prefill)"
+    )
+    stall_timeout_s: float = Field(
+        15.0, gt=0.0, le=600.0, description="a stream with no event for longer (keep-alive comments do not count) is abandoned as stalled"
+    )
+    retry_initial_s: float = Field(
+        1.0, gt=0.0, le=600.0, description="server down: first wait before probing it again (doubles up to retry_max_s)"
+    )
     retry_max_s: float = Field(30.0, gt=0.0, le=3600.0)
 
     @field_validator("url")
@@ -266,7 +369,7 @@ def _env_layer() -> dict[str, Any]:
     for key, value in os.environ.items():
         if not key.startswith("VOICED_") or "__" not in key:
             continue
-        section, _, name = key[len("VOICED_"):].lower().partition("__")
+        section, _, name = key[len("VOICED_") :].lower().partition("__")
         out.setdefault(section, {})[name] = value
     return out
 
@@ -300,7 +403,9 @@ def _format_error(e: ValidationError, origin: dict[tuple[str, str], str]) -> str
     return "\n".join(lines)
 
 
-def load_settings(config_path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> tuple[Settings, dict[tuple[str, str], str]]:
+def load_settings(
+    config_path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> tuple[Settings, dict[tuple[str, str], str]]:
     """Build Settings and a map (section, key) -> the source that set it ('default', a file, 'env', 'flag')."""
     path = config_path or default_config_path()
     toml_data = _read_toml(path, explicit=config_path is not None)

@@ -63,9 +63,7 @@ __all__ = ["LOCAL", "Pipeline", "Turn"]
 class Pipeline:
     """Implements the server's TurnHandler and SpeechBackend; `feed` also takes the local microphone."""
 
-    def __init__(
-        self, settings: Settings, assistant: Brain, tts: TTSEngine, playback: Playback | None = None, pace: bool = True
-    ):
+    def __init__(self, settings: Settings, assistant: Brain, tts: TTSEngine, playback: Playback | None = None, pace: bool = True):
         """`pace`: without a local speaker, a turn still lasts as long as its audio plays at the listeners (off
         for `voiced ask`, which waits for nobody)."""
         self.settings = settings

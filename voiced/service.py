@@ -77,7 +77,9 @@ async def _serve(settings: Settings) -> int:
     log.info("model %s loaded in %.1f s", bundle_dir.name, time.monotonic() - t0)
 
     token = load_or_create_token(settings.token_path())
-    server = VoicedServer(settings.server, pipeline, token, http_handler=make_http_handler(settings.server), activation=settings.activation.mode)
+    server = VoicedServer(
+        settings.server, pipeline, token, http_handler=make_http_handler(settings.server), activation=settings.activation.mode
+    )
     pipeline.add_publisher(server)
     tasks: list[asyncio.Task] = []
     try:
@@ -85,7 +87,10 @@ async def _serve(settings: Settings) -> int:
     except OSError as e:
         log.error(
             "cannot listen on %s:%s (%s). Fix: stop what holds the port (another voiced? `systemctl --user stop "
-            "voiced`) or choose another with --port / server.port", settings.server.host, settings.server.port, e.strerror or e,
+            "voiced`) or choose another with --port / server.port",
+            settings.server.host,
+            settings.server.port,
+            e.strerror or e,
         )
         await pipeline.aclose()
         return 1
@@ -130,4 +135,3 @@ async def _watchdog(notify: Notifier, interval: float) -> None:
     while True:
         notify.send("WATCHDOG=1")
         await asyncio.sleep(interval)
-

@@ -244,8 +244,7 @@ def _install(spec: UnitSpec) -> tuple[Path, bool]:
             return path, False
         if MARKER not in old:
             raise UnitError(
-                f"{path} exists and was not written by voiced; move it aside (or delete it) and run "
-                "`voiced service install` again"
+                f"{path} exists and was not written by voiced; move it aside (or delete it) and run `voiced service install` again"
             )
     # ReadWritePaths that do not exist make systemd fail with 226/NAMESPACE: create them now, private.
     for d in writable_dirs(spec):

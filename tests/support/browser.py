@@ -35,8 +35,15 @@ def chromium_path() -> str:
 
 def chromium_args(mic_wav: Path | None) -> list[str]:
     args = [
-        "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        "--no-sandbox",
+        "--headless",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
         "--autoplay-policy=no-user-gesture-required",
     ]
     if mic_wav is not None:
@@ -84,7 +91,9 @@ async def wait_state(page: Page, predicate: str, timeout_s: float = 60.0) -> dic
     """Wait for a JS predicate over `v` (= window.voiced), then return the page state; on timeout the
     assertion shows the state the page was in."""
     try:
-        await page.wait_for_function(f"() => {{ const v = window.voiced; return v && ({predicate}); }}", timeout=timeout_s * 1000, polling=100)
+        await page.wait_for_function(
+            f"() => {{ const v = window.voiced; return v && ({predicate}); }}", timeout=timeout_s * 1000, polling=100
+        )
     except Exception as e:  # Playwright's TimeoutError; the page state says why far better than its message
         raise AssertionError(f"page never reached {predicate!r}: {await page_state(page)}") from e
     return await page_state(page)

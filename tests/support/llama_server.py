@@ -94,4 +94,3 @@ class LlamaServer:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
-

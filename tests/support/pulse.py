@@ -60,11 +60,19 @@ def pulse_daemon() -> Iterator[Pulse]:
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HOME": str(tmp), "PULSE_RUNTIME_PATH": str(runtime / "pulse")}
     env.pop("PULSE_SERVER", None)
     cmd = [
-        "pulseaudio", "-n", "--daemonize=yes", "--exit-idle-time=-1", "--disallow-exit", "--use-pid-file=yes",
+        "pulseaudio",
+        "-n",
+        "--daemonize=yes",
+        "--exit-idle-time=-1",
+        "--disallow-exit",
+        "--use-pid-file=yes",
         "--log-target=file:" + str(tmp / "pulse.log"),
-        "-L", "module-native-protocol-unix",
-        "-L", "module-null-sink sink_name=vspk rate=16000 channels=1",
-        "-L", "module-always-sink",
+        "-L",
+        "module-native-protocol-unix",
+        "-L",
+        "module-null-sink sink_name=vspk rate=16000 channels=1",
+        "-L",
+        "module-always-sink",
     ]
     if os.geteuid() == 0:
         cmd.insert(1, "--system=false")  # root: run as a per-user daemon all the same (it only warns)

@@ -140,4 +140,3 @@ async def wait_for(predicate: Any, timeout: float = 5.0, step: float = 0.01) -> 
         if loop.time() > end:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(step)
-

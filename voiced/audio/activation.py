@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
 from difflib import SequenceMatcher
+from enum import Enum
 from itertools import combinations
 
 from voiced.config import ActivationSettings

@@ -285,12 +285,20 @@ class MicSource:
 
         try:
             stream = sd.InputStream(
-                device=info["index"], samplerate=rate, channels=channels, dtype="int16", latency="low",
-                blocksize=rate * self.BLOCK_MS // 1000, callback=callback, finished_callback=finished,
+                device=info["index"],
+                samplerate=rate,
+                channels=channels,
+                dtype="int16",
+                latency="low",
+                blocksize=rate * self.BLOCK_MS // 1000,
+                callback=callback,
+                finished_callback=finished,
             )
             stream.start()
         except (sd.PortAudioError, ValueError) as e:
-            raise _DeviceAbsent(f"cannot open input device {info['name']!r} at {rate} Hz ({e}); check it is not in use, or pick another with --input-device") from None
+            raise _DeviceAbsent(
+                f"cannot open input device {info['name']!r} at {rate} Hz ({e}); check it is not in use, or pick another with --input-device"
+            ) from None
         self._stream = stream
         self._set_state("open", f"{info['name']} at {rate} Hz")
         return StreamResampler(rate, RATE, channels), sd

@@ -13,7 +13,7 @@ from pathlib import Path
 from voiced.audio import RATE
 from voiced.audio.assets import FrontendModelError
 from voiced.audio.capture import AudioFileError, load_wav_16k
-from voiced.audio.vad import SpeechEnded, Segmenter
+from voiced.audio.vad import Segmenter, SpeechEnded
 from voiced.config import AudioSettings
 
 _BLOCK = RATE  # one second per feed: the segmenter does not care, and it keeps memory flat

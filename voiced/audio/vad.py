@@ -36,7 +36,6 @@ from voiced.audio import RATE
 from voiced.audio.silero import SileroStream, shared_model
 from voiced.config import AudioSettings
 
-
 # webrtcvad calls steady hum and loud white noise speech. A frame only counts as voiced when it is also this much
 # louder than the noise floor: the third-lowest frame energy over the last NOISE_WINDOW_S (the third, so that one
 # or two odd frames, such as the one where a stream switches from zeros to room noise, cannot drag it down).
@@ -236,7 +235,13 @@ class Segmenter:
             heard = p >= (self._silero_off if self._in_speech else self._silero_on) and db > _DIGITAL_SILENCE_DB
             # "both": Silero must agree for a turn to open (noise, hum and music do not), and inside a turn
             # webrtcvad + the gate alone find the pauses, since Silero's score lags the end of a word.
-            voiced = webrtc if detector == "webrtc" or (self._in_speech and detector == "both") else heard if detector == "silero" else webrtc and heard
+            voiced = (
+                webrtc
+                if detector == "webrtc" or (self._in_speech and detector == "both")
+                else heard
+                if detector == "silero"
+                else webrtc and heard
+            )
             self._pos += self.frame_len
             if not self._in_speech:
                 self._idle_frame(frame, voiced, t, out, webrtc)

@@ -72,8 +72,7 @@ def model_path(model: str | Path) -> Path:
     if not path.is_file():
         shipped = sorted(p.stem for p in Path(str(resources.files("voiced.audio") / "wakeword_models")).glob("*.onnx"))
         raise WakeWordUnavailable(
-            f"wake-word classifier {path} not found; set activation.wake_model to one of {shipped} or to an "
-            f".onnx file, or {_RETRAIN}"
+            f"wake-word classifier {path} not found; set activation.wake_model to one of {shipped} or to an .onnx file, or {_RETRAIN}"
         )
     return path
 

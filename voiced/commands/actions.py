@@ -167,7 +167,11 @@ def run(cmd: Command, schedule: Schedule, now: datetime) -> Outcome:
                 return Outcome(f"When should I remind you to {_you(text)}? Say, for example, remind me to {text} at 5 PM.")
             due = resolve(when, now)
             item = schedule.add_reminder(due.timestamp(), t, text)
-            at = f"in {duration_words(due.timestamp() - t)}" if (due - now) < timedelta(hours=1) else f"{day_words(due, now)} at {clock_words(due)}"
+            at = (
+                f"in {duration_words(due.timestamp() - t)}"
+                if (due - now) < timedelta(hours=1)
+                else f"{day_words(due, now)} at {clock_words(due)}"
+            )
             return Outcome(f"I'll remind you {at} to {_you(text)}.", [(Change.STARTED, item)])
         if a in (Action.LIST_ALARMS, Action.LIST_REMINDERS):
             kind = Kind.ALARM if a == Action.LIST_ALARMS else Kind.REMINDER

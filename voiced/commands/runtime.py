@@ -191,4 +191,6 @@ class Commands:
             try:
                 self.store.save(list(self.schedule.items.values()))
             except OSError as e:
-                log.error("cannot save timers and reminders to %s (%s); fix the directory's permissions or privacy.data_dir", self.store.path, e)
+                log.error(
+                    "cannot save timers and reminders to %s (%s); fix the directory's permissions or privacy.data_dir", self.store.path, e
+                )

@@ -17,7 +17,6 @@ from enum import StrEnum
 
 from voiced.errors import VoicedError
 
-
 # An item as JSON (the store's file, a test's look): plain values only.
 ItemDict = dict[str, str | float | None]
 

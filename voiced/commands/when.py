@@ -13,9 +13,29 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 _UNITS = {
-    "zero": 0, "oh": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "a": 1, "an": 1,
+    "zero": 0,
+    "oh": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
+    "a": 1,
+    "an": 1,
 }
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -100,8 +120,14 @@ def _clock(words: list[str]) -> At | None:
     meridiem = None
     if words and words[-1] in ("am", "pm"):
         meridiem = words.pop()
-    for suffix, mer in ((["in", "the", "morning"], "am"), (["in", "the", "afternoon"], "pm"), (["in", "the", "evening"], "pm"), (["at", "night"], "pm"), (["tonight"], "pm")):
-        if words[-len(suffix):] == suffix:
+    for suffix, mer in (
+        (["in", "the", "morning"], "am"),
+        (["in", "the", "afternoon"], "pm"),
+        (["in", "the", "evening"], "pm"),
+        (["at", "night"], "pm"),
+        (["tonight"], "pm"),
+    ):
+        if words[-len(suffix) :] == suffix:
             words, meridiem = words[: -len(suffix)], mer
     if words in (["noon"], ["midday"]):
         return At(12, 0, "pm")

@@ -127,11 +127,11 @@ class Recognizer:
         self.window_s = float(window_s)
         self._lock = threading.Lock()
         try:
-            self._model = WhisperModel(
-                str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=self.threads, num_workers=1
-            )
+            self._model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=self.threads, num_workers=1)
         except (RuntimeError, ValueError) as e:
-            raise AsrError(f"cannot load the faster-whisper model in {model_dir} ({e}); rebuild the bundle with `voiced model prepare`") from e
+            raise AsrError(
+                f"cannot load the faster-whisper model in {model_dir} ({e}); rebuild the bundle with `voiced model prepare`"
+            ) from e
         if language is not None and not self._model.model.is_multilingual and language != "en":
             raise AsrError(f"the model in {model_dir} is English-only; set the bundle's audio.language to 'en' or null")
         self._short: _ShortWindow | None = None
@@ -179,7 +179,10 @@ class Recognizer:
             took = 1000.0 * (time.perf_counter() - t0)
         text = " ".join(s.text.strip() for s in segments if s.text.strip())
         found = tuple(
-            Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)) for s in segments for w in (s.words or ()) if w.word.strip()
+            Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
+            for s in segments
+            for w in (s.words or ())
+            if w.word.strip()
         )
         return text, took, found, _FULL_WINDOW_S
 
@@ -258,7 +261,9 @@ def _as_float(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
     if pcm.ndim != 1:
         raise AsrError(f"audio of shape {pcm.shape} given to the recogniser, which takes mono 1-D int16; mix the channels down first")
     if pcm.dtype != np.int16:
-        raise AsrError(f"audio of dtype {pcm.dtype} given to the recogniser, which takes int16 PCM; convert with (x * 32767).astype(np.int16)")
+        raise AsrError(
+            f"audio of dtype {pcm.dtype} given to the recogniser, which takes int16 PCM; convert with (x * 32767).astype(np.int16)"
+        )
     return pcm.astype(np.float32) / 32768.0
 
 

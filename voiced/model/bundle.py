@@ -24,10 +24,7 @@ class BundleError(VoicedError):
     def __init__(self, bundle: Path, problem: str):
         self.bundle = Path(bundle)
         self.problem = problem
-        super().__init__(
-            f"model bundle {self.bundle}: {problem}. Fix: rebuild it with "
-            f"`voiced model prepare {self.bundle.name} --force`"
-        )
+        super().__init__(f"model bundle {self.bundle}: {problem}. Fix: rebuild it with `voiced model prepare {self.bundle.name} --force`")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ class BundleIntegrityError(VoicedError):
         self.problems = list(problems)
         target = name or str(self.bundle)
         super().__init__(
-            f"bundle {self.bundle} is damaged: " + "; ".join(self.problems)
+            f"bundle {self.bundle} is damaged: "
+            + "; ".join(self.problems)
             + f". Fix: rebuild it with `voiced model prepare {target} --force`"
         )
 

@@ -78,9 +78,7 @@ def target_probs(logits: np.ndarray, cfg: GenerationConfig) -> np.ndarray:
     return p
 
 
-def verify(
-    logits: np.ndarray, draft: Draft, cfg: GenerationConfig, rng: np.random.Generator
-) -> tuple[int, int]:
+def verify(logits: np.ndarray, draft: Draft, cfg: GenerationConfig, rng: np.random.Generator) -> tuple[int, int]:
     """logits [k+1, vocab] at the positions of (token, d1..dk) -> (accepted drafts m, the token after them).
 
     Greedy: m = length of the agreeing prefix, the next token is the decoder's argmax after it.

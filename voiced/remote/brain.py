@@ -46,7 +46,9 @@ def read_api_key(settings: BrainSettings) -> str | None:
         try:
             key = settings.api_key_file.read_text().strip()
         except OSError as e:
-            raise ConfigError(f"brain.api_key_file {settings.api_key_file} cannot be read ({e.strerror}); fix the path or its permissions") from None
+            raise ConfigError(
+                f"brain.api_key_file {settings.api_key_file} cannot be read ({e.strerror}); fix the path or its permissions"
+            ) from None
         if not key:
             raise ConfigError(f"brain.api_key_file {settings.api_key_file} is empty; put the server's API key in it")
         return key
@@ -163,9 +165,7 @@ class RemoteBrain(HasConversations):
         messages = request.audio_messages(self.memory.system_prompt, self.memory.exchanges, pcm, s.audio_prefix_tokens, s.max_audio_s)
         yield from self._stream(messages, SPOKEN, cancel)
 
-    def addressed_probability(
-        self, pcm: np.ndarray, wake_phrases: Sequence[str], cancel: threading.Event | None = None
-    ) -> float:
+    def addressed_probability(self, pcm: np.ndarray, wake_phrases: Sequence[str], cancel: threading.Event | None = None) -> float:
         raise BrainUnavailable(
             "a model server cannot judge whether speech was addressed to it; in wake mode with brain.send = 'audio' "
             "set activation.wake_detector = 'model' (or brain.send = 'transcript')"
@@ -235,7 +235,9 @@ class RemoteBrain(HasConversations):
                 return self._probe_failed(e)
             except TimeoutError:
                 return self._probe_failed(
-                    ServerFailure(Failure.STALLED, f"model server {self.settings.url} did not list its models in time. Fix: check its load and log")
+                    ServerFailure(
+                        Failure.STALLED, f"model server {self.settings.url} did not list its models in time. Fix: check its load and log"
+                    )
                 )
             ids = [m.id for m in served]
             want = self.settings.model

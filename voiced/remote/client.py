@@ -197,7 +197,9 @@ class ChatClient:
         try:
             return parse(data)
         except MalformedStream as e:
-            raise ServerFailure(Failure.MALFORMED, self._fix_url(f"model server {self.base_url} sent a malformed stream: {self.redact(str(e))}")) from None
+            raise ServerFailure(
+                Failure.MALFORMED, self._fix_url(f"model server {self.base_url} sent a malformed stream: {self.redact(str(e))}")
+            ) from None
         except ServerReported as e:
             raise ServerFailure(
                 Failure.REPORTED, f"model server {self.base_url} reported: {self.redact(str(e))}. Fix: see the server's log"
@@ -241,4 +243,3 @@ async def _bounded_body(r: httpx.Response) -> bytes:
         if len(out) >= MAX_ERROR_BODY:
             break
     return out[:MAX_ERROR_BODY]
-

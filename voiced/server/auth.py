@@ -34,10 +34,7 @@ def load_or_create_token(path: Path) -> str:
         return token
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise TokenError(
-            f"token file {path} has mode {mode:04o}: other users could read it and use the microphone. "
-            f"Fix: chmod 600 {path}"
-        )
+        raise TokenError(f"token file {path} has mode {mode:04o}: other users could read it and use the microphone. Fix: chmod 600 {path}")
     token = path.read_text().strip()
     if len(token) < 16:
         raise TokenError(f"token file {path} is empty or too short; delete it and restart `voiced serve` to make a new one")

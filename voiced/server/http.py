@@ -64,7 +64,9 @@ def load_static() -> dict[str, StaticFile]:
         try:
             body = (root / name).read_bytes()
         except FileNotFoundError:
-            raise FileNotFoundError(f"the browser page file static/{name} is missing from the voiced package; reinstall voiced (pip install -e .)") from None
+            raise FileNotFoundError(
+                f"the browser page file static/{name} is missing from the voiced package; reinstall voiced (pip install -e .)"
+            ) from None
         files[path] = StaticFile(body, ctype)
     return files
 
@@ -94,7 +96,9 @@ def make_http_handler(settings: ServerSettings) -> Callable[[ServerConnection, R
         port = conn.local_address[1]
         host = request.headers.get("Host")
         if not host_allowed(host, port, settings.allowed_origins):
-            return _text(HTTPStatus.FORBIDDEN, f"host {host!r} is not this daemon's; open the page with `voiced open` (http://127.0.0.1:{port}/)\n")
+            return _text(
+                HTTPStatus.FORBIDDEN, f"host {host!r} is not this daemon's; open the page with `voiced open` (http://127.0.0.1:{port}/)\n"
+            )
         f = files.get(urlsplit(request.path).path)
         if f is None:
             return _text(HTTPStatus.NOT_FOUND, "not found; the voiced page is at /\n")

@@ -26,9 +26,9 @@ from websockets.protocol import State as WsState
 from protocol import framing
 from protocol.messages import (
     ALWAYS_DELIVERED,
-    ActivationName,
     INPUT_RATES,
     PROTOCOL_VERSION,
+    ActivationName,
     AudioEnd,
     AudioStart,
     Cancel,
@@ -115,7 +115,12 @@ class VoicedServer:
     """
 
     def __init__(
-        self, settings: ServerSettings, handler: TurnHandler, token: str, *, http_handler: HttpHandler | None = None,
+        self,
+        settings: ServerSettings,
+        handler: TurnHandler,
+        token: str,
+        *,
+        http_handler: HttpHandler | None = None,
         activation: ActivationName | None = None,
     ):
         if len(token) < 16:
@@ -152,7 +157,8 @@ class VoicedServer:
         if not is_loopback(self.settings.host):
             log.warning(
                 "server.host = %s is not a loopback address: every machine that reaches it can try the token, and the "
-                "traffic (audio, words) is not encrypted; bind 127.0.0.1 unless you mean it", printable(self.settings.host),
+                "traffic (audio, words) is not encrypted; bind 127.0.0.1 unless you mean it",
+                printable(self.settings.host),
             )
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -337,11 +343,21 @@ class VoicedServer:
             return
         hello, grant = authed
         if len(self._clients) >= self.settings.max_clients:
-            await conn.send(Error(code="server_full", message=f"{self.settings.max_clients} clients connected (server.max_clients); try again later").to_json())
+            await conn.send(
+                Error(
+                    code="server_full", message=f"{self.settings.max_clients} clients connected (server.max_clients); try again later"
+                ).to_json()
+            )
             await conn.close(CLOSE_TRY_AGAIN, "server full")
             return
         session = self._register(conn, hello, grant)
-        log.info("client %s (%s) connected: roles %s, audio %d Hz", session.id, printable(session.name), sorted(session.roles), session.audio_rate)
+        log.info(
+            "client %s (%s) connected: roles %s, audio %d Hz",
+            session.id,
+            printable(session.name),
+            sorted(session.roles),
+            session.audio_rate,
+        )
         try:
             async for raw in conn:
                 await self._on_frame(session, raw)
@@ -353,7 +369,10 @@ class VoicedServer:
     def _register(self, conn: ServerConnection, hello: Hello, grant: Grant) -> ClientSession:
         sid = secrets.token_hex(6)
         outbox = Outbox(
-            conn.send, self.settings.client_queue, lambda: self._spawn(self._drop_slow(sid)), _direct_writer(conn),
+            conn.send,
+            self.settings.client_queue,
+            lambda: self._spawn(self._drop_slow(sid)),
+            _direct_writer(conn),
             max_bytes=self.settings.client_queue_bytes,
         )
         s = ClientSession(
@@ -405,8 +424,12 @@ class VoicedServer:
         if s is None:
             return
         limited.log(
-            logging.WARNING, "slow", "client %s (%s) dropped: its send queue is full (server.client_queue messages or "
-            "server.client_queue_bytes) and it is not reading", sid, printable(s.name),
+            logging.WARNING,
+            "slow",
+            "client %s (%s) dropped: its send queue is full (server.client_queue messages or "
+            "server.client_queue_bytes) and it is not reading",
+            sid,
+            printable(s.name),
         )
         s.outbox.stop()
         try:
@@ -429,7 +452,11 @@ class VoicedServer:
 
     async def _on_frame(self, s: ClientSession, raw: str | bytes) -> None:
         if len(raw) > self.settings.max_message_bytes:
-            self._error(s, "too_large", f"message of {len(raw)} bytes exceeds the {self.settings.max_message_bytes}-byte limit; split audio into smaller frames")
+            self._error(
+                s,
+                "too_large",
+                f"message of {len(raw)} bytes exceeds the {self.settings.max_message_bytes}-byte limit; split audio into smaller frames",
+            )
             return
         try:
             if isinstance(raw, bytes):
@@ -498,13 +525,18 @@ class VoicedServer:
         if mic is None or mic.stream != frame.stream:
             raise ProtocolError("audio_stream", f"audio for stream {frame.stream}, which is not open; send audio_start first")
         if frame.rate != mic.rate:
-            raise ProtocolError("audio_format", f"frame at {frame.rate} Hz in stream {mic.stream} opened at {mic.rate} Hz; keep one rate per stream")
+            raise ProtocolError(
+                "audio_format", f"frame at {frame.rate} Hz in stream {mic.stream} opened at {mic.rate} Hz; keep one rate per stream"
+            )
         gap = frame.seq != mic.next_seq
         expected = mic.next_seq
         mic.next_seq = (frame.seq + 1) & 0xFFFFFFFF
         pcm = frame.pcm()
         if not s.budget.take(len(pcm) / mic.rate):
-            raise ProtocolError("rate_limited", f"audio arrives faster than {self.settings.max_audio_speed}x real time; frame {frame.seq} dropped, pace the stream")
+            raise ProtocolError(
+                "rate_limited",
+                f"audio arrives faster than {self.settings.max_audio_speed}x real time; frame {frame.seq} dropped, pace the stream",
+            )
         if len(pcm):
             out = mic.resampler.process(pcm)
             if len(out):
@@ -531,7 +563,9 @@ def _direct_writer(conn: ServerConnection) -> Callable[[Any], bool] | None:
     changes them, fall back to the task path (None) rather than break.
     """
     proto = getattr(conn, "protocol", None)
-    if proto is None or not all(hasattr(x, a) for x, a in ((conn, "send_data"), (conn, "paused"), (proto, "send_binary"), (proto, "send_text"))):
+    if proto is None or not all(
+        hasattr(x, a) for x, a in ((conn, "send_data"), (conn, "paused"), (proto, "send_binary"), (proto, "send_text"))
+    ):
         return None
     open_ = WsState.OPEN
 

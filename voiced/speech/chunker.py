@@ -85,7 +85,7 @@ class ClauseChunker:
                     # Keep a possible partial closing fence; the code itself is never spoken.
                     self._buf = "" if final else self._buf[-2:]
                     return out
-                self._buf = self._buf[end + len(_FENCE):]
+                self._buf = self._buf[end + len(_FENCE) :]
                 self._in_fence = False
                 continue
             fence = self._buf.find(_FENCE)
@@ -97,7 +97,7 @@ class ClauseChunker:
                 continue
             if fence >= 0:
                 self._emit(text, out)
-                self._buf = self._buf[fence + len(_FENCE):]
+                self._buf = self._buf[fence + len(_FENCE) :]
                 self._in_fence = True
                 continue
             if final:

@@ -53,9 +53,15 @@ class _Sink:
 
 class _VoiceProperties(ctypes.Structure):
     _fields_ = [
-        ("name", ctypes.c_char_p), ("languages", ctypes.c_char_p), ("identifier", ctypes.c_char_p),
-        ("gender", ctypes.c_ubyte), ("age", ctypes.c_ubyte), ("variant", ctypes.c_ubyte), ("xx1", ctypes.c_ubyte),
-        ("score", ctypes.c_int), ("spare", ctypes.c_void_p),
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_char_p),
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
     ]
 
 
@@ -76,8 +82,14 @@ class _Libespeak:
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_SetParameter.restype = ctypes.c_int
         lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-            ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
         ]
         lib.espeak_Synth.restype = ctypes.c_int
         self._lib = lib
@@ -178,6 +190,7 @@ class EspeakEngine:
         if self._lib is None:
             yield from self._synthesize_command(text, cancel)
             return
+
         def produce(put: Callable[[np.ndarray], None], stopped: Callable[[], bool]) -> None:
             assert self._lib is not None
             self._lib.synth(text, self.voice, self.rate_wpm, _Sink(put, stopped))
@@ -188,7 +201,9 @@ class EspeakEngine:
         # Text on stdin: a clause starting with '-' would otherwise be read as an option.
         proc = subprocess.Popen(
             [self._exe, "-v", self.voice, "-s", str(self.rate_wpm), "--stdout"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         try:
             assert proc.stdin is not None and proc.stdout is not None

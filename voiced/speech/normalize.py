@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 
-_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December"]
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
 
 # -- markdown ---------------------------------------------------------------------------------------------------
 _FENCE_BLOCK = re.compile(r"```.*?(?:```|\Z)", re.S)
@@ -59,8 +58,7 @@ def strip_markdown(text: str) -> str:
 
 # -- emoji, URLs ------------------------------------------------------------------------------------------------
 _EMOJI = re.compile(
-    "[\U0001F000-\U0001FAFF\U00002600-\U000027BF\U00002B00-\U00002BFF\U0001F1E6-\U0001F1FF"
-    "\uFE0E\uFE0F\u200D\u20E3\U000E0020-\U000E007F]+"
+    "[\U0001f000-\U0001faff\U00002600-\U000027bf\U00002b00-\U00002bff\U0001f1e6-\U0001f1ff\ufe0e\ufe0f\u200d\u20e3\U000e0020-\U000e007f]+"
 )
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"')\]]+", re.I)
 _EMAIL = re.compile(r"\b([\w.+-]+)@([\w-]+(?:\.[\w-]+)+)\b")
@@ -72,14 +70,18 @@ def _say_domain(host: str) -> str:
 
 def _url(m: re.Match[str]) -> str:
     url = m.group(0).rstrip(".,;:!?")
-    tail = m.group(0)[len(url):]
+    tail = m.group(0)[len(url) :]
     host = re.sub(r"^(?:https?://)?(?:www\.)?", "", url, flags=re.I).split("/", 1)[0].split("?", 1)[0].split(":", 1)[0]
     return _say_domain(host.lower()) + tail
 
 
 # -- numbers ----------------------------------------------------------------------------------------------------
-_CURRENCY = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
-             "£": ("pound", "pounds", "penny", "pence"), "¥": ("yen", "yen", "", "")}
+_CURRENCY = {
+    "$": ("dollar", "dollars", "cent", "cents"),
+    "€": ("euro", "euros", "cent", "cents"),
+    "£": ("pound", "pounds", "penny", "pence"),
+    "¥": ("yen", "yen", "", ""),
+}
 _NUM = r"\d+(?:,\d{3})*"
 _MONEY_SCALED = re.compile(r"([$€£¥])\s?(" + _NUM + r"(?:\.\d+)?)\s?(thousand|million|billion|trillion|[kKmMbB]n?)\b")
 _MONEY = re.compile(r"([$€£¥])\s?(" + _NUM + r")(?:\.(\d{1,2}))?(?!\d)")
@@ -138,19 +140,42 @@ def _iso_date(m: re.Match[str]) -> str:
 
 
 _UNITS = {
-    "km/h": ("kilometer per hour", "kilometers per hour"), "kph": ("kilometer per hour", "kilometers per hour"),
-    "mph": ("mile per hour", "miles per hour"), "m/s": ("meter per second", "meters per second"),
-    "km": ("kilometer", "kilometers"), "cm": ("centimeter", "centimeters"), "mm": ("millimeter", "millimeters"),
-    "mi": ("mile", "miles"), "ft": ("foot", "feet"), "kg": ("kilogram", "kilograms"), "mg": ("milligram", "milligrams"),
-    "lb": ("pound", "pounds"), "lbs": ("pound", "pounds"), "oz": ("ounce", "ounces"),
-    "ml": ("milliliter", "milliliters"), "mL": ("milliliter", "milliliters"),
-    "°C": ("degree Celsius", "degrees Celsius"), "°F": ("degree Fahrenheit", "degrees Fahrenheit"),
-    "°": ("degree", "degrees"), "KB": ("kilobyte", "kilobytes"), "kB": ("kilobyte", "kilobytes"),
-    "MB": ("megabyte", "megabytes"), "GB": ("gigabyte", "gigabytes"), "TB": ("terabyte", "terabytes"),
-    "Hz": ("hertz", "hertz"), "kHz": ("kilohertz", "kilohertz"), "MHz": ("megahertz", "megahertz"),
-    "GHz": ("gigahertz", "gigahertz"), "ms": ("millisecond", "milliseconds"), "kW": ("kilowatt", "kilowatts"),
-    "kWh": ("kilowatt hour", "kilowatt hours"), "hrs": ("hour", "hours"), "hr": ("hour", "hours"),
-    "min": ("minute", "minutes"), "mins": ("minute", "minutes"), "sec": ("second", "seconds"),
+    "km/h": ("kilometer per hour", "kilometers per hour"),
+    "kph": ("kilometer per hour", "kilometers per hour"),
+    "mph": ("mile per hour", "miles per hour"),
+    "m/s": ("meter per second", "meters per second"),
+    "km": ("kilometer", "kilometers"),
+    "cm": ("centimeter", "centimeters"),
+    "mm": ("millimeter", "millimeters"),
+    "mi": ("mile", "miles"),
+    "ft": ("foot", "feet"),
+    "kg": ("kilogram", "kilograms"),
+    "mg": ("milligram", "milligrams"),
+    "lb": ("pound", "pounds"),
+    "lbs": ("pound", "pounds"),
+    "oz": ("ounce", "ounces"),
+    "ml": ("milliliter", "milliliters"),
+    "mL": ("milliliter", "milliliters"),
+    "°C": ("degree Celsius", "degrees Celsius"),
+    "°F": ("degree Fahrenheit", "degrees Fahrenheit"),
+    "°": ("degree", "degrees"),
+    "KB": ("kilobyte", "kilobytes"),
+    "kB": ("kilobyte", "kilobytes"),
+    "MB": ("megabyte", "megabytes"),
+    "GB": ("gigabyte", "gigabytes"),
+    "TB": ("terabyte", "terabytes"),
+    "Hz": ("hertz", "hertz"),
+    "kHz": ("kilohertz", "kilohertz"),
+    "MHz": ("megahertz", "megahertz"),
+    "GHz": ("gigahertz", "gigahertz"),
+    "ms": ("millisecond", "milliseconds"),
+    "kW": ("kilowatt", "kilowatts"),
+    "kWh": ("kilowatt hour", "kilowatt hours"),
+    "hrs": ("hour", "hours"),
+    "hr": ("hour", "hours"),
+    "min": ("minute", "minutes"),
+    "mins": ("minute", "minutes"),
+    "sec": ("second", "seconds"),
     "secs": ("second", "seconds"),
 }
 _UNIT = re.compile(
@@ -163,8 +188,15 @@ def _unit(m: re.Match[str]) -> str:
     return f"{m.group(1)} {one if m.group(1) == '1' else many}"
 
 
-_FRACTIONS = {"1/2": "one half", "1/3": "one third", "2/3": "two thirds", "1/4": "one quarter",
-              "3/4": "three quarters", "1/8": "one eighth", "1/10": "one tenth"}
+_FRACTIONS = {
+    "1/2": "one half",
+    "1/3": "one third",
+    "2/3": "two thirds",
+    "1/4": "one quarter",
+    "3/4": "three quarters",
+    "1/8": "one eighth",
+    "1/10": "one tenth",
+}
 _FRACTION = re.compile(r"(?<![\w/])(" + "|".join(re.escape(f) for f in _FRACTIONS) + r")(?![\w/])")
 _RANGE = re.compile(r"(?<![\w.-])(" + _NUM + r"(?:\.\d+)?)\s?[-\u2013]\s?(" + _NUM + r"(?:\.\d+)?)(?![\w-])")
 _NEGATIVE = re.compile(r"(?<![\w.)\]-])[-\u2212](?=\d)")

@@ -95,7 +95,10 @@ class Playback:
         self._closed = False
         self._disabled = isinstance(self._device, str) and self._device.strip().lower() == "none"
         if self._disabled:
-            self._report("unavailable", "audio.output_device is 'none': no local speaker (set it to a device name from `voiced devices` to hear replies)")
+            self._report(
+                "unavailable",
+                "audio.output_device is 'none': no local speaker (set it to a device name from `voiced devices` to hear replies)",
+            )
 
     # -- the contract -------------------------------------------------------------------------------------------
 
@@ -172,8 +175,14 @@ class Playback:
             self._rate = int(info["default_samplerate"])
             block = self._rate * BLOCK_MS // 1000
             stream = sd.OutputStream(
-                device=index, samplerate=self._rate, channels=1, dtype="int16", blocksize=block,
-                latency="low", callback=self._callback, finished_callback=self._finished,
+                device=index,
+                samplerate=self._rate,
+                channels=1,
+                dtype="int16",
+                blocksize=block,
+                latency="low",
+                callback=self._callback,
+                finished_callback=self._finished,
             )
             self._latency_s = float(stream.latency)
             stream.start()
@@ -181,7 +190,9 @@ class Playback:
             self._disable(str(e))
             return False
         except Exception as e:  # PortAudioError and friends: a speaker problem must not end a reply
-            self._disable(f"could not open output device {self._device!r} ({e}); pick one from `voiced devices` or set audio.output_device = 'none'")
+            self._disable(
+                f"could not open output device {self._device!r} ({e}); pick one from `voiced devices` or set audio.output_device = 'none'"
+            )
             return False
         self._stream = stream
         self._failed = None

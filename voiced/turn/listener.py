@@ -298,9 +298,7 @@ class Listener:
         woken_s = None
         if self.wake is not None and (hits := self.wake.take(ev.t_start - LEAD_S)):
             woken_s = ev.t_end - hits[-1].t
-        out.append(
-            UserTurn(ev.audio, pushed, woken_s, early, silence_ms, guess_job=guess_job if guessing else None, guess=guess)
-        )
+        out.append(UserTurn(ev.audio, pushed, woken_s, early, silence_ms, guess_job=guess_job if guessing else None, guess=guess))
         return out
 
     def _start_guess(self) -> list[Event]:
