@@ -225,6 +225,10 @@ class ActivationSettings(_Section):
         le=30.0,
         description="ASR bundles: every this many seconds of speech, transcribe the segment so far and prefill its words while the user still speaks (0 = off)",
     )
+    preemptive_reply: bool = Field(
+        True,
+        description="ASR bundles: at a pause whose words are addressed to us, start the reply and hold it until the turn is confirmed (dropped, unheard and unremembered, if the user goes on); never for a command",
+    )
     hangover_complete_ms: int = Field(
         300, ge=60, le=5000, description="adaptive end of turn: silence that ends a turn that sounds finished"
     )

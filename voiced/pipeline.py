@@ -48,6 +48,7 @@ from voiced.server.handler import Publisher
 from voiced.server.logsafe import words
 from voiced.speech.tts import TTSEngine
 from voiced.turn import listener as li
+from voiced.turn.draft import Draft
 from voiced.turn.ears import Ears, ScoringFailed
 from voiced.turn.responder import Playback, Responder, Turn
 
@@ -84,7 +85,10 @@ class Pipeline:
         self._tts = ThreadPoolExecutor(1, thread_name_prefix="voiced-tts")
         if settings.audio.vad != "webrtc":
             shared_model()  # loaded now: a missing or damaged file stops the start with its fix, not the first turn
-        self.ears = Ears(settings, assistant, self._asr, self._model, self._spawn, lambda: self.turn is None, self.conversation_of)
+        self._draft: Draft | None = None  # a preemptive reply held until its turn is confirmed (voiced.turn.draft)
+        self.drafts = {"started": 0, "adopted": 0, "dropped": 0}
+        free = lambda: self.turn is None and self._draft is None  # noqa: E731
+        self.ears = Ears(settings, assistant, self._asr, self._model, self._spawn, free, self.conversation_of, self._on_words)
         self.responder = Responder(
             assistant, tts, self._model, self._tts, self.publishers, self._set_state,
             settings.audio.speaker_plays, playback, pace,
@@ -104,6 +108,8 @@ class Pipeline:
     async def aclose(self) -> None:
         if self.turn is not None:
             self.responder.cancel(self.turn)
+        if self._draft is not None:
+            self._draft.cancel.set()
         await self.commands.aclose()
         for t in list(self._tasks):
             t.cancel()
@@ -150,6 +156,27 @@ class Pipeline:
         await self._on(lis, lis.feed(pcm, time.monotonic(), model_busy=self.turn is not None))
         self.ears.watch_stall(lis, self._stalled)
 
+    async def _on_words(self, lis: li.Listener, query: str) -> None:
+        """A pause's guess heard words addressed to us, and the model is free: start the reply on them, held until
+        the turn is confirmed (activation.preemptive_reply), or prefill their prompt. Never for a command's
+        words: an action runs only on a finished turn."""
+        conversation = self.conversation_of(lis.source)
+        if self.settings.activation.preemptive_reply and not self.commands.matches(query):
+            self._draft = Draft(lis.source, conversation, query)
+            self._draft.start(self.assistant, self._model)
+            self.drafts["started"] += 1
+            return
+        await self._run(self._model, self.assistant.prepare_in, conversation, query)
+
+    async def _drop_draft(self, source: str | None = None) -> None:
+        """Drop the held draft (of `source` only, when given): nothing of it was heard or remembered."""
+        draft = self._draft
+        if draft is None or (source is not None and draft.source != source):
+            return
+        self._draft = None
+        self.drafts["dropped"] += 1
+        await draft.drop()
+
     def _stalled(self, source: str) -> None:
         self._spawn(self.end_of_stream(source))
 
@@ -167,6 +194,8 @@ class Pipeline:
     async def _on(self, lis: li.Listener, events: list[li.Event]) -> None:
         source, turn = lis.source, self.turn
         for ev in events:
+            if isinstance(ev, (li.Started, li.Resumed, li.Discarded)):
+                await self._drop_draft(source)  # a new segment, or the user went on: not the draft's turn
             if isinstance(ev, li.Started):
                 self._publish(m.SpeechStarted(t=ev.t, source=source))
                 if (turn is None or turn.source != source) and self.state == "idle":
@@ -258,6 +287,7 @@ class Pipeline:
 
     async def on_client_disconnect(self, client_id: str) -> None:
         self.ears.forget(client_id)
+        await self._drop_draft(client_id)
         for waiting in self._waiting.withdraw(client_id):  # nobody is left to hear them
             self.responder.cancel(waiting)
         if self.turn is not None and self.turn.source == client_id:  # its asker is gone: free the model for others
@@ -272,10 +302,12 @@ class Pipeline:
     # -- the turn -------------------------------------------------------------------------------------------
     async def _run_turn(self, turn: Turn, guess: asyncio.Task[str | None] | None = None, heard: str | None = None) -> None:
         if turn.audio is not None and not await self._hear(turn, guess, heard):
+            await self._drop_draft(turn.source)
             if self.turn is None and self.state == "listening":
                 self._set_state("idle", None)
             return
         if not self._admit(turn):
+            await self._drop_draft(turn.source)
             return
         async with self._lock:  # one model, one turn at a time; later turns wait their go
             self._waiting.started(turn)
@@ -357,7 +389,15 @@ class Pipeline:
         spoken = turn.query is None and turn.audio is not None
         # The one place a command runs: the words of a finished turn (never a guess or an early pass's words).
         said = None if spoken else self.commands.handle(turn.query or "")
-        reply = await self.responder.run(turn, said)
+        draft, self._draft = self._draft, None
+        if draft is not None and (said is not None or not draft.matches(turn.source, turn.conversation, turn.query or "")):
+            self._draft = draft
+            await self._drop_draft()  # another turn, or other words: the model is this turn's
+            draft = None
+        if draft is not None:
+            self.drafts["adopted"] += 1
+            log.info("turn %s: the reply started at the pause is adopted", turn.id)
+        reply = await self.responder.run(turn, said, draft=draft)
         if not reply.interrupted and (lis := self.ears.listeners.get(turn.source)) is not None:
             lis.activation.replied(time.monotonic())
         self._spawn(self._prefill_next_opening())

@@ -78,6 +78,10 @@ class Commands:
         t = self.wall()
         return datetime.fromtimestamp(t, self.zone) if self.zone else datetime.fromtimestamp(t).astimezone()
 
+    def matches(self, words: str) -> bool:
+        """Whether these words ask for a command (pure: nothing runs); a preemptive reply is never started on them."""
+        return self.matcher is not None and bool(words) and self.matcher.match(words) is not None
+
     def handle(self, words: str) -> str | None:
         """Run the command these words ask for and return its reply, or None when they ask for none."""
         if self.matcher is None or not words:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -59,10 +59,13 @@ class Ears:
         spawn: Spawn,
         model_free: Callable[[], bool],
         conversation_of: Callable[[str], str],
+        on_words: Callable[[li.Listener, str], Awaitable[None]],
     ) -> None:
+        """`on_words(listener, query)`: a pause's guess heard words addressed to us (the router prefills their
+        prompt, or starts a preemptive reply on them)."""
         self.settings, self.brain = settings, brain
         self._asr, self._model = asr, model
-        self._spawn, self._model_free, self._conversation_of = spawn, model_free, conversation_of
+        self._spawn, self._model_free, self._conversation_of, self._on_words = spawn, model_free, conversation_of, on_words
         self.policy = EndOfTurnPolicy(settings.activation, settings.audio)
         # Loaded now, so that a missing or damaged file stops the start with its fix, not the first turn.
         self.turn_model = SmartTurn() if self.policy.wants_model else None
@@ -110,7 +113,7 @@ class Ears:
             turn_p = await self._run(self._asr, self.turn_model.probability, ev.audio)
         for req in lis.on_guess(ev.job, text, turn_p, time.monotonic()):
             if isinstance(req, li.Prefill) and self._model_free():
-                await self._run(self._model, self.brain.prepare_in, self._conversation_of(lis.source), req.query)
+                await self._on_words(lis, req.query)
         return text
 
     async def _early(self, lis: li.Listener, ev: li.Transcribe) -> None:

@@ -61,6 +61,11 @@ class Discarded:
 
 
 @dataclass(frozen=True)
+class Resumed:
+    """Speech again after a pause: whatever was started on the pause's words is not the turn's."""
+
+
+@dataclass(frozen=True)
 class Ended:
     t_start: float
     t_end: float
@@ -109,7 +114,7 @@ class UserTurn:
     guess: str | None = None
 
 
-Event = Started | Discarded | Ended | Transcribe | Prefill | BargeIn | Ignored | UserTurn
+Event = Started | Discarded | Resumed | Ended | Transcribe | Prefill | BargeIn | Ignored | UserTurn
 
 
 @dataclass(frozen=True)
@@ -278,7 +283,7 @@ class Listener:
             return []
         if isinstance(ev, vad.SpeechResumed):
             self._drop_guess(Phase.SPEAKING)
-            return []
+            return [Resumed()]
         if isinstance(ev, vad.SpeechDiscarded):
             self._close()
             return [Discarded()]

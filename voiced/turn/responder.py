@@ -31,6 +31,7 @@ from voiced.routing import Delivery, plays_locally
 from voiced.server.handler import Publisher
 from voiced.speech.chunker import ClauseChunker
 from voiced.speech.tts import TTSEngine
+from voiced.turn.draft import Draft
 
 StateCallback = Callable[[m.StateName, str | None], None]
 
@@ -168,12 +169,16 @@ class Responder:
         self.pace = pace
         self.turn: Turn | None = None  # the one running
         self._hearer: Hearer | None = None
+        self._draft: Draft | None = None  # the preemptive reply the running turn adopted
 
     def cancel(self, turn: Turn) -> None:
         """Stop `turn`: before it runs (it never will) or while it runs (generation, speech and the speaker)."""
         turn.cancel.set()
-        if turn is self.turn and self._hearer is not None:
-            self._hearer.interrupt()
+        if turn is self.turn:
+            if self._draft is not None:
+                self._draft.cancel.set()
+            if self._hearer is not None:
+                self._hearer.interrupt()
 
     def audible(self) -> bool:
         """Our own voice is on the local speaker now (half duplex mutes the local microphone meanwhile)."""
@@ -186,15 +191,18 @@ class Responder:
             return Speaker(self.playback)
         return Paced() if self.pace else Unheard()
 
-    async def run(self, turn: Turn, said: str | None = None, remember: bool = True, think: bool = True) -> Reply:
+    async def run(
+        self, turn: Turn, said: str | None = None, remember: bool = True, think: bool = True, draft: Draft | None = None
+    ) -> Reply:
         """Answer `turn` (its `query`, or its audio when the query is None); `said`: the reply is this text, no
         model (a command's answer, an announcement). Publishes reply_started .. reply_done; `remember` keeps the
-        exchange in the asker's conversation; `think`: the state goes `thinking` first (not for announcements)."""
-        self.turn, self._hearer = turn, self._hearer_for(turn)
+        exchange in the asker's conversation; `think`: the state goes `thinking` first (not for announcements);
+        `draft`: the reply was started preemptively on these very words (voiced.turn.draft): it is adopted."""
+        self.turn, self._hearer, self._draft = turn, self._hearer_for(turn), draft
         try:
             return await self._run(turn, said, remember, think)
         finally:
-            self.turn = self._hearer = None
+            self.turn = self._hearer = self._draft = None
 
     async def _run(self, turn: Turn, said: str | None, remember: bool, think: bool) -> Reply:
         if think:
@@ -203,14 +211,18 @@ class Responder:
         query = SPOKEN if spoken else turn.query or ""
         self._publish(m.ReplyStarted(reply_id=turn.id, request_id=turn.request_id, source=turn.source))
         conversation = turn.conversation or turn.source
-        stats: dict[str, object] = {}
+        draft = self._draft
+        stats: dict[str, object] = draft.stats if draft is not None else {}
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.ensure_future(self._speak(turn, clauses))
         chunker, reply = ClauseChunker(), ""
         try:
-            if remember:  # on the model thread, which alone touches conversations while turns run
-                await asyncio.get_running_loop().run_in_executor(self._model, self.brain.select, conversation)
-            deltas = self._fixed(said) if said is not None else self._generate(turn, query, spoken, stats)
+            if draft is not None:  # it selected the conversation and runs on the model thread already
+                deltas = draft.deltas()
+            else:
+                if remember:  # on the model thread, which alone touches conversations while turns run
+                    await asyncio.get_running_loop().run_in_executor(self._model, self.brain.select, conversation)
+                deltas = self._fixed(said) if said is not None else self._generate(turn, query, spoken, stats)
             async for delta in deltas:
                 turn.mark("first_token")
                 reply += delta
