@@ -11,10 +11,12 @@ VAD, Whisper, the LLM, espeak and the real server on 127.0.0.1; the client strea
 With several `--asr-window` values (model.asr_window_s) each question is asked once per window, in turn, and
 the figures come per window side by side (one daemon, the recogniser swapped between questions).
 
-`--levers base,model,fragment3,silero,all` does the same for the front-end levers of issue 20, switched in the
+`--levers base,model,fragment3,silero,preempt,all` does the same for the levers of issue 20, switched in the
 running daemon between questions: `model` = activation.end_of_turn "model" (Smart Turn beside the words),
 `fragmentN` = a first spoken fragment of N+ words (ClauseChunker.first_fragment_words), `silero` = audio.vad
-"both" (Silero confirms turn onsets), `all` = every one of them; `base` = none (adaptive, webrtc, clauses).
+"both" (Silero confirms turn onsets), `preempt` = activation.preemptive_reply (the reply started at the pause,
+held until the turn is confirmed), `all` = every one of them; `base` = none (adaptive, webrtc, clauses, no
+preemptive reply).
 `gap_ms` is the silence a listener playing the audio as it arrives hears between the first and the last
 sample beyond what the TTS itself put there (the next clause late).
 """
@@ -39,7 +41,6 @@ from asr import normalise  # noqa: E402  (benchmarks/asr.py: the WER normaliser,
 from protocol import messages as m  # noqa: E402
 from protocol.client import AudioChunk, VoicedClient  # noqa: E402
 from tests.support.speech import compose  # noqa: E402
-from voiced import pipeline as pipeline_module  # noqa: E402
 from voiced.assistant import Assistant  # noqa: E402
 from voiced.audio.endpoint import EndOfTurnPolicy  # noqa: E402
 from voiced.audio.smart_turn import SmartTurn  # noqa: E402
@@ -50,6 +51,8 @@ from voiced.pipeline import Pipeline  # noqa: E402
 from voiced.server.ws import VoicedServer  # noqa: E402
 from voiced.speech.chunker import ClauseChunker  # noqa: E402
 from voiced.speech.tts import make_tts  # noqa: E402
+from voiced.turn import responder as responder_module  # noqa: E402
+from voiced.turn.listener import Hearing  # noqa: E402
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -177,7 +180,8 @@ async def compare_levers(args: argparse.Namespace) -> None:
     settings, _ = load_settings(None, {
         "server": {"port": 0}, "model": {"threads": args.threads, "bundle": args.bundle},
         "audio": {"input_device": "none", "output_device": "none", "vad": "webrtc"},
-        "activation": {"end_of_turn": "adaptive", "prefill_while_speaking_s": args.prefill_while_speaking},
+        "activation": {"end_of_turn": "adaptive", "prefill_while_speaking_s": args.prefill_while_speaking,
+                       "preemptive_reply": False},
     })  # fmt: skip
     assistant = Assistant(load_bundle(store.ensure_prepared(args.bundle, progress=False)), settings.model)
     pipeline = Pipeline(settings, assistant, make_tts(settings.tts), None, pace=False)
@@ -193,11 +197,14 @@ async def compare_levers(args: argparse.Namespace) -> None:
     def apply(lever: str) -> None:
         on = lambda name: lever == "all" or lever.startswith(name)  # noqa: E731
         model = on("model")
-        pipeline._endpoint = policies["model" if model else "adaptive"]
-        pipeline._turn_model = smart if model else None
-        settings.audio.vad = "both" if on("silero") else "webrtc"  # each connection is a new source: a new segmenter
+        # each connection is a new source, so a new Listener made with these
+        pipeline.ears.policy = policies["model" if model else "adaptive"]
+        pipeline.ears.turn_model = smart if model else None
+        pipeline.ears.hearing = Hearing(transcribes=assistant.transcribes, turn_model=model)
+        settings.audio.vad = "both" if on("silero") else "webrtc"
+        settings.activation.preemptive_reply = on("preempt")
         n = int(lever[len("fragment") :] or 3) if lever.startswith("fragment") else 3 if lever == "all" else 0
-        pipeline_module.ClauseChunker = functools.partial(ClauseChunker, first_fragment_words=n)
+        responder_module.ClauseChunker = functools.partial(ClauseChunker, first_fragment_words=n)  # type: ignore[misc]
 
     def fresh_cache() -> None:
         assistant.conversation.reset()
@@ -212,13 +219,17 @@ async def compare_levers(args: argparse.Namespace) -> None:
                 # An empty cache but the system prompt: the same question asked again would find its own
                 # prompt still cached from the lever before, and prefill nothing.
                 await pipeline._run(pipeline._model, fresh_cache)
-                rows[lever].append(await one(server.url, q, seed=i))
+                adopted = pipeline.drafts["adopted"]
+                row = await one(server.url, q, seed=i)
+                row["draft_adopted"] = pipeline.drafts["adopted"] - adopted
+                rows[lever].append(row)
     await pipeline.aclose()
     out = {}
     for lever, rs in rows.items():
         summ = summary(args, assistant, rs)
         summ["gap_ms"] = {"p50": pct([r["gap_ms"] for r in rs], 0.5), "p90": pct([r["gap_ms"] for r in rs], 0.9)}
         summ["lever"] = lever
+        summ["drafts_adopted"] = sum(r["draft_adopted"] for r in rs)
         out[lever] = summ
     out["host_load_avg"] = list(os.getloadavg())
     print(json.dumps(out, indent=1))

@@ -73,7 +73,7 @@ class Ears:
         # The wake-word model runs on every source's frames in front of the VAD, on the loop (one short call per
         # 80 ms: benchmarks/wakeword.py); loaded once, state per source.
         self.wake_model = WakeWordModel(act.wake_model) if act.mode == "wake" and act.wake_detector == "model" else None
-        self._hearing = li.Hearing(transcribes=brain.transcribes, turn_model=self.turn_model is not None)
+        self.hearing = li.Hearing(transcribes=brain.transcribes, turn_model=self.turn_model is not None)
         self.listeners: dict[str, li.Listener] = {}
         self._guesses: dict[tuple[str, int], asyncio.Task[str | None]] = {}
         self._stalls: dict[str, asyncio.TimerHandle] = {}
@@ -83,7 +83,7 @@ class Ears:
         if lis is None:
             act = self.settings.activation
             wake = WakeWordDetector(self.wake_model, act.wake_model_threshold) if self.wake_model is not None else None
-            lis = self.listeners[source] = li.Listener(source, self.settings.audio, act, self.policy, self._hearing, wake)
+            lis = self.listeners[source] = li.Listener(source, self.settings.audio, act, self.policy, self.hearing, wake)
         return lis
 
     def forget(self, source: str) -> None:
