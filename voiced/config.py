@@ -14,7 +14,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from voiced.errors import VoicedError
 
@@ -333,7 +333,14 @@ class Settings(BaseSettings):
         return self
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # init (CLI flags) > env > the TOML file named by model_config (load_settings sets it per call).
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
@@ -374,8 +381,15 @@ def _env_layer() -> dict[str, Any]:
     return out
 
 
+def _section_model(section: str) -> type[BaseModel]:
+    model = Settings.model_fields[section].annotation
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"Settings.{section} is not a section model; declare it as a BaseModel subclass")
+    return model
+
+
 def _env_keys() -> list[str]:
-    return [f"VOICED_{s.upper()}__{k.upper()}" for s in _SECTIONS for k in Settings.model_fields[s].annotation.model_fields]
+    return [f"VOICED_{s.upper()}__{k.upper()}" for s in _SECTIONS for k in _section_model(s).model_fields]
 
 
 def _check_env_names(env: dict[str, Any]) -> None:
@@ -395,8 +409,9 @@ def _check_env_names(env: dict[str, Any]) -> None:
 def _format_error(e: ValidationError, origin: dict[tuple[str, str], str]) -> str:
     lines = ["invalid configuration:"]
     for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        where = origin.get(tuple(str(p) for p in err["loc"][:2]), "default")
+        parts = [str(p) for p in err["loc"]]
+        loc = ".".join(parts)
+        where = origin.get((parts[0], parts[1]), "default") if len(parts) >= 2 else "default"
         value = err.get("input")
         lines.append(f"  {loc} = {value!r} (from {where}): {err['msg']}")
     lines.append("Fix the value(s) above; `voiced config` shows every key, its value and where it came from.")
