@@ -83,7 +83,7 @@ class _Player:
 
 
 async def _listen(url: str, token: str, play: bool, out: Path | None) -> int:
-    sinks: list[Any] = []
+    sinks: list[_WavSink | _Player] = []
     try:
         async with VoicedClient(url, token, name="voiced listen", audio_rate=LISTEN_RATE) as client:
             print(json.dumps({"type": "connected", "url": url, "session_id": client.session_id}), flush=True)
