@@ -10,7 +10,7 @@ import difflib
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -371,8 +371,8 @@ def _read_toml(path: Path, explicit: bool) -> dict[str, Any]:
     return data
 
 
-def _env_layer() -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _env_layer() -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
     for key, value in os.environ.items():
         if not key.startswith("VOICED_") or "__" not in key:
             continue
@@ -392,7 +392,7 @@ def _env_keys() -> list[str]:
     return [f"VOICED_{s.upper()}__{k.upper()}" for s in _SECTIONS for k in _section_model(s).model_fields]
 
 
-def _check_env_names(env: dict[str, Any]) -> None:
+def _check_env_names(env: dict[str, dict[str, str]]) -> None:
     """A typo in a VOICED_<SECTION>__<KEY> name is refused, not silently ignored (pydantic-settings drops an
     unknown section without a word), naming the closest real name."""
     known = _env_keys()
@@ -445,9 +445,17 @@ def load_settings(
     return settings, origin
 
 
-def describe(settings: Settings, origin: dict[tuple[str, str], str]) -> list[dict[str, Any]]:
+class ConfigRow(TypedDict):
+    """One key of `voiced config`: "section.key", its value as JSON gives it, and the source that set it."""
+
+    key: str
+    value: object
+    source: str
+
+
+def describe(settings: Settings, origin: dict[tuple[str, str], str]) -> list[ConfigRow]:
     """Every key with its effective value (secrets redacted) and where it came from."""
-    rows = []
+    rows: list[ConfigRow] = []
     for section in _SECTIONS:
         sec = getattr(settings, section)
         for key, value in sec.model_dump(mode="json").items():
