@@ -15,8 +15,10 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from voiced.config import ModelSettings
 from voiced.conversations import HasConversations, Memories
@@ -24,6 +26,9 @@ from voiced.model.bundle import Bundle
 from voiced.model.engine import Conversation, Delta, Engine, GenerationConfig
 from voiced.model.manifest import AsrAudio, ProjectorAudio
 from voiced.model.prompt import ChatPrompt
+
+if TYPE_CHECKING:
+    from voiced.model.audio_in import AudioProjector
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +183,7 @@ class Assistant(HasConversations):
         if self.projector is None:
             raise RuntimeError(f"bundle {self.bundle.dir} has no audio projector; use a Gemma 4 (projector) bundle")
         spec = self.audio_spec
-        embeds, n = self._project(pcm)
+        embeds, n = self._project(self.projector, pcm)
         before, sep, after = text.partition(_AUDIO_MARK)
         if not sep:
             raise RuntimeError(f"the chat template of {self.bundle.dir} dropped the user's turn; rebuild the bundle")
@@ -192,13 +197,13 @@ class Assistant(HasConversations):
         done += conv.append_embeds(embeds, audio_ids, cancel)
         return done + conv.sync(head + audio_ids + tail, cancel)
 
-    def _project(self, pcm: np.ndarray) -> tuple[np.ndarray, int]:
+    def _project(self, projector: AudioProjector, pcm: np.ndarray) -> tuple[np.ndarray, int]:
         """The projector's frames for `pcm`, reused when the same segment comes again: the addressing pass and
         the reply that follows it hear the same audio, and the encoder would otherwise run twice."""
         key = hashlib.blake2b(np.ascontiguousarray(pcm).tobytes(), digest_size=16).digest()
         if self._projected is not None and self._projected[0] == key:
             return self._projected[1], self._projected[2]
-        embeds, n = self.projector.project(pcm)
+        embeds, n = projector.project(pcm)
         self._projected = (key, embeds, n)
         return embeds, n
 
@@ -258,7 +263,7 @@ def _assistant_names(wake_phrases: Sequence[str]) -> list[str]:
     return names
 
 
-def answer_token_ids(tokenizer) -> tuple[list[int], list[int]]:
+def answer_token_ids(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
     """Token ids that start a "yes" and a "no" answer in this tokenizer, computed once per bundle.
 
     The words that are single tokens (with or without a leading space) are used when both answers have some;

@@ -15,13 +15,14 @@ import asyncio
 import json
 import sys
 import wave
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from protocol.cli import print_result
-from protocol.client import AudioChunk, ClientError, VoicedClient
+from protocol.client import AudioChunk, ClientError, Reply, VoicedClient
 from protocol.messages import INPUT_RATES
 from voiced.audio import RATE
 from voiced.config import Settings
@@ -82,7 +83,7 @@ class _Player:
 
 
 async def _listen(url: str, token: str, play: bool, out: Path | None) -> int:
-    sinks: list[Any] = []
+    sinks: list[_WavSink | _Player] = []
     try:
         async with VoicedClient(url, token, name="voiced listen", audio_rate=LISTEN_RATE) as client:
             print(json.dumps({"type": "connected", "url": url, "session_id": client.session_id}), flush=True)
@@ -133,22 +134,27 @@ def _read_wav(path: Path) -> tuple[np.ndarray, int]:
 
 
 async def _ask(url: str, token: str, text: str | None, wav: Path | None, timeout: float) -> dict[str, Any]:
-    pcm, rate = _read_wav(wav) if wav is not None else (None, 0)
+    clip = _read_wav(wav) if wav is not None else None
     async with VoicedClient(url, token, name="voiced ask", roles=["listener", "microphone"], audio_rate=24000) as client:
+        collect: Awaitable[Reply]
         if text is not None:
             request_id = await client.text_query(text)
             collect = client.collect_reply(request_id=request_id, transcript=text)
-        else:
+        elif clip is not None:
+            pcm, rate = clip
             if rate not in INPUT_RATES:
                 from voiced.audio.resample import resample
 
                 pcm, rate = resample(pcm, rate, RATE), RATE
-            collect = asyncio.ensure_future(client.collect_reply())
+            listening = asyncio.ensure_future(client.collect_reply())
             try:
-                await client.send_audio(pcm, rate)  # type: ignore[arg-type]
+                await client.send_audio(pcm, rate)
             except BaseException:
-                collect.cancel()
+                listening.cancel()
                 raise
+            collect = listening
+        else:
+            raise ClientError("ask needs a question; give --text or --wav")
         try:
             reply = await asyncio.wait_for(collect, timeout)
         except asyncio.TimeoutError:

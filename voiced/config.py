@@ -10,11 +10,11 @@ import difflib
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from voiced.errors import VoicedError
 
@@ -337,7 +337,14 @@ class Settings(BaseSettings):
         return self
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # init (CLI flags) > env > the TOML file named by model_config (load_settings sets it per call).
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
@@ -368,8 +375,8 @@ def _read_toml(path: Path, explicit: bool) -> dict[str, Any]:
     return data
 
 
-def _env_layer() -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _env_layer() -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
     for key, value in os.environ.items():
         if not key.startswith("VOICED_") or "__" not in key:
             continue
@@ -378,11 +385,18 @@ def _env_layer() -> dict[str, Any]:
     return out
 
 
+def _section_model(section: str) -> type[BaseModel]:
+    model = Settings.model_fields[section].annotation
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"Settings.{section} is not a section model; declare it as a BaseModel subclass")
+    return model
+
+
 def _env_keys() -> list[str]:
-    return [f"VOICED_{s.upper()}__{k.upper()}" for s in _SECTIONS for k in Settings.model_fields[s].annotation.model_fields]
+    return [f"VOICED_{s.upper()}__{k.upper()}" for s in _SECTIONS for k in _section_model(s).model_fields]
 
 
-def _check_env_names(env: dict[str, Any]) -> None:
+def _check_env_names(env: dict[str, dict[str, str]]) -> None:
     """A typo in a VOICED_<SECTION>__<KEY> name is refused, not silently ignored (pydantic-settings drops an
     unknown section without a word), naming the closest real name."""
     known = _env_keys()
@@ -399,8 +413,9 @@ def _check_env_names(env: dict[str, Any]) -> None:
 def _format_error(e: ValidationError, origin: dict[tuple[str, str], str]) -> str:
     lines = ["invalid configuration:"]
     for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        where = origin.get(tuple(str(p) for p in err["loc"][:2]), "default")
+        parts = [str(p) for p in err["loc"]]
+        loc = ".".join(parts)
+        where = origin.get((parts[0], parts[1]), "default") if len(parts) >= 2 else "default"
         value = err.get("input")
         lines.append(f"  {loc} = {value!r} (from {where}): {err['msg']}")
     lines.append("Fix the value(s) above; `voiced config` shows every key, its value and where it came from.")
@@ -434,9 +449,17 @@ def load_settings(
     return settings, origin
 
 
-def describe(settings: Settings, origin: dict[tuple[str, str], str]) -> list[dict[str, Any]]:
+class ConfigRow(TypedDict):
+    """One key of `voiced config`: "section.key", its value as JSON gives it, and the source that set it."""
+
+    key: str
+    value: object
+    source: str
+
+
+def describe(settings: Settings, origin: dict[tuple[str, str], str]) -> list[ConfigRow]:
     """Every key with its effective value (secrets redacted) and where it came from."""
-    rows = []
+    rows: list[ConfigRow] = []
     for section in _SECTIONS:
         sec = getattr(settings, section)
         for key, value in sec.model_dump(mode="json").items():

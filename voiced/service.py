@@ -7,10 +7,16 @@ import contextlib
 import logging
 import signal
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voiced.config import Settings
 from voiced.notify import Notifier
 from voiced.startup import PortBusy, check_listen_ports, device_logger, in_daemon_thread
+
+if TYPE_CHECKING:
+    from voiced.brain import Brain
+    from voiced.pipeline import Pipeline
 
 log = logging.getLogger("voiced")
 
@@ -27,6 +33,7 @@ async def _serve(settings: Settings) -> int:
     from voiced.config import ConfigError
     from voiced.model import store
     from voiced.model.bundle import BundleError, load_bundle
+    from voiced.model.integrity import BundleIntegrityError
     from voiced.pipeline import LOCAL, Pipeline
     from voiced.server.auth import load_or_create_token
     from voiced.server.http import make_http_handler
@@ -50,7 +57,7 @@ async def _serve(settings: Settings) -> int:
     notify.send("STATUS=loading model")
     log.info("loading model %s", settings.model.bundle)
 
-    async def load():
+    async def load() -> tuple[Path, Brain]:
         bundle_dir = await in_daemon_thread(store.ensure_prepared, settings.model.bundle)
         bundle = await in_daemon_thread(load_bundle, bundle_dir)
         act = settings.activation
@@ -67,7 +74,7 @@ async def _serve(settings: Settings) -> int:
     stopped.cancel()
     try:
         bundle_dir, assistant = loading.result()
-    except (BundleError, store.PrepareError, store.BundleIntegrityError, ConfigError) as e:
+    except (BundleError, store.PrepareError, BundleIntegrityError, ConfigError) as e:
         log.error("%s", e)
         return 1
     tts = make_tts(settings.tts)
@@ -81,7 +88,7 @@ async def _serve(settings: Settings) -> int:
         settings.server, pipeline, token, http_handler=make_http_handler(settings.server), activation=settings.activation.mode
     )
     pipeline.add_publisher(server)
-    tasks: list[asyncio.Task] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
         await server.start()
     except OSError as e:
@@ -119,7 +126,7 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-async def _microphone(settings: Settings, pipeline, source: str) -> None:
+async def _microphone(settings: Settings, pipeline: Pipeline, source: str) -> None:
     from voiced.audio.capture import MicSource
 
     mic = MicSource(settings.audio)  # it logs its own state changes, once each

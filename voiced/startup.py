@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import socket
 import threading
@@ -81,21 +82,23 @@ def in_daemon_thread(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
-    def settle(value: T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
+    def resolve(value: T) -> None:
+        if not future.done():
+            future.set_result(value)
+
+    def fail(error: BaseException) -> None:
+        if not future.done():
             future.set_exception(error)
-        else:
-            future.set_result(value)  # type: ignore[arg-type]
 
     def work() -> None:
         try:
-            value, error = fn(*args), None
+            value = fn(*args)
         except BaseException as e:  # handed to the awaiting coroutine, which decides
-            value, error = None, e
+            settle: Callable[[], object] = functools.partial(fail, e)
+        else:
+            settle = functools.partial(resolve, value)
         try:
-            loop.call_soon_threadsafe(settle, value, error)
+            loop.call_soon_threadsafe(settle)
         except RuntimeError:  # the loop closed: `serve` stopped while we worked
             pass
 

@@ -8,7 +8,7 @@ import logging
 import sys
 import wave
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
@@ -17,19 +17,33 @@ from protocol.cli import print_result
 from voiced.audio import RATE
 from voiced.config import Settings
 
+if TYPE_CHECKING:
+    from voiced.pipeline import Pipeline
+
 log = logging.getLogger(__name__)
+
+
+class TurnResult(TypedDict):
+    """One turn's outcome as `voiced ask` prints it (`audio_seconds` becomes `audio_s`)."""
+
+    transcript: str | None
+    reply_text: str
+    interrupted: bool
+    timings_ms: dict[str, float]
+    audio_seconds: float
+    errors: list[str]
 
 
 class Collector:
     """A Publisher that keeps what one turn produced, for printing and tests."""
 
     def __init__(self) -> None:
-        self.messages: list[Any] = []
+        self.messages: list[m.ServerMessage] = []
         self.audio: list[np.ndarray] = []
         self.rate = 0
         self.finished = asyncio.Event()
 
-    def broadcast(self, msg: Any) -> None:
+    def broadcast(self, msg: m.ServerMessage) -> None:
         self.messages.append(msg)
         if isinstance(msg, m.ReplyDone | m.Error | m.TurnIgnored):
             self.finished.set()
@@ -41,7 +55,7 @@ class Collector:
     def end_audio(self, reply_id: str) -> None:
         pass
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> TurnResult:
         transcript = next((x.text for x in self.messages if isinstance(x, m.Transcript)), None)
         done = next((x for x in self.messages if isinstance(x, m.ReplyDone)), None)
         errors = [x.message for x in self.messages if isinstance(x, m.Error)]
@@ -55,20 +69,22 @@ class Collector:
         }
 
 
-async def run_turn(pipeline, wav: Path | None, text: str | None, timeout_s: float = 600.0) -> Collector:
+async def run_turn(pipeline: Pipeline, wav: Path | None, text: str | None, timeout_s: float = 600.0) -> Collector:
     from voiced.audio.capture import load_wav_16k
 
     collector = Collector()
     pipeline.add_publisher(collector)
     if text is not None:
         await pipeline.on_text_query("cli", text, None)
-    else:
+    elif wav is not None:
         pcm = load_wav_16k(wav)
         step = RATE * 30 // 1000
         for i in range(0, len(pcm), step):
             await pipeline.feed("cli", pcm[i : i + step])
         await pipeline.feed("cli", np.zeros(RATE * 2, np.int16))  # trailing silence lets the hangover end the turn
         await pipeline.end_of_stream("cli")
+    else:
+        raise ValueError("run_turn needs a question; pass a WAV file or a text")
     await asyncio.wait_for(collector.finished.wait(), timeout_s)
     return collector
 
@@ -88,14 +104,14 @@ def ask_local(args: argparse.Namespace, settings: Settings) -> int:
             w.setsampwidth(2)
             w.setframerate(rate)
             w.writeframes(audio.astype("<i2").tobytes())
-    printed = {k: v for k, v in result.items() if k != "audio_seconds"}  # the keys `ask --url` prints
+    printed: dict[str, object] = {k: v for k, v in result.items() if k != "audio_seconds"}  # the keys `ask --url` prints
     printed.update(audio_rate=rate, audio_s=result["audio_seconds"])
     if args.out and audio.size:
         printed["out"] = str(args.out)
     print_result(printed, args.json)
-    for e in result["errors"]:
+    for error in result["errors"]:
         if not args.json:
-            print(f"voiced: {e}", file=sys.stderr)
+            print(f"voiced: {error}", file=sys.stderr)
     return 0 if not result["errors"] else 1
 
 
@@ -116,7 +132,7 @@ def daemon_answers(settings: Settings, timeout_s: float = 0.5) -> bool:
         return False
 
 
-async def _ask(settings: Settings, wav: Path | None, text: str | None):
+async def _ask(settings: Settings, wav: Path | None, text: str | None) -> tuple[TurnResult, np.ndarray, int]:
     from voiced.brain import make_brain
     from voiced.model import store
     from voiced.model.bundle import load_bundle

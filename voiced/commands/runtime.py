@@ -49,7 +49,7 @@ class _Ring:
         self.until = until
         self.stopped = asyncio.Event()
         self.spoken = 0
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
 
 
 class Commands:
@@ -67,7 +67,7 @@ class Commands:
         self.store = Store(privacy.data_dir) if cs.enabled and privacy.save_reminders and privacy.data_dir else None
         self.schedule = Schedule(self.store.load() if self.store else (), cs.max_items)
         self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._ring: _Ring | None = None
         with contextlib.suppress(RuntimeError):  # no loop yet (built outside one): the first use starts it
             asyncio.get_running_loop()

@@ -186,7 +186,9 @@ def parse_when(text: str) -> When | None:
     if words[0] == "in" or words[0] == "after":
         seconds = parse_duration(" ".join(words[1:]))
         return After(seconds) if seconds else None
-    day, weekday, rest = None, None, []
+    day: int | None = None
+    weekday: int | None = None
+    rest: list[str] = []
     i = 0
     while i < len(words):
         w = words[i]

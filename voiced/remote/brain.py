@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from voiced.assistant import FALLBACK_SYSTEM_PROMPT, SPOKEN
+from voiced.audio import RATE
 from voiced.brain import BrainUnavailable
 from voiced.config import BrainSettings, ConfigError, ModelSettings
 from voiced.conversations import HasConversations, Memories
@@ -160,8 +161,8 @@ class RemoteBrain(HasConversations):
 
     def reply_audio(self, pcm: np.ndarray, cancel: threading.Event | None = None) -> Iterator[Delta]:
         s = self.settings
-        if len(pcm) > s.max_audio_s * request.RATE:
-            log.warning("turn of %.1f s: only its first %.0f s are sent (one clip per request)", len(pcm) / request.RATE, s.max_audio_s)
+        if len(pcm) > s.max_audio_s * RATE:
+            log.warning("turn of %.1f s: only its first %.0f s are sent (one clip per request)", len(pcm) / RATE, s.max_audio_s)
         messages = request.audio_messages(self.memory.system_prompt, self.memory.exchanges, pcm, s.audio_prefix_tokens, s.max_audio_s)
         yield from self._stream(messages, SPOKEN, cancel)
 
@@ -181,7 +182,7 @@ class RemoteBrain(HasConversations):
         m = self.model_settings
         return request.Options(self.model_name, m.max_new_tokens, m.temperature, m.top_p, self.dialect, self.settings.thinking)
 
-    def _stream(self, messages: list[dict[str, object]], user: str, cancel: threading.Event | None) -> Iterator[Delta]:
+    def _stream(self, messages: list[request.Message], user: str, cancel: threading.Event | None) -> Iterator[Delta]:
         t0 = time.perf_counter()
         first = last = t0
         parts: list[str] = []

@@ -24,6 +24,7 @@ import io
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, TypedDict
 
 import numpy as np
 
@@ -31,6 +32,31 @@ from voiced.audio import RATE
 from voiced.memory import Exchange
 
 MESSAGE_TOKENS = 8  # a chat template's frame around one message (role, start and end markers), over-counted
+
+
+class TextMessage(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class InputAudio(TypedDict):
+    data: str  # base64 of a WAV file
+    format: Literal["wav"]
+
+
+class AudioPart(TypedDict):
+    """OpenAI's input_audio content part."""
+
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class AudioMessage(TypedDict):
+    role: Literal["user"]
+    content: list[AudioPart]
+
+
+Message = TextMessage | AudioMessage
 
 
 class Dialect(enum.Enum):
@@ -69,12 +95,12 @@ def estimate_tokens(text: str) -> int:
     return -(-len(text.encode()) // 3)
 
 
-def _message_tokens(message: dict[str, str]) -> int:
+def _message_tokens(message: TextMessage) -> int:
     return MESSAGE_TOKENS + estimate_tokens(message["content"])
 
 
-def history(exchanges: Sequence[Exchange]) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
+def history(exchanges: Sequence[Exchange]) -> list[TextMessage]:
+    out: list[TextMessage] = []
     for ex in exchanges:
         out.append({"role": "user", "content": ex.user})
         # An interrupted reply stays as far as it was heard, marked so the model sees it was cut off.
@@ -84,7 +110,7 @@ def history(exchanges: Sequence[Exchange]) -> list[dict[str, str]]:
 
 def fit_history(system: str, exchanges: Sequence[Exchange], budget_tokens: int, extra_tokens: int = 0) -> list[Exchange]:
     """The newest exchanges whose estimated tokens, with the system prompt's and `extra_tokens`, fit the budget."""
-    used = (_message_tokens({"content": system}) if system else 0) + extra_tokens
+    used = (_message_tokens({"role": "system", "content": system}) if system else 0) + extra_tokens
     kept: list[Exchange] = []
     for ex in reversed(exchanges):
         cost = sum(_message_tokens(m) for m in history([ex]))
@@ -95,12 +121,12 @@ def fit_history(system: str, exchanges: Sequence[Exchange], budget_tokens: int, 
     return kept[::-1]
 
 
-def _system(system: str) -> list[dict[str, str]]:
+def _system(system: str) -> list[TextMessage]:
     return [{"role": "system", "content": system}] if system else []
 
 
-def text_messages(system: str, exchanges: Sequence[Exchange], user: str, budget_tokens: int) -> list[dict[str, object]]:
-    user_msg = {"role": "user", "content": user}
+def text_messages(system: str, exchanges: Sequence[Exchange], user: str, budget_tokens: int) -> list[Message]:
+    user_msg: TextMessage = {"role": "user", "content": user}
     kept = fit_history(system, exchanges, budget_tokens, _message_tokens(user_msg))
     return [*_system(system), *history(kept), user_msg]
 
@@ -117,24 +143,22 @@ def wav_bytes(pcm: np.ndarray, rate: int = RATE) -> bytes:
     return buf.getvalue()
 
 
-def audio_part(pcm: np.ndarray, max_s: float, rate: int = RATE) -> dict[str, object]:
+def audio_part(pcm: np.ndarray, max_s: float, rate: int = RATE) -> AudioPart:
     """OpenAI's input_audio content part for the first `max_s` seconds of `pcm`."""
     clip = np.asarray(pcm, dtype=np.int16)[: int(max_s * rate)]
     data = base64.b64encode(wav_bytes(clip, rate)).decode("ascii")
     return {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
 
 
-def audio_messages(
-    system: str, exchanges: Sequence[Exchange], pcm: np.ndarray, prefix_tokens: int, max_s: float
-) -> list[dict[str, object]]:
+def audio_messages(system: str, exchanges: Sequence[Exchange], pcm: np.ndarray, prefix_tokens: int, max_s: float) -> list[Message]:
     """System prompt, the history that fits `prefix_tokens` (the user message's own frame counted), then the
     clip first in the user's message: the audio starts within `prefix_tokens` of the prompt's beginning."""
     kept = fit_history(system, exchanges, prefix_tokens, MESSAGE_TOKENS)
-    user_msg: dict[str, object] = {"role": "user", "content": [audio_part(pcm, max_s)]}
+    user_msg: AudioMessage = {"role": "user", "content": [audio_part(pcm, max_s)]}
     return [*_system(system), *history(kept), user_msg]
 
 
-def tokens_before_audio(messages: Sequence[dict[str, object]]) -> int:
+def tokens_before_audio(messages: Sequence[Message]) -> int:
     """The estimated position of the clip: every message before it and the user message's frame."""
     n = 0
     for msg in messages:
@@ -145,7 +169,7 @@ def tokens_before_audio(messages: Sequence[dict[str, object]]) -> int:
     raise ValueError("no audio part in these messages")
 
 
-def body(messages: Sequence[dict[str, object]], options: Options) -> dict[str, object]:
+def body(messages: Sequence[Message], options: Options) -> dict[str, object]:
     """The JSON body of a streamed chat completion."""
     out: dict[str, object] = {
         "model": options.model,

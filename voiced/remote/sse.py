@@ -83,7 +83,9 @@ def parse(data: str) -> Chunk:
         raise MalformedStream(f"a stream event is not a JSON object: {data[:80]!r}")
     if "error" in obj:
         raise ServerReported(error_message(obj))
-    usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+    usage = obj.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     choices = obj.get("choices")
     if not isinstance(choices, list):
@@ -112,8 +114,8 @@ def error_message(obj: object) -> str:
     {"detail": ...} from FastAPI servers), or the body itself, shortened."""
     if isinstance(obj, dict):
         err = obj.get("error", obj.get("detail"))
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"]
+        if isinstance(err, dict) and isinstance(message := err.get("message"), str):
+            return message
         if isinstance(err, str):
             return err
         if err is not None:

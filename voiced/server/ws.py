@@ -11,17 +11,18 @@ import asyncio
 import logging
 import secrets
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Request, Response
 from websockets.protocol import State as WsState
+from websockets.typing import Subprotocol
 
 from protocol import framing
 from protocol.messages import (
@@ -32,6 +33,7 @@ from protocol.messages import (
     AudioEnd,
     AudioStart,
     Cancel,
+    ClientMessage,
     Error,
     Forget,
     Hello,
@@ -43,6 +45,7 @@ from protocol.messages import (
     PushToTalk,
     ReplyDone,
     ReplyStarted,
+    ServerMessage,
     TextQuery,
     Timers,
     Welcome,
@@ -54,7 +57,7 @@ from voiced.audio.resample import StreamResampler
 from voiced.config import ServerSettings
 from voiced.routing import ANNOUNCE
 from voiced.server.auth import bearer, origin_allowed
-from voiced.server.fanout import AudioFanout, Listener, Outbox
+from voiced.server.fanout import AudioFanout, Item, Listener, Outbox
 from voiced.server.handler import ConversationNaming, TurnHandler
 from voiced.server.limits import AudioBudget, is_loopback, raise_open_files_limit
 from voiced.server.logsafe import LimitedLog, printable
@@ -137,7 +140,7 @@ class VoicedServer:
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         # Connections still before their hello: capped too (at max_clients), so that a flood of them cannot use up
         # the descriptors the other door (Wyoming) and authenticated clients need; each lasts hello_timeout_s at most.
         self._unauthenticated = 0
@@ -166,7 +169,7 @@ class VoicedServer:
             self._serve_connection,
             self.settings.host,
             self.settings.port,
-            subprotocols=[PROTOCOL_VERSION],  # type: ignore[list-item]
+            subprotocols=[Subprotocol(PROTOCOL_VERSION)],
             select_subprotocol=_select_subprotocol,
             process_request=self._process_request,
             compression=None,  # PCM does not compress, and deflate per listener would cost CPU on the hot path
@@ -211,11 +214,11 @@ class VoicedServer:
 
     # ------------------------------------------------------------------------------------------- publishing
 
-    def broadcast(self, msg: Any) -> None:
+    def broadcast(self, msg: ServerMessage) -> None:
         """Queue a server message for every client that asked for its type. A ReplyDone first closes the reply's
         audio stream, so listeners get every sample and the totals before the reply is announced done."""
-        if self._off_loop():
-            self._loop.call_soon_threadsafe(self.broadcast, msg)  # type: ignore[union-attr]
+        if (loop := self._foreign_loop()) is not None:
+            loop.call_soon_threadsafe(self.broadcast, msg)
             return
         if isinstance(msg, ReplyStarted):
             self._reply_sources[msg.reply_id] = msg.source
@@ -230,25 +233,25 @@ class VoicedServer:
             if s.wants(kind):
                 s.outbox.put(text)
 
-    def send(self, client_id: str, msg: Any) -> bool:
+    def send(self, client_id: str, msg: ServerMessage) -> bool:
         """Queue a message for one client; False if it is gone (clients come and go, that is not an error)."""
-        if self._off_loop():
-            self._loop.call_soon_threadsafe(self.send, client_id, msg)  # type: ignore[union-attr]
+        if (loop := self._foreign_loop()) is not None:
+            loop.call_soon_threadsafe(self.send, client_id, msg)
             return True
         s = self._clients.get(client_id)
         return s.outbox.put(msg.to_json()) if s is not None else False
 
     def broadcast_audio(self, reply_id: str, pcm: np.ndarray, rate: int) -> None:
         """Reply audio (int16 mono at `rate`) to every listener, each at the rate it asked for."""
-        if self._off_loop():
-            self._loop.call_soon_threadsafe(self.broadcast_audio, reply_id, np.array(pcm, copy=True), rate)  # type: ignore[union-attr]
+        if (loop := self._foreign_loop()) is not None:
+            loop.call_soon_threadsafe(self.broadcast_audio, reply_id, np.array(pcm, copy=True), rate)
             return
         self._audio.push(reply_id, pcm, rate, self._listeners_for(reply_id))
 
     def end_audio(self, reply_id: str) -> None:
         """Close a reply's audio stream without a ReplyDone (broadcasting ReplyDone does this itself)."""
-        if self._off_loop():
-            self._loop.call_soon_threadsafe(self.end_audio, reply_id)  # type: ignore[union-attr]
+        if (loop := self._foreign_loop()) is not None:
+            loop.call_soon_threadsafe(self.end_audio, reply_id)
             return
         self._audio.end(reply_id, self._listeners())
 
@@ -265,12 +268,15 @@ class VoicedServer:
             return self._listeners()
         return [Listener(s.id, s.audio_rate, s.outbox) for s in self._clients.values() if s.listener and (s.hears_all or s.id == source)]
 
-    def _off_loop(self) -> bool:
-        return self._loop_thread is not None and threading.get_ident() != self._loop_thread
+    def _foreign_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The server's loop when called from another thread (the call is then handed to it), else None."""
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
+            return self._loop
+        return None
 
     # ------------------------------------------------------------------------------------------- handshake
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Any:
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None | Awaitable[Response | None]:
         repeated = [name for name in SINGLE_HEADERS if len(request.headers.get_all(name)) > 1]
         if repeated:
             limited.log(logging.WARNING, "headers", "refused a request with repeated %s headers", ", ".join(repeated))
@@ -440,7 +446,7 @@ class VoicedServer:
             if s.conn.transport is not None:
                 s.conn.transport.abort()
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -473,7 +479,7 @@ class VoicedServer:
             log.exception("error handling a message from client %s", s.id)
             self._error(s, "internal", "the server failed on this message (see the daemon log); the connection carries on")
 
-    async def _on_message(self, s: ClientSession, msg: Any) -> None:
+    async def _on_message(self, s: ClientSession, msg: ClientMessage) -> None:
         h = self.handler
         if isinstance(msg, Ping):
             s.outbox.put(Pong(data=msg.data).to_json())
@@ -556,7 +562,7 @@ def _too_deep() -> Error:
     return Error(code="bad_json", message="JSON nested too deeply to parse; send one flat JSON object per text frame")
 
 
-def _direct_writer(conn: ServerConnection) -> Callable[[Any], bool] | None:
+def _direct_writer(conn: ServerConnection) -> Callable[[Item], bool] | None:
     """Synchronous write through websockets' sans-I/O protocol when the socket takes data without waiting.
 
     Uses the connection's documented-internal pieces (protocol, send_data, paused); if a websockets release
@@ -569,7 +575,7 @@ def _direct_writer(conn: ServerConnection) -> Callable[[Any], bool] | None:
         return None
     open_ = WsState.OPEN
 
-    def write(item: Any) -> bool:
+    def write(item: Item) -> bool:
         if conn.paused or proto.state is not open_ or getattr(conn, "send_in_progress", None) is not None:
             return False
         if isinstance(item, str):
@@ -585,7 +591,7 @@ def _direct_writer(conn: ServerConnection) -> Callable[[Any], bool] | None:
     return write
 
 
-def _select_subprotocol(conn: ServerConnection, offered: Any) -> Any:
+def _select_subprotocol(conn: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
     if PROTOCOL_VERSION in offered:
-        return PROTOCOL_VERSION
+        return Subprotocol(PROTOCOL_VERSION)
     raise NegotiationError(f"offer Sec-WebSocket-Protocol: {PROTOCOL_VERSION} (offered: {', '.join(offered) or 'none'})")

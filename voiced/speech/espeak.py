@@ -103,7 +103,7 @@ class _Libespeak:
         self.sample_rate = rate
         lib.espeak_SetSynthCallback(self._callback)
 
-    def _on_audio(self, wav, numsamples: int, events) -> int:
+    def _on_audio(self, wav: ctypes._Pointer[ctypes.c_short], numsamples: int, events: int | None) -> int:
         sink = self._sink
         if sink is None or sink.stopped():
             return 1  # abort the synthesis loop inside the library
@@ -175,9 +175,10 @@ class EspeakEngine:
             self.sample_rate = self._lib.sample_rate
             self.language = self._lib.voice_language(voice) or self.language
         else:
-            self._exe = shutil.which("espeak-ng")
-            if self._exe is None:
+            exe = shutil.which("espeak-ng")
+            if exe is None:
                 raise TTSUnavailable(f"neither libespeak-ng nor the espeak-ng command is available; {_INSTALL_FIX}")
+            self._exe = exe
             self.sample_rate = 22050  # checked against the WAV header of every synthesis
 
     @property

@@ -52,7 +52,11 @@ def split_chunks(pcm: np.ndarray, rate: int, chunk_ms: int = CHUNK_MS) -> Iterat
         yield pcm[i : i + step]
 
 
-_DONE = object()
+class _Done:
+    pass
+
+
+_DONE = _Done()
 _POLL_S = 0.02  # how often a waiting consumer looks at its cancel event: well inside one audio block
 
 Producer = Callable[[Callable[[np.ndarray], None], Callable[[], bool]], None]
@@ -64,7 +68,7 @@ def stream_from_thread(produce: Producer, cancel: threading.Event | None, name: 
     The consumer stops at once on `cancel`; `stopped()` turns True then (or when the consumer closes the
     generator), so the producer can abort its own loop at its next block instead of finishing the clause.
     """
-    chunks: queue.SimpleQueue = queue.SimpleQueue()
+    chunks: queue.SimpleQueue[np.ndarray | BaseException | _Done] = queue.SimpleQueue()
     stop = threading.Event()
 
     def stopped() -> bool:
@@ -85,7 +89,7 @@ def stream_from_thread(produce: Producer, cancel: threading.Event | None, name: 
                 item = chunks.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
-            if item is _DONE:
+            if isinstance(item, _Done):
                 return
             if isinstance(item, BaseException):
                 raise item
