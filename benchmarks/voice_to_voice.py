@@ -15,7 +15,7 @@ the figures come per window side by side (one daemon, the recogniser swapped bet
 running daemon between questions: `model` = activation.end_of_turn "model" (Smart Turn beside the words),
 `fragmentN` = a first spoken fragment of N+ words (ClauseChunker.first_fragment_words), `silero` = audio.vad
 "both" (Silero confirms turn onsets), `preempt` = activation.preemptive_reply (the reply started at the pause,
-held until the turn is confirmed), `all` = every one of them; `base` = none (adaptive, webrtc, clauses, no
+held until the turn is confirmed), `a+b` = both, `all` = every one of them; `base` = none (adaptive, webrtc, clauses, no
 preemptive reply).
 `gap_ms` is the silence a listener playing the audio as it arrives hears between the first and the last
 sample beyond what the TTS itself put there (the next clause late).
@@ -195,7 +195,8 @@ async def compare_levers(args: argparse.Namespace) -> None:
     }
 
     def apply(lever: str) -> None:
-        on = lambda name: lever == "all" or lever.startswith(name)  # noqa: E731
+        parts = lever.split("+")  # levers combine: fragment3+preempt
+        on = lambda name: lever == "all" or any(p.startswith(name) for p in parts)  # noqa: E731
         model = on("model")
         # each connection is a new source, so a new Listener made with these
         pipeline.ears.policy = policies["model" if model else "adaptive"]
@@ -203,7 +204,8 @@ async def compare_levers(args: argparse.Namespace) -> None:
         pipeline.ears.hearing = Hearing(transcribes=assistant.transcribes, turn_model=model)
         settings.audio.vad = "both" if on("silero") else "webrtc"
         settings.activation.preemptive_reply = on("preempt")
-        n = int(lever[len("fragment") :] or 3) if lever.startswith("fragment") else 3 if lever == "all" else 0
+        fragment = next((p for p in parts if p.startswith("fragment")), None)
+        n = int(fragment[len("fragment") :] or 3) if fragment else 3 if lever == "all" else 0
         responder_module.ClauseChunker = functools.partial(ClauseChunker, first_fragment_words=n)  # type: ignore[misc]
 
     def fresh_cache() -> None:

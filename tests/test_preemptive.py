@@ -24,14 +24,15 @@ async def speak(pipeline, pcm: np.ndarray) -> None:
         await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.03 - loop.time()))
 
 
-def settings(preemptive: bool = True):
-    return turn_settings(activation={"preemptive_reply": preemptive, "prefill_while_speaking_s": 0})
+def settings(preemptive: bool = True, **activation: object):
+    return turn_settings(activation={"preemptive_reply": preemptive, "prefill_while_speaking_s": 0, **activation})
 
 
 async def test_a_draft_whose_user_goes_on_is_never_heard_nor_remembered() -> None:
-    # "of" cannot end a sentence: the guess at the pause holds the turn open, and a draft starts on its words
-    pcm = compose([0.4, "What is the capital of", 0.9, "France?", 1.5], noise_dbfs=-60.0, seed=2).pcm
-    async with daemon(settings(), TOKEN) as (pipeline, _, collector):
+    # A finished question, a pause, and more: the pause's words sound final, so a draft starts on them; the
+    # short window is made long enough here (1 s) for the user to go on inside it.
+    pcm = compose([0.4, "What is the capital of France?", 0.7, "And of Spain?", 1.8], noise_dbfs=-60.0, seed=2).pcm
+    async with daemon(settings(hangover_complete_ms=1000), TOKEN) as (pipeline, _, collector):
         await speak(pipeline, pcm)
         await asyncio.wait_for(collector.finished.wait(), 60)
         await asyncio.sleep(0.3)
@@ -42,7 +43,19 @@ async def test_a_draft_whose_user_goes_on_is_never_heard_nor_remembered() -> Non
     assert len(started) == 1, "one reply: the draft put nothing on the wire"
     assert {x.reply_id for x in collector.messages if isinstance(x, m.ReplyDelta)} <= {started[0].reply_id}
     users = [x["content"] for x in history if x["role"] == "user"]
-    assert len(users) == 1 and "france" in users[0].lower(), ("only the confirmed turn is remembered", users)
+    # the one remembered question is the whole turn, its continuation included (Whisper may mishear "of Spain")
+    assert len(users) == 1 and "france" in users[0].lower() and len(users[0].split()) > 6, users
+
+
+async def test_words_that_do_not_sound_final_are_only_prefilled() -> None:
+    # "of" cannot end a sentence: the user will likely go on, so the pause's words are prefilled, not answered
+    pcm = compose([0.4, "What is the capital of", 0.9, "France?", 1.5], noise_dbfs=-60.0, seed=2).pcm
+    async with daemon(settings(), TOKEN) as (pipeline, _, collector):
+        await speak(pipeline, pcm)
+        await asyncio.wait_for(collector.finished.wait(), 60)
+        drafts = dict(pipeline.drafts)
+    assert sum(isinstance(x, m.ReplyDone) for x in collector.messages) == 1
+    assert drafts["dropped"] == 0 and drafts["started"] == drafts["adopted"] <= 1, drafts
 
 
 async def test_a_draft_on_the_final_words_is_the_reply() -> None:

@@ -156,26 +156,32 @@ class Pipeline:
         await self._on(lis, lis.feed(pcm, time.monotonic(), model_busy=self.turn is not None))
         self.ears.watch_stall(lis, self._stalled)
 
-    async def _on_words(self, lis: li.Listener, query: str) -> None:
-        """A pause's guess heard words addressed to us, and the model is free: start the reply on them, held until
-        the turn is confirmed (activation.preemptive_reply), or prefill their prompt. Never for a command's
-        words: an action runs only on a finished turn."""
-        conversation = self.conversation_of(lis.source)
-        if self.settings.activation.preemptive_reply and not self.commands.matches(query):
+    async def _on_words(self, lis: li.Listener, req: li.Prefill) -> None:
+        """A pause's guess heard words addressed to us, and the model is free: when they sound final, start the
+        reply on them, held until the turn is confirmed (activation.preemptive_reply); otherwise prefill their
+        prompt. Never a draft on a command's words: an action runs only on a finished turn."""
+        conversation, query = self.conversation_of(lis.source), req.query
+        if self.settings.activation.preemptive_reply and req.sounds_final and not self.commands.matches(query):
             self._draft = Draft(lis.source, conversation, query)
             self._draft.start(self.assistant, self._model)
             self.drafts["started"] += 1
             return
         await self._run(self._model, self.assistant.prepare_in, conversation, query)
 
-    async def _drop_draft(self, source: str | None = None) -> None:
+    def _discard_draft(self, source: str | None = None) -> Draft | None:
         """Drop the held draft (of `source` only, when given): nothing of it was heard or remembered."""
         draft = self._draft
         if draft is None or (source is not None and draft.source != source):
-            return
+            return None
         self._draft = None
         self.drafts["dropped"] += 1
-        await draft.drop()
+        draft.cancel.set()
+        return draft
+
+    async def _drop_draft(self, source: str | None = None) -> None:
+        """_discard_draft, and wait until its decode has stopped (the model thread is then free)."""
+        if (draft := self._discard_draft(source)) is not None:
+            await draft.drop()
 
     def _stalled(self, source: str) -> None:
         self._spawn(self.end_of_stream(source))
@@ -195,7 +201,7 @@ class Pipeline:
         source, turn = lis.source, self.turn
         for ev in events:
             if isinstance(ev, (li.Started, li.Resumed, li.Discarded)):
-                await self._drop_draft(source)  # a new segment, or the user went on: not the draft's turn
+                self._discard_draft(source)  # the user went on: not the draft's turn (its decode stops by itself)
             if isinstance(ev, li.Started):
                 self._publish(m.SpeechStarted(t=ev.t, source=source))
                 if (turn is None or turn.source != source) and self.state == "idle":

@@ -59,10 +59,10 @@ class Ears:
         spawn: Spawn,
         model_free: Callable[[], bool],
         conversation_of: Callable[[str], str],
-        on_words: Callable[[li.Listener, str], Awaitable[None]],
+        on_words: Callable[[li.Listener, li.Prefill], Awaitable[None]],
     ) -> None:
-        """`on_words(listener, query)`: a pause's guess heard words addressed to us (the router prefills their
-        prompt, or starts a preemptive reply on them)."""
+        """`on_words(listener, request)`: a pause's guess heard words addressed to us (the router prefills their
+        prompt, or starts a preemptive reply on them when they sound final)."""
         self.settings, self.brain = settings, brain
         self._asr, self._model = asr, model
         self._spawn, self._model_free, self._conversation_of, self._on_words = spawn, model_free, conversation_of, on_words
@@ -113,7 +113,7 @@ class Ears:
             turn_p = await self._run(self._asr, self.turn_model.probability, ev.audio)
         for req in lis.on_guess(ev.job, text, turn_p, time.monotonic()):
             if isinstance(req, li.Prefill) and self._model_free():
-                await self._on_words(lis, req.query)
+                await self._on_words(lis, req)
         return text
 
     async def _early(self, lis: li.Listener, ev: li.Transcribe) -> None:

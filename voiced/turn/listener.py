@@ -39,6 +39,10 @@ from voiced.config import ActivationSettings, AudioSettings
 SPECULATE_AFTER_S = 0.12
 
 
+# The end-of-turn policy's reasons for its short hangover on words (voiced.audio.endpoint): the words sound done.
+FINAL_REASONS = frozenset({"words-complete", "words-complete-model-finished"})
+
+
 class Phase(Enum):
     """Where the source's open segment stands; one name for what used to be five flags."""
 
@@ -84,10 +88,13 @@ class Transcribe:
 @dataclass(frozen=True)
 class Prefill:
     """Words addressed to us that are likely the start of the turn's prompt: put them in the cache now, if the
-    model is free (an early pass's tokens are reported with `prefilled`)."""
+    model is free (an early pass's tokens are reported with `prefilled`). `sounds_final`: a guess whose words
+    and voice sound finished (the hangover is the short one): a provisional end of turn, worth a preemptive
+    reply (voiced.turn.draft); otherwise the user will likely go on, and a draft would only be dropped."""
 
     job: int
     query: str
+    sounds_final: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,7 +237,8 @@ class Listener:
         if not text:
             return []
         addressed = self.activation.peek(text, now)
-        return [Prefill(job, addressed.query)] if addressed.answer else []
+        final = self.hangover.reason in FINAL_REASONS
+        return [Prefill(job, addressed.query, sounds_final=final)] if addressed.answer else []
 
     def on_early(self, job: int, text: str, now: float) -> list[Event]:
         """An early pass's words: all but the last (it may be cut mid-way) are offered for prefill, unless a pause
