@@ -140,6 +140,7 @@ async def main() -> None:
     ap.add_argument("--prefill-while-speaking", type=float, default=2.0, help="activation.prefill_while_speaking_s (0 = off)")
     ap.add_argument("--asr-window", default="", help="model.asr_window_s; several, comma-separated, to compare")
     ap.add_argument("--levers", default="", help="issue 20's levers to compare, e.g. base,model,fragment3,silero,all")
+    ap.add_argument("--complete-ms", type=int, default=300, help="activation.hangover_complete_ms (the short window)")
     args = ap.parse_args()
     if args.levers:
         return await compare_levers(args)
@@ -181,6 +182,7 @@ async def compare_levers(args: argparse.Namespace) -> None:
         "server": {"port": 0}, "model": {"threads": args.threads, "bundle": args.bundle},
         "audio": {"input_device": "none", "output_device": "none", "vad": "webrtc"},
         "activation": {"end_of_turn": "adaptive", "prefill_while_speaking_s": args.prefill_while_speaking,
+                       "hangover_complete_ms": args.complete_ms,
                        "preemptive_reply": False},
     })  # fmt: skip
     assistant = Assistant(load_bundle(store.ensure_prepared(args.bundle, progress=False)), settings.model)
