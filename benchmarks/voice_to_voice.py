@@ -223,9 +223,9 @@ async def compare_levers(args: argparse.Namespace) -> None:
                 # An empty cache but the system prompt: the same question asked again would find its own
                 # prompt still cached from the lever before, and prefill nothing.
                 await pipeline._run(pipeline._model, fresh_cache)
-                adopted = pipeline.drafts["adopted"]
+                adopted = pipeline.drafts.counts["adopted"]
                 row = await one(server.url, q, seed=i)
-                row["draft_adopted"] = pipeline.drafts["adopted"] - adopted
+                row["draft_adopted"] = pipeline.drafts.counts["adopted"] - adopted
                 rows[lever].append(row)
     await pipeline.aclose()
     out = {}

@@ -36,7 +36,7 @@ async def test_a_draft_whose_user_goes_on_is_never_heard_nor_remembered() -> Non
         await speak(pipeline, pcm)
         await asyncio.wait_for(collector.finished.wait(), 60)
         await asyncio.sleep(0.3)
-        drafts = dict(pipeline.drafts)
+        drafts = dict(pipeline.drafts.counts)
         history = pipeline.assistant.memory.messages(None)
     assert drafts["started"] >= 1 and drafts["dropped"] >= 1, drafts
     started = [x for x in collector.messages if isinstance(x, m.ReplyStarted)]
@@ -53,7 +53,7 @@ async def test_words_that_do_not_sound_final_are_only_prefilled() -> None:
     async with daemon(settings(), TOKEN) as (pipeline, _, collector):
         await speak(pipeline, pcm)
         await asyncio.wait_for(collector.finished.wait(), 60)
-        drafts = dict(pipeline.drafts)
+        drafts = dict(pipeline.drafts.counts)
     assert sum(isinstance(x, m.ReplyDone) for x in collector.messages) == 1
     assert drafts["dropped"] == 0 and drafts["started"] == drafts["adopted"] <= 1, drafts
 
@@ -65,7 +65,7 @@ async def test_a_draft_on_the_final_words_is_the_reply() -> None:
         async with daemon(settings(preemptive), TOKEN) as (pipeline, _, collector):
             await speak(pipeline, pcm)
             await asyncio.wait_for(collector.finished.wait(), 60)
-            drafts = dict(pipeline.drafts)
+            drafts = dict(pipeline.drafts.counts)
         done = [x for x in collector.messages if isinstance(x, m.ReplyDone)]
         assert len(done) == 1 and done[0].text and not done[0].interrupted
         texts[preemptive] = done[0].text
@@ -82,6 +82,6 @@ async def test_a_commands_words_are_never_drafted() -> None:
     async with daemon(settings(), TOKEN) as (pipeline, _, collector):
         await speak(pipeline, pcm)
         await asyncio.wait_for(collector.finished.wait(), 60)
-        drafts = dict(pipeline.drafts)
+        drafts = dict(pipeline.drafts.counts)
     assert drafts["started"] == 0, drafts
     assert any(isinstance(x, m.TimerStarted) for x in collector.messages), "the command ran, on the finished turn"

@@ -48,7 +48,7 @@ from voiced.server.handler import Publisher
 from voiced.server.logsafe import words
 from voiced.speech.tts import TTSEngine
 from voiced.turn import listener as li
-from voiced.turn.draft import Draft
+from voiced.turn.draft import Drafts
 from voiced.turn.ears import Ears, ScoringFailed
 from voiced.turn.responder import Playback, Responder, Turn
 
@@ -85,9 +85,8 @@ class Pipeline:
         self._tts = ThreadPoolExecutor(1, thread_name_prefix="voiced-tts")
         if settings.audio.vad != "webrtc":
             shared_model()  # loaded now: a missing or damaged file stops the start with its fix, not the first turn
-        self._draft: Draft | None = None  # a preemptive reply held until its turn is confirmed (voiced.turn.draft)
-        self.drafts = {"started": 0, "adopted": 0, "dropped": 0}
-        free = lambda: self.turn is None and self._draft is None  # noqa: E731
+        self.drafts = Drafts(assistant, self._model)  # a preemptive reply held until its turn is confirmed
+        free = lambda: self.turn is None and self.drafts.held is None  # noqa: E731
         self.ears = Ears(settings, assistant, self._asr, self._model, self._spawn, free, self.conversation_of, self._on_words)
         self.responder = Responder(
             assistant, tts, self._model, self._tts, self.publishers, self._set_state,
@@ -108,8 +107,7 @@ class Pipeline:
     async def aclose(self) -> None:
         if self.turn is not None:
             self.responder.cancel(self.turn)
-        if self._draft is not None:
-            self._draft.cancel.set()
+        self.drafts.discard()
         await self.commands.aclose()
         for t in list(self._tasks):
             t.cancel()
@@ -162,26 +160,9 @@ class Pipeline:
         prompt. Never a draft on a command's words: an action runs only on a finished turn."""
         conversation, query = self.conversation_of(lis.source), req.query
         if self.settings.activation.preemptive_reply and req.sounds_final and not self.commands.matches(query):
-            self._draft = Draft(lis.source, conversation, query)
-            self._draft.start(self.assistant, self._model)
-            self.drafts["started"] += 1
+            self.drafts.start(lis.source, conversation, query)
             return
         await self._run(self._model, self.assistant.prepare_in, conversation, query)
-
-    def _discard_draft(self, source: str | None = None) -> Draft | None:
-        """Drop the held draft (of `source` only, when given): nothing of it was heard or remembered."""
-        draft = self._draft
-        if draft is None or (source is not None and draft.source != source):
-            return None
-        self._draft = None
-        self.drafts["dropped"] += 1
-        draft.cancel.set()
-        return draft
-
-    async def _drop_draft(self, source: str | None = None) -> None:
-        """_discard_draft, and wait until its decode has stopped (the model thread is then free)."""
-        if (draft := self._discard_draft(source)) is not None:
-            await draft.drop()
 
     def _stalled(self, source: str) -> None:
         self._spawn(self.end_of_stream(source))
@@ -201,7 +182,7 @@ class Pipeline:
         source, turn = lis.source, self.turn
         for ev in events:
             if isinstance(ev, (li.Started, li.Resumed, li.Discarded)):
-                self._discard_draft(source)  # the user went on: not the draft's turn (its decode stops by itself)
+                self.drafts.discard(source)  # the user went on: not the draft's turn (its decode stops by itself)
             if isinstance(ev, li.Started):
                 self._publish(m.SpeechStarted(t=ev.t, source=source))
                 if (turn is None or turn.source != source) and self.state == "idle":
@@ -293,7 +274,7 @@ class Pipeline:
 
     async def on_client_disconnect(self, client_id: str) -> None:
         self.ears.forget(client_id)
-        await self._drop_draft(client_id)
+        await self.drafts.drop(client_id)
         for waiting in self._waiting.withdraw(client_id):  # nobody is left to hear them
             self.responder.cancel(waiting)
         if self.turn is not None and self.turn.source == client_id:  # its asker is gone: free the model for others
@@ -308,12 +289,12 @@ class Pipeline:
     # -- the turn -------------------------------------------------------------------------------------------
     async def _run_turn(self, turn: Turn, guess: asyncio.Task[str | None] | None = None, heard: str | None = None) -> None:
         if turn.audio is not None and not await self._hear(turn, guess, heard):
-            await self._drop_draft(turn.source)
+            await self.drafts.drop(turn.source)
             if self.turn is None and self.state == "listening":
                 self._set_state("idle", None)
             return
         if not self._admit(turn):
-            await self._drop_draft(turn.source)
+            await self.drafts.drop(turn.source)
             return
         async with self._lock:  # one model, one turn at a time; later turns wait their go
             self._waiting.started(turn)
@@ -395,13 +376,8 @@ class Pipeline:
         spoken = turn.query is None and turn.audio is not None
         # The one place a command runs: the words of a finished turn (never a guess or an early pass's words).
         said = None if spoken else self.commands.handle(turn.query or "")
-        draft, self._draft = self._draft, None
-        if draft is not None and (said is not None or not draft.matches(turn.source, turn.conversation, turn.query or "")):
-            self._draft = draft
-            await self._drop_draft()  # another turn, or other words: the model is this turn's
-            draft = None
+        draft = await self.drafts.take(turn.source, turn.conversation, None if said is not None else turn.query)
         if draft is not None:
-            self.drafts["adopted"] += 1
             log.info("turn %s: the reply started at the pause is adopted", turn.id)
         reply = await self.responder.run(turn, said, draft=draft)
         if not reply.interrupted and (lis := self.ears.listeners.get(turn.source)) is not None:

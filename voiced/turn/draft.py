@@ -76,3 +76,44 @@ class Draft:
             await self._changed.wait()
         if self.error is not None:
             raise self.error
+
+
+class Drafts:
+    """The one draft that may be held (one model, one KV cache), and how many were started, adopted, dropped."""
+
+    def __init__(self, brain: Brain, model: Executor) -> None:
+        self.brain, self._model = brain, model
+        self.held: Draft | None = None
+        self.counts = {"started": 0, "adopted": 0, "dropped": 0}
+
+    def start(self, source: str, conversation: str, query: str) -> None:
+        self.discard()
+        self.held = Draft(source, conversation, query)
+        self.held.start(self.brain, self._model)
+        self.counts["started"] += 1
+
+    def discard(self, source: str | None = None) -> Draft | None:
+        """Drop the held draft (of `source` only, when given) without waiting: its decode stops by itself."""
+        draft = self.held
+        if draft is None or (source is not None and draft.source != source):
+            return None
+        self.held = None
+        self.counts["dropped"] += 1
+        draft.cancel.set()
+        return draft
+
+    async def drop(self, source: str | None = None) -> None:
+        """discard, and wait until its decode has stopped (the model thread is then free)."""
+        if (draft := self.discard(source)) is not None:
+            await draft.drop()
+
+    async def take(self, source: str, conversation: str, query: str | None) -> Draft | None:
+        """The held draft if it was started on this turn's very words (adopted), else None (any other is dropped:
+        the model is this turn's). `query` None: no words to match (a command's turn, a spoken-audio turn)."""
+        draft = self.held
+        if draft is not None and query is not None and draft.matches(source, conversation, query):
+            self.held = None
+            self.counts["adopted"] += 1
+            return draft
+        await self.drop()
+        return None
