@@ -8,7 +8,7 @@ message becomes a typed error naming the field instead of a silently ignored set
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, ValidationError
 
@@ -373,32 +373,9 @@ ServerMessage = Annotated[
     Field(discriminator="type"),
 ]
 
-CLIENT_TYPES: dict[str, type[_Message]] = {
-    m.model_fields["type"].default: m for m in (Hello, AudioStart, AudioEnd, TextQuery, Cancel, PushToTalk, Forget, Ping, ListTimers)
-}
-SERVER_TYPES: dict[str, type[_Message]] = {
-    m.model_fields["type"].default: m
-    for m in (
-        Welcome,
-        State,
-        SpeechStarted,
-        SpeechEnded,
-        Transcript,
-        ReplyStarted,
-        ReplyDelta,
-        ReplyAudioStart,
-        ReplyAudioEnd,
-        ReplyDone,
-        Error,
-        Pong,
-        TurnIgnored,
-        TimerStarted,
-        TimerUpdated,
-        TimerCancelled,
-        TimerFinished,
-        Timers,
-    )
-}
+# name -> class, read off the unions above so that a new message is listed once
+CLIENT_TYPES: dict[str, type[_Message]] = {m.model_fields["type"].default: m for m in get_args(get_args(ClientMessage)[0])}
+SERVER_TYPES: dict[str, type[_Message]] = {m.model_fields["type"].default: m for m in get_args(get_args(ServerMessage)[0])}
 # Types a client cannot filter out: it needs them to work at all.
 ALWAYS_DELIVERED = frozenset({"welcome", "error", "pong"})
 
