@@ -3,8 +3,8 @@
 Home Assistant (2026.5 and later) runs its own voice-command segmenter in front of a Wyoming STT only when the
 STT says `requires_external_vad: true`: a fixed 0.7 s of silence (its default sensitivity) ends the command,
 however it was said. With `server.wyoming_requires_external_vad = false` (the default) voiced says false and
-ends the command itself, as it does for its own microphone: the real VAD (voiced.audio.vad) with the adaptive
-end-of-turn policy (voiced.audio.endpoint), where at each pause the words so far are transcribed and decide how
+ends the command itself, as it does for its own microphone: the daemon's Listener (voiced.turn.listener: the
+real VAD with the adaptive end-of-turn policy), where at each pause the words so far are transcribed and decide how
 long to wait ("turn on the, um ..." holds, "What time is it?" ends early). The `transcript` then goes back while
 Home Assistant is still streaming (its stt.py reads and uploads at once, and stops uploading when it arrives),
 and the pause's transcription is reused when the speaker did not resume, so the end costs no ASR pass.
@@ -18,107 +18,90 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 from wyoming.event import Event
 
-from voiced.audio import RATE, vad
-from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy
+from voiced.audio import RATE
+from voiced.audio.endpoint import EndOfTurnPolicy
 from voiced.config import Settings
 from voiced.server.handler import SpeechBackend
 from voiced.server.wyoming.framing import InputLimit
 from voiced.server.wyoming.translate import error, transcript
+from voiced.turn.listener import Event as Event_
+from voiced.turn.listener import Hearing, Listener, Transcribe, UserTurn
 
 Transcriber = Callable[[np.ndarray], Awaitable[str]]
-SPECULATE_AFTER_S = 0.12  # as the pipeline: ASR only pauses that last, the tails of words pause the VAD too
 
 
 @dataclass(frozen=True)
 class Command:
-    """A command whose end voiced heard: its audio, and the pause's transcription of it if one was running."""
+    """A command whose end voiced heard: its audio, and the pause's transcription of it if one was made."""
 
     audio: np.ndarray
-    words: asyncio.Task[str] | None  # heard everything: no speech came after that pause
+    words: asyncio.Future[str] | None  # heard everything: no speech came after that pause
 
 
 class CommandEnd:
-    """Feeds one transcription's audio through the VAD and the end-of-turn policy; `feed` returns the Command
-    once it ended. The speculative pass is a task on the caller's loop (its ASR runs in `transcribe`)."""
+    """One transcription's audio through the daemon's own Listener (voiced.turn.listener: the VAD, the adaptive
+    end-of-turn policy and the guess at a pause, as for any microphone); `feed` returns the Command once it
+    ended. The guesses the Listener asks for are tasks on the caller's loop (their ASR runs in `transcribe`)."""
 
     def __init__(self, settings: Settings, transcribe: Transcriber, source: str) -> None:
-        self._segmenter = vad.Segmenter(settings.audio, source=source)
-        self._policy = EndOfTurnPolicy(settings.activation, settings.audio)
+        # Every command is addressed (Home Assistant decided that), and nothing is prefilled here.
+        act = settings.activation.model_copy(update={"mode": "always", "prefill_while_speaking_s": 0.0})
+        policy = EndOfTurnPolicy(act, settings.audio)
+        self._listener = Listener(source, settings.audio, act, policy, Hearing(transcribes=True, turn_model=False))
         self._transcribe = transcribe
-        self._heard: list[np.ndarray] = []
-        self._spec: asyncio.Task[str] | None = None
-        self._pending: asyncio.TimerHandle | None = None
+        self._guesses: dict[int, asyncio.Task[str]] = {}
         self.ended: Command | None = None
 
     def feed(self, pcm: np.ndarray) -> Command | None:
         if self.ended is not None:
             return None  # the rest of the upload, until the client notices the transcript
-        for ev in self._segmenter.feed(pcm):
-            if isinstance(ev, vad.SpeechStarted):
-                self._heard = [ev.pre_roll]
-                self._drop()
-                self._segmenter.hangover_ms = self._policy.at_start().ms
-            elif isinstance(ev, vad.SpeechFrames):
-                self._heard.append(ev.pcm)
-            elif isinstance(ev, vad.SpeechPaused) and self._heard:
-                audio = np.concatenate(self._heard)
-                tail = audio[-RATE * TAIL_MS // 1000 :]
-                self._segmenter.hangover_ms = self._policy.decide(None, tail, words_pending=True).ms
-                self._drop()
-                self._pending = asyncio.get_running_loop().call_later(SPECULATE_AFTER_S, self._speculate, tail)
-            elif isinstance(ev, vad.SpeechResumed):
-                self._drop()
-                self._segmenter.hangover_ms = self._policy.at_start().ms
-            elif isinstance(ev, vad.SpeechDiscarded):
-                self._heard = []
-                self._drop()
-            elif isinstance(ev, vad.SpeechEnded):
-                return self._end(ev.audio, ev.reason == "silence")
-        return None
+        return self._on(self._listener.feed(pcm, time.monotonic()))
 
     def give_up(self) -> Command:
         """No end of speech within the limit (or the client stopped first): whatever was heard is the command."""
-        ended = next((ev for ev in self._segmenter.flush() if isinstance(ev, vad.SpeechEnded)), None)
-        return self._end(ended.audio if ended is not None else np.zeros(0, np.int16), False)
+        return self._on(self._listener.flush()) or self._end(np.zeros(0, np.int16), None)
 
     def close(self) -> None:
-        self._drop()
+        for task in self._guesses.values():
+            task.cancel()
+        self._guesses.clear()
 
-    def _end(self, audio: np.ndarray, after_pause: bool) -> Command:
-        words = self._spec if after_pause and self._pending is None else None  # a pause too short to guess: none
-        if words is None:
-            self._drop()
-        self._spec, self._pending = None, None
+    def _on(self, events: list[Event_]) -> Command | None:
+        for ev in events:
+            if isinstance(ev, Transcribe) and ev.guess:
+                self._guesses[ev.job] = asyncio.ensure_future(self._guess(ev.job, ev.audio))
+            elif isinstance(ev, UserTurn):
+                words: asyncio.Future[str] | None = None
+                if ev.guess:  # the guess's words had landed: they are the command's
+                    words = asyncio.get_running_loop().create_future()
+                    words.set_result(ev.guess)
+                elif ev.guess_job is not None:
+                    words = self._guesses.pop(ev.guess_job, None)
+                return self._end(ev.audio, words)
+        return None
+
+    async def _guess(self, job: int, audio: np.ndarray) -> str:
+        try:
+            text = await self._transcribe(audio)
+        except Exception:  # a guess: the end transcribes the whole command
+            return ""
+        self._listener.on_guess(job, text, None, time.monotonic())
+        return text
+
+    def _end(self, audio: np.ndarray, words: asyncio.Future[str] | None) -> Command:
+        for job, task in list(self._guesses.items()):
+            if task is not words:
+                task.cancel()
+        self._guesses.clear()
         self.ended = Command(audio, words)
         return self.ended
-
-    def _speculate(self, tail: np.ndarray) -> None:
-        self._pending = None
-        audio = np.concatenate(self._heard)
-
-        async def run() -> str:
-            try:
-                text = await self._transcribe(audio)
-            except Exception:  # a guess: the end transcribes the whole command
-                return ""
-            if self._spec is task:
-                self._segmenter.hangover_ms = self._policy.decide(text, tail).ms
-            return text
-
-        task = self._spec = asyncio.ensure_future(run())
-
-    def _drop(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-        if self._spec is not None:
-            self._spec.cancel()
-        self._pending = self._spec = None
 
 
 class Transcription:
