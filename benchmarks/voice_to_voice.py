@@ -44,6 +44,7 @@ from tests.support.speech import compose  # noqa: E402
 from voiced.assistant import Assistant  # noqa: E402
 from voiced.audio.endpoint import EndOfTurnPolicy  # noqa: E402
 from voiced.audio.smart_turn import SmartTurn  # noqa: E402
+from voiced.bridge import run_in  # noqa: E402
 from voiced.config import load_settings  # noqa: E402
 from voiced.model import store  # noqa: E402
 from voiced.model.bundle import load_bundle  # noqa: E402
@@ -222,7 +223,7 @@ async def compare_levers(args: argparse.Namespace) -> None:
                 await pipeline.on_forget("bench")
                 # An empty cache but the system prompt: the same question asked again would find its own
                 # prompt still cached from the lever before, and prefill nothing.
-                await pipeline._run(pipeline._model, fresh_cache)
+                await run_in(pipeline._model, fresh_cache)
                 adopted = pipeline.drafts.counts["adopted"]
                 row = await one(server.url, q, seed=i)
                 row["draft_adopted"] = pipeline.drafts.counts["adopted"] - adopted

@@ -24,6 +24,11 @@ class _Done:
 _DONE = _Done()
 
 
+async def run_in(executor: Executor, fn: Callable[..., T], *args: object) -> T:
+    """`fn(*args)` on `executor` (one of the pipeline's threads), awaited without blocking the loop."""
+    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+
 async def iterate_in_thread(executor: Executor | None, produce: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
     """Yield what `produce()` yields, run on `executor` (None: asyncio's default), without blocking the loop.
     An exception in the producer is raised here, in the consumer's task."""

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -36,7 +36,7 @@ from voiced.assistant import SPOKEN
 from voiced.audio.activation import Heard
 from voiced.audio.silero import shared_model
 from voiced.brain import Brain, BrainUnavailable
-from voiced.bridge import iterate_in_thread
+from voiced.bridge import run_in
 from voiced.commands import prompt as command_prompt
 from voiced.commands.runtime import Commands
 from voiced.config import Settings
@@ -102,7 +102,7 @@ class Pipeline:
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def warm_up(self) -> None:
         self.commands.warm_up()
-        await self._run(self._model, self.assistant.warm_up)
+        await run_in(self._model, self.assistant.warm_up)
 
     async def aclose(self) -> None:
         if self.turn is not None:
@@ -140,10 +140,10 @@ class Pipeline:
         return self.tts.sample_rate
 
     async def transcribe(self, pcm: np.ndarray) -> str:
-        return await self._run(self._asr, self.assistant.transcribe, pcm)
+        return await run_in(self._asr, self.assistant.transcribe, pcm)
 
     def synthesize(self, text: str, cancel: threading.Event) -> AsyncIterator[np.ndarray]:
-        return iterate_in_thread(self._tts, lambda: self.tts.synthesize(text, cancel))
+        return self.responder.synthesize(text, cancel)
 
     # -- audio in -------------------------------------------------------------------------------------------
     async def feed(self, source: str, pcm: np.ndarray) -> None:
@@ -162,7 +162,7 @@ class Pipeline:
         if self.settings.activation.preemptive_reply and req.sounds_final and not self.commands.matches(query):
             self.drafts.start(lis.source, conversation, query)
             return
-        await self._run(self._model, self.assistant.prepare_in, conversation, query)
+        await run_in(self._model, self.assistant.prepare_in, conversation, query)
 
     def _stalled(self, source: str) -> None:
         self._spawn(self.end_of_stream(source))
@@ -267,7 +267,7 @@ class Pipeline:
             self._set_state("idle", None)  # released without speaking
 
     async def on_forget(self, client_id: str) -> None:
-        await self._run(self._model, self.assistant.forget, self.conversation_of(client_id))
+        await run_in(self._model, self.assistant.forget, self.conversation_of(client_id))
 
     async def on_list_timers(self, client_id: str) -> list[m.TimerInfo]:
         return self.commands.snapshot()
@@ -282,7 +282,7 @@ class Pipeline:
             self.responder.cancel(self.turn)
         if self._named.pop(client_id, None) is None:  # its own conversation: nobody can reach it again
             try:  # on the model thread, which alone touches conversations while turns run
-                await self._run(self._model, self.assistant.drop_conversation, client_id)
+                await run_in(self._model, self.assistant.drop_conversation, client_id)
             except RuntimeError:  # the pipeline closed first (shutdown): nothing is left to forget
                 pass
 
@@ -409,7 +409,7 @@ class Pipeline:
         """While nobody speaks: the reply's close and the next user turn's opening into the cache, so the next
         turn prefills only its words (a turn already waiting for the model runs after; it would prefill these)."""
         try:
-            await self._run(self._model, self.assistant.prepare_next_turn)
+            await run_in(self._model, self.assistant.prepare_next_turn)
         except Exception as e:  # a guess: the next turn prefills whatever is missing
             log.warning("prefill of the next turn's opening failed: %s", e)
 
@@ -442,7 +442,3 @@ class Pipeline:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    @staticmethod
-    async def _run(executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)

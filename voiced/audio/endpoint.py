@@ -48,6 +48,7 @@ _COMPLETE_END = re.compile(r"[.?!]['\")\]]*\s*$")
 _WORD = re.compile(r"[\w']+")
 
 Completeness = Literal["complete", "incomplete", "unsure"]
+_FINAL = frozenset({"words-complete", "words-complete-model-finished"})  # decide()'s short window on words
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class Hangover:
 
     ms: int
     reason: str
+
+    @property
+    def final(self) -> bool:
+        """The words so far sound like a finished turn (the short window on words): a provisional end of turn."""
+        return self.reason in _FINAL
 
 
 @dataclass(frozen=True)

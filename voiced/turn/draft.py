@@ -29,7 +29,6 @@ class Draft:
         self.stats: dict[str, object] = {}
         self.error: BaseException | None = None
         self.done = False
-        self.adopted = False
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -64,7 +63,6 @@ class Draft:
     async def deltas(self) -> AsyncIterator[str]:
         """Adopted by the turn: what was made so far, then the rest as it comes (the Responder's cancel of the
         turn sets this draft's cancel too)."""
-        self.adopted = True
         i = 0
         while True:
             while i < len(self.text):

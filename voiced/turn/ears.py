@@ -23,6 +23,7 @@ from voiced.audio.endpoint import EndOfTurnPolicy
 from voiced.audio.smart_turn import SmartTurn
 from voiced.audio.wakeword import WakeWordDetector, WakeWordModel
 from voiced.brain import Brain
+from voiced.bridge import run_in
 from voiced.config import Settings
 from voiced.errors import VoicedError
 from voiced.turn import listener as li
@@ -42,7 +43,7 @@ class ScoringFailed(VoicedError):
 
 
 @dataclass(frozen=True)
-class Heard:
+class HeardTurn:
     """A finished turn, heard: the decision, and the words it was made on (None: no recogniser)."""
 
     addressing: Addressing
@@ -107,10 +108,10 @@ class Ears:
     async def _guess(self, lis: li.Listener, ev: li.Transcribe) -> str | None:
         """Words (and the turn model's p where it can matter) back to the listener, then the prompt prefilled if
         they are ours and the model is free. A finished turn awaits this as its words."""
-        text = await self._run(self._asr, self.brain.transcribe, ev.audio) if self.brain.transcribes else None
+        text = await run_in(self._asr, self.brain.transcribe, ev.audio) if self.brain.transcribes else None
         turn_p = None  # the turn model runs only where its answer can change the decision (after the words)
         if self.turn_model is not None and lis.wants_turn_model(ev.job, text):
-            turn_p = await self._run(self._asr, self.turn_model.probability, ev.audio)
+            turn_p = await run_in(self._asr, self.turn_model.probability, ev.audio)
         for req in lis.on_guess(ev.job, text, turn_p, time.monotonic()):
             if isinstance(req, li.Prefill) and self._model_free():
                 await self._on_words(lis, req)
@@ -118,11 +119,11 @@ class Ears:
 
     async def _early(self, lis: li.Listener, ev: li.Transcribe) -> None:
         try:
-            text = await self._run(self._asr, self.brain.transcribe, ev.audio)
+            text = await run_in(self._asr, self.brain.transcribe, ev.audio)
             for req in lis.on_early(ev.job, text, time.monotonic()):
                 if isinstance(req, li.Prefill) and self._model_free():
                     conversation = self._conversation_of(lis.source)
-                    lis.prefilled(await self._run(self._model, self.brain.prepare_in, conversation, req.query))
+                    lis.prefilled(await run_in(self._model, self.brain.prepare_in, conversation, req.query))
         except Exception as e:  # a guess: the end of the turn transcribes and prefills whatever is missing
             lis.early_failed(ev.job)
             log.warning("prefill while speaking failed: %s", e)
@@ -148,7 +149,7 @@ class Ears:
         on_stalled(lis.source)
 
     # -- a finished turn ------------------------------------------------------------------------------------
-    async def hear(self, turn: Turn, guess: asyncio.Task[str | None] | None, heard: str | None) -> Heard:
+    async def hear(self, turn: Turn, guess: asyncio.Task[str | None] | None, heard: str | None) -> HeardTurn:
         """The words of a spoken turn (the guess's, or a full pass) or, for an encoder-free bundle, the model's
         scoring pass where the rules want it; then the decision. ScoringFailed: the pass failed (unanswered)."""
         activation = self.listener(turn.source).activation
@@ -158,7 +159,7 @@ class Ears:
             if activation.needs_score(turn.pushed, wake_model, time.monotonic()):
                 phrases = self.settings.activation.wake_phrases
                 try:
-                    p_yes = await self._run(self._model, self.brain.addressed_probability, turn.audio, phrases, turn.cancel)
+                    p_yes = await run_in(self._model, self.brain.addressed_probability, turn.audio, phrases, turn.cancel)
                 except Exception as e:
                     log.exception("turn %s: addressing pass failed", turn.id)
                     raise ScoringFailed(e) from e
@@ -174,11 +175,7 @@ class Ears:
                     log.warning("speculative transcription failed: %s", e)
             if not text:  # no pause seen, or the guess heard nothing: transcribe the whole segment
                 audio = turn.audio if turn.audio is not None else np.zeros(0, np.int16)
-                text = await self._run(self._asr, self.brain.transcribe, audio)
+                text = await run_in(self._asr, self.brain.transcribe, audio)
             turn.mark("transcribed")
         evidence = Evidence(text, turn.pushed, wake_model, turn.woken_s, p_yes)
-        return Heard(activation.address(evidence, time.monotonic()), text)
-
-    @staticmethod
-    async def _run(executor: Executor, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        return HeardTurn(activation.address(evidence, time.monotonic()), text)

@@ -39,10 +39,6 @@ from voiced.config import ActivationSettings, AudioSettings
 SPECULATE_AFTER_S = 0.12
 
 
-# The end-of-turn policy's reasons for its short hangover on words (voiced.audio.endpoint): the words sound done.
-FINAL_REASONS = frozenset({"words-complete", "words-complete-model-finished"})
-
-
 class Phase(Enum):
     """Where the source's open segment stands; one name for what used to be five flags."""
 
@@ -237,8 +233,7 @@ class Listener:
         if not text:
             return []
         addressed = self.activation.peek(text, now)
-        final = self.hangover.reason in FINAL_REASONS
-        return [Prefill(job, addressed.query, sounds_final=final)] if addressed.answer else []
+        return [Prefill(job, addressed.query, sounds_final=self.hangover.final)] if addressed.answer else []
 
     def on_early(self, job: int, text: str, now: float) -> list[Event]:
         """An early pass's words: all but the last (it may be cut mid-way) are offered for prefill, unless a pause
@@ -299,8 +294,7 @@ class Listener:
 
     def _ended(self, ev: vad.SpeechEnded) -> list[Event]:
         out: list[Event] = [Ended(ev.t_start, ev.t_end)]
-        guessing = self.phase is Phase.GUESSING
-        guess_job = self._guess_job if self.phase in (Phase.GUESSING, Phase.GUESSED) else None
+        guess_job = self._guess_job if self.phase is Phase.GUESSING else None  # still running: its words will do
         guess = self._guess if self.phase is Phase.GUESSED else None
         # The segment's audio runs to the last frame fed, so past its last voiced frame lies the silence waited.
         silence_ms = max(0.0, (self._audio_t0 + len(ev.audio) / RATE - ev.t_end) * 1e3)
@@ -311,12 +305,10 @@ class Listener:
         woken_s = None
         if self.wake is not None and (hits := self.wake.take(ev.t_start - LEAD_S)):
             woken_s = ev.t_end - hits[-1].t
-        out.append(UserTurn(ev.audio, pushed, woken_s, early, silence_ms, guess_job=guess_job if guessing else None, guess=guess))
+        out.append(UserTurn(ev.audio, pushed, woken_s, early, silence_ms, guess_job=guess_job, guess=guess))
         return out
 
     def _start_guess(self) -> list[Event]:
-        if not self.hearing.transcribes and not self.hearing.turn_model:
-            return []
         self.phase, self._guess = Phase.GUESSING, None
         self._guess_job = next(self._jobs)
         return [Transcribe(self._guess_job, np.concatenate(self._audio), guess=True)]

@@ -25,7 +25,7 @@ import numpy as np
 from protocol import messages as m
 from voiced.assistant import SPOKEN
 from voiced.brain import Brain
-from voiced.bridge import iterate_in_thread
+from voiced.bridge import iterate_in_thread, run_in
 from voiced.model.engine import Delta
 from voiced.routing import Delivery, plays_locally
 from voiced.server.handler import Publisher
@@ -221,7 +221,7 @@ class Responder:
                 deltas = draft.deltas()
             else:
                 if remember:  # on the model thread, which alone touches conversations while turns run
-                    await asyncio.get_running_loop().run_in_executor(self._model, self.brain.select, conversation)
+                    await run_in(self._model, self.brain.select, conversation)
                 deltas = self._fixed(said) if said is not None else self._generate(turn, query, spoken, stats)
             async for delta in deltas:
                 turn.mark("first_token")
@@ -260,7 +260,8 @@ class Responder:
         async for d in iterate_in_thread(self._model, deltas):
             yield d.text
 
-    def _voice(self, text: str, cancel: threading.Event) -> AsyncIterator[np.ndarray]:
+    def synthesize(self, text: str, cancel: threading.Event) -> AsyncIterator[np.ndarray]:
+        """int16 chunks of `text` at the engine's rate, made on the TTS thread as they are yielded."""
         return iterate_in_thread(self._tts, lambda: self.tts.synthesize(text, cancel))
 
     async def _speak(self, turn: Turn, clauses: asyncio.Queue[str | None]) -> None:
@@ -271,7 +272,7 @@ class Responder:
             while (clause := await clauses.get()) is not None:
                 if turn.cancelled or turn.delivery is Delivery.TEXT:  # TEXT: the asker speaks it (voiced.routing)
                     continue
-                async for chunk in self._voice(clause, turn.cancel):
+                async for chunk in self.synthesize(clause, turn.cancel):
                     if turn.cancelled:
                         continue
                     if "first_audio" not in turn.marks:
