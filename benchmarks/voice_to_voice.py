@@ -15,8 +15,10 @@ the figures come per window side by side (one daemon, the recogniser swapped bet
 running daemon between questions: `model` = activation.end_of_turn "model" (Smart Turn beside the words),
 `fragmentN` = a first spoken fragment of N+ words (ClauseChunker.first_fragment_words), `silero` = audio.vad
 "both" (Silero confirms turn onsets), `preempt` = activation.preemptive_reply (the reply started at the pause,
-held until the turn is confirmed), `a+b` = both, `all` = every one of them; `base` = none (adaptive, webrtc, clauses, no
-preemptive reply).
+held until the turn is confirmed), `guessN` = activation.guess_after_ms N, `windowN` = model.asr_window_s N,
+`pwsN` = activation.prefill_while_speaking_s N (0 = off), `completeN` = activation.hangover_complete_ms N, `a+b` = both, `all` = every one of them; `base` = none
+(adaptive, webrtc, clauses, no preemptive reply); guess, window, pws and complete stay at the daemon's defaults unless named. `--rounds R` asks every question R times
+(new voice noise each round).
 `gap_ms` is the silence a listener playing the audio as it arrives hears between the first and the last
 sample beyond what the TTS itself put there (the next clause late).
 """
@@ -141,7 +143,8 @@ async def main() -> None:
     ap.add_argument("--prefill-while-speaking", type=float, default=2.0, help="activation.prefill_while_speaking_s (0 = off)")
     ap.add_argument("--asr-window", default="", help="model.asr_window_s; several, comma-separated, to compare")
     ap.add_argument("--levers", default="", help="issue 20's levers to compare, e.g. base,model,fragment3,silero,all")
-    ap.add_argument("--complete-ms", type=int, default=300, help="activation.hangover_complete_ms (the short window)")
+    ap.add_argument("--complete-ms", type=int, default=0, help="activation.hangover_complete_ms (the short window); 0 = the default")
+    ap.add_argument("--rounds", type=int, default=1, help="--levers: ask every question this many times")
     args = ap.parse_args()
     if args.levers:
         return await compare_levers(args)
@@ -183,7 +186,7 @@ async def compare_levers(args: argparse.Namespace) -> None:
         "server": {"port": 0}, "model": {"threads": args.threads, "bundle": args.bundle},
         "audio": {"input_device": "none", "output_device": "none", "vad": "webrtc"},
         "activation": {"end_of_turn": "adaptive", "prefill_while_speaking_s": args.prefill_while_speaking,
-                       "hangover_complete_ms": args.complete_ms,
+                       **({"hangover_complete_ms": args.complete_ms} if args.complete_ms else {}),
                        "preemptive_reply": False},
     })  # fmt: skip
     assistant = Assistant(load_bundle(store.ensure_prepared(args.bundle, progress=False)), settings.model)
@@ -192,6 +195,19 @@ async def compare_levers(args: argparse.Namespace) -> None:
     server = VoicedServer(settings.server, pipeline, TOKEN)
     pipeline.add_publisher(server)
     smart = SmartTurn()
+    defaults = settings.activation.model_copy()
+    recognizers = {settings.model.asr_window_s: assistant.recognizer}
+
+    def recognizer(window: float):  # noqa: ANN202
+        if window not in recognizers:
+            from voiced.model.asr import recognizer_for
+
+            recognizers[window] = recognizer_for(
+                assistant.bundle.dir, assistant.bundle.manifest.audio, threads=args.threads, window_s=window
+            )
+            recognizers[window].warm_up()
+        return recognizers[window]
+
     policies = {
         mode: EndOfTurnPolicy(settings.activation.model_copy(update={"end_of_turn": mode}), settings.audio)
         for mode in ("adaptive", "model")
@@ -210,6 +226,11 @@ async def compare_levers(args: argparse.Namespace) -> None:
         fragment = next((p for p in parts if p.startswith("fragment")), None)
         n = int(fragment[len("fragment") :] or 3) if fragment else 3 if lever == "all" else 0
         responder_module.ClauseChunker = functools.partial(ClauseChunker, first_fragment_words=n)  # type: ignore[misc]
+        value = lambda name, default: next((float(p[len(name) :]) for p in parts if p.startswith(name)), default)  # noqa: E731
+        settings.activation.guess_after_ms = int(value("guess", defaults.guess_after_ms))
+        settings.activation.prefill_while_speaking_s = value("pws", defaults.prefill_while_speaking_s)
+        settings.activation.hangover_complete_ms = int(value("complete", defaults.hangover_complete_ms))
+        assistant.recognizer = recognizer(value("window", settings.model.asr_window_s))
 
     def fresh_cache() -> None:
         assistant.conversation.reset()
@@ -217,8 +238,9 @@ async def compare_levers(args: argparse.Namespace) -> None:
 
     rows: dict[str, list[dict]] = {lv: [] for lv in levers}
     async with server:
-        for i, q in enumerate((LONG if args.long else QUESTIONS)[: args.n]):
-            for lever in levers if i % 2 == 0 else levers[::-1]:  # alternate the order too
+        asks = [(r * 100 + i, q) for r in range(args.rounds) for i, q in enumerate((LONG if args.long else QUESTIONS)[: args.n])]
+        for k, (i, q) in enumerate(asks):
+            for lever in levers if k % 2 == 0 else levers[::-1]:  # alternate the order too
                 apply(lever)
                 await pipeline.on_forget("bench")
                 # An empty cache but the system prompt: the same question asked again would find its own
