@@ -10,6 +10,7 @@ import soxr
 
 from tests.support.asr import shared_recognizer, tiny_en_dir, words
 from tests.support.speech import espeak, noise
+from voiced.config import ModelSettings
 from voiced.model.asr import AsrError, Recognizer, Transcript, looks_like_loop, recognizer_for
 from voiced.model.manifest import AsrAudio
 
@@ -147,4 +148,4 @@ def test_a_repeated_word_falls_back_to_the_full_window_and_keeps_the_words() -> 
     assert got.window_s == 30.0, got
     assert got.text.lower().count("no") >= 4, got
     plain = rec.transcribe(np.concatenate([np.zeros(4000, np.int16), espeak("Turn on the kitchen lights.", wpm=160)]))
-    assert plain.window_s == rec.window_s == 15.0 and "kitchen" in words(plain.text), plain
+    assert plain.window_s == rec.window_s == ModelSettings().asr_window_s and "kitchen" in words(plain.text), plain

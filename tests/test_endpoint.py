@@ -43,7 +43,7 @@ def test_completeness_of_partial_transcripts(text: str, expected: str) -> None:
 def test_decisions_by_clue() -> None:
     p = policy()
     assert p.decide("What time is it?").reason == "words-complete"
-    assert p.decide("What time is it?").ms == 300
+    assert p.decide("What time is it?").ms == ActivationSettings().hangover_complete_ms
     assert p.decide("Set a timer for").ms == 1500
     assert p.decide("I'd like to know").reason == "words-unpunctuated"
     assert p.fixed_ms < p.decide("I'd like to know").ms < 1500
@@ -118,12 +118,15 @@ def test_the_turn_model_settles_doubt_but_never_overrides_unfinished_words() -> 
     model, adaptive = policy("model"), policy()
     level = espeak("Set a timer for it.")[-TAIL:]  # a statement whose voice did not fall
     assert adaptive.decide("Set a timer for it.", level).reason == "words-complete-pitch-level"
-    assert model.decide("Set a timer for it.", level, turn_p=0.9).ms == 300
+    assert model.decide("Set a timer for it.", level, turn_p=0.9).ms == ActivationSettings().hangover_complete_ms
     assert model.decide("Set a timer for it.", level, turn_p=0.1).reason == "words-complete-model-unfinished"
     assert model.decide("Set a timer for", turn_p=0.99).ms == 1500  # the words' veto stands
     assert model.decide("I'd like to know", turn_p=0.99).reason == "words-unpunctuated"
     assert model.decide(None, words_pending=True, turn_p=0.99).reason == "awaiting-words"
-    assert model.decide(None, turn_p=0.9).reason == "model-finished" and model.decide(None, turn_p=0.9).ms == 300
+    assert (
+        model.decide(None, turn_p=0.9).reason == "model-finished"
+        and model.decide(None, turn_p=0.9).ms == ActivationSettings().hangover_complete_ms
+    )
     assert model.decide(None, turn_p=0.1).reason == "model-unfinished"
     assert adaptive.decide(None, turn_p=0.9).reason == "no-evidence"  # other modes ignore the model
 

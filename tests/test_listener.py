@@ -59,6 +59,26 @@ def test_a_pause_asks_for_a_guess_and_resumed_speech_makes_it_stale() -> None:
     assert lis.hangover.reason == "no-evidence"
 
 
+def test_the_guess_takes_its_audio_guess_after_ms_into_the_pause() -> None:
+    speech = compose([0.5, "What is the capital of France?"], noise_dbfs=-60.0).pcm
+    quiet = np.random.default_rng(2).normal(0, 30, 16000).astype(np.int16)
+    waited, heard = {}, {}
+    for after in (0, 240):
+        lis = make(guess_after_ms=after)
+        feed(lis, speech)
+        paused_at = None
+        for i in range(0, len(quiet) - FRAME + 1, FRAME):
+            events = lis.feed(quiet[i : i + FRAME], now=10.0 + i / 16000)
+            if paused_at is None and lis.phase is not li.Phase.SPEAKING:
+                paused_at = i
+            if asked := of(events, li.Transcribe):
+                assert paused_at is not None
+                waited[after], heard[after] = (i - paused_at) / 16, len(asked[0].audio) / 16
+                break
+    assert waited[0] <= 30 and 210 <= waited[240] <= 270, waited  # ms from the pause's first frame, 30 ms frames
+    assert 200 <= heard[240] - heard[0] <= 280, heard  # the later guess hears the pause's silence too
+
+
 def test_a_guess_sets_the_hangover_and_offers_its_words_for_prefill() -> None:
     lis = make()
     events = feed(lis, compose([0.5, "What time is it?", 0.3], noise_dbfs=-60.0).pcm)

@@ -158,10 +158,10 @@ class ModelSettings(_Section):
     )
     conversation_idle_s: float = Field(1800.0, gt=0.0, description="a conversation unused this long is forgotten")
     asr_window_s: float = Field(
-        15.0,
+        10.0,
         ge=5.0,
         le=30.0,
-        description="ASR bundles: Whisper's encoder window for a short segment (30 = Whisper's own, exact; 15 = ~2x faster, +0.4 WER points on real speech)",
+        description="ASR bundles: Whisper's encoder window for a short segment (30 = Whisper's own, exact; shorter is faster; below 10 Whisper mishears: benchmarks/asr.py --windows)",
     )
     drafter: Literal["auto", "on", "off"] = "auto"
     draft_tokens: int = Field(0, ge=0, le=16, description="0 = adapt k to the measured acceptance")
@@ -213,7 +213,7 @@ class ActivationSettings(_Section):
         8.0, ge=0.0, le=600.0, description="after the wake phrase said alone, how long the next turn counts as the query"
     )
     end_of_turn: Literal["fixed", "adaptive", "model"] = Field(
-        "adaptive",
+        "model",
         description="fixed: audio.hangover_ms always; adaptive: shorter when the words so far sound finished, longer mid-sentence; model: adaptive, with the Smart Turn model's p(end of turn) from the audio as well (voiced model prepare smart-turn)",
     )
     turn_model_threshold: float = Field(
@@ -225,12 +225,18 @@ class ActivationSettings(_Section):
         le=30.0,
         description="ASR bundles: every this many seconds of speech, transcribe the segment so far and prefill its words while the user still speaks (0 = off)",
     )
+    guess_after_ms: int = Field(
+        60,
+        ge=0,
+        le=2000,
+        description="ASR bundles: how far into a pause the guess (the transcript that decides the end of turn) takes its audio; 0 = the pause's first frame",
+    )
     preemptive_reply: bool = Field(
         True,
         description="ASR bundles: at a pause whose words are addressed to us, start the reply and hold it until the turn is confirmed (dropped, unheard and unremembered, if the user goes on); never for a command",
     )
     hangover_complete_ms: int = Field(
-        300, ge=60, le=5000, description="adaptive end of turn: silence that ends a turn that sounds finished"
+        250, ge=60, le=5000, description="adaptive end of turn: silence that ends a turn that sounds finished"
     )
     hangover_incomplete_ms: int = Field(
         1500, ge=60, le=10000, description="adaptive end of turn: silence allowed mid-sentence ('... and', 'um', a trailing comma)"

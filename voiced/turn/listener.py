@@ -10,7 +10,7 @@ that tests/test_endpoint.py checks and benchmarks/turn_taking.py measures is the
 How a silence ends a turn (voiced.audio.endpoint has the policy):
 - at a pause's first frame, the hangover becomes the policy's answer for the prosody alone, held open while words
   are coming (`words_pending`);
-- once the pause has lasted SPECULATE_AFTER_S of audio, a guess is asked for: the segment so far, transcribed
+- once the pause has lasted `activation.guess_after_ms` of audio, a guess is asked for: the segment so far, transcribed
   (and scored by the turn model where its answer can matter); its words set the hangover (a finished sentence
   ends the turn sooner, "... and" holds it open) and, if they are addressed to us, are offered for prefill;
 - speech resuming drops the guess (its result, when it lands, is stale and ignored: each request has a job id).
@@ -31,12 +31,6 @@ from voiced.audio.activation import Activation
 from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy, Hangover, stalled_wait
 from voiced.audio.wakeword import LEAD_S, WakeWordDetector
 from voiced.config import ActivationSettings, AudioSettings
-
-# Short unvoiced stretches inside words pause the VAD too: a guess is worth its ASR pass only for a real pause.
-# The audio is taken this far into the pause, not at its first frame: a last word's soft end (a decaying vowel,
-# a final consonant) falls below the gate before it is over, and Whisper given the word cut there guesses
-# another one (benchmarks/turn_taking.py).
-SPECULATE_AFTER_S = 0.12
 
 
 class Phase(Enum):
@@ -144,6 +138,10 @@ class Listener:
         self.policy = policy
         self.hearing = hearing
         self.activation = Activation(activation)
+        # The guess's audio is taken a little into the pause, not at its first frame: a last word's soft end (a
+        # decaying vowel, a final consonant) may fall below the gate before it is over. Every ms of it delays
+        # the words that end the turn and start the draft (benchmarks/pause_asr.py measures the WER of each).
+        self._guess_after_s = activation.guess_after_ms / 1000
         self.segmenter = vad.Segmenter(audio, source=source)
         self.hangover: Hangover = policy.at_start()  # the silence that ends the turn now, and why
         self.wake = wake
@@ -185,7 +183,7 @@ class Listener:
         out: list[Event] = []
         for ev in self.segmenter.feed(pcm):
             out += self._on_vad(ev, model_busy)
-        if self.phase is Phase.PAUSED and self.segmenter.in_speech and self.segmenter.silence_s >= SPECULATE_AFTER_S:
+        if self.phase is Phase.PAUSED and self.segmenter.in_speech and self.segmenter.silence_s >= self._guess_after_s:
             out += self._start_guess()
         self.last_audio_at = now
         return out
