@@ -213,7 +213,7 @@ class ActivationSettings(_Section):
         8.0, ge=0.0, le=600.0, description="after the wake phrase said alone, how long the next turn counts as the query"
     )
     end_of_turn: Literal["fixed", "adaptive", "model"] = Field(
-        "model",
+        "adaptive",
         description="fixed: audio.hangover_ms always; adaptive: shorter when the words so far sound finished, longer mid-sentence; model: adaptive, with the Smart Turn model's p(end of turn) from the audio as well (voiced model prepare smart-turn)",
     )
     turn_model_threshold: float = Field(
