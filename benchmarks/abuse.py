@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from protocol import messages as m  # noqa: E402
+from tests.support.server import client_frame  # noqa: E402
 
 TOKEN = "bench-token-0123456789abcdef"
 
@@ -109,19 +110,6 @@ class Legit:
             await c.close()
 
 
-def _frame(payload: bytes, opcode: int = 1) -> bytes:
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x80 | opcode]) + (
-        bytes([0x80 | n])
-        if n < 126
-        else bytes([0x80 | 126]) + struct.pack("!H", n)
-        if n < 65536
-        else bytes([0x80 | 127]) + struct.pack("!Q", n)
-    )
-    return head + mask + (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)).tobytes()
-
-
 async def _raw_ws(port: int, token: str | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -165,9 +153,9 @@ async def turn_flood(ports: dict[str, int]) -> dict:
 async def non_reader_errors(ports: dict[str, int]) -> dict:
     """20 clients that never read, each sending 50 messages whose 128 Ki-character `type` the error quotes."""
     conns = [await _raw_ws(ports["ws"], TOKEN) for _ in range(20)]
-    bad = _frame(json.dumps({"type": "\x7f" * (128 << 10)}).encode())
+    bad = client_frame(json.dumps({"type": "\x7f" * (128 << 10)}).encode())
     for _, w in conns:
-        w.write(_frame(m.Hello().to_json().encode()))
+        w.write(client_frame(m.Hello().to_json().encode()))
     for _ in range(50):
         for _, w in conns:
             w.write(bad)
@@ -180,7 +168,7 @@ async def non_reader_errors(ports: dict[str, int]) -> dict:
 
 async def unauth_big_hello(ports: dict[str, int]) -> dict:
     codes = []
-    big = _frame(b'{"type": "hello", "pad": "' + b"z" * (4 << 20) + b'"}')
+    big = client_frame(b'{"type": "hello", "pad": "' + b"z" * (4 << 20) + b'"}')
     for _ in range(20):
         r, w = await _raw_ws(ports["ws"], None)
         w.write(big[: 64 << 10])
@@ -193,7 +181,7 @@ async def nested_json(ports: dict[str, int]) -> dict:
     codes = []
     for _ in range(300):
         r, w = await _raw_ws(ports["ws"], None)
-        w.write(_frame(("[" * 5000 + "]" * 5000).encode()))
+        w.write(client_frame(("[" * 5000 + "]" * 5000).encode()))
         codes.append(await _close_code(r))
         w.close()
     return {"attempts": 300, "close_codes": sorted(set(map(str, codes)))}

@@ -33,7 +33,7 @@ from voiced.audio import vad  # noqa: E402
 from voiced.audio.capture import load_wav_16k  # noqa: E402
 from voiced.config import Settings  # noqa: E402
 from voiced.model import store  # noqa: E402
-from voiced.model.asr import Recognizer, recognizer_for  # noqa: E402
+from voiced.model.asr import Recognizer, Transcript, recognizer_for  # noqa: E402
 from voiced.model.bundle import load_bundle  # noqa: E402
 
 
@@ -72,12 +72,12 @@ def early_passes(rec: Recognizer, audio: np.ndarray, upto: int, every_s: float) 
     return out
 
 
-def tail_guess(rec: Recognizer, audio: np.ndarray, known: tuple[str, int] | None, window_s: float) -> tuple[str, float]:
+def tail_guess(rec: Recognizer, audio: np.ndarray, known: tuple[str, int] | None, window_s: float) -> Transcript:
     """The known words, then Whisper's decode of the audio after them (conditioned on them as previous text),
-    stitched; a full pass where nothing is known. Returns (text, ms)."""
+    stitched; a full pass where nothing is known. Reaches into the recogniser's short-window decoder: an
+    experiment, not a feature (see the module docstring)."""
     if known is None or not known[0] or rec._short is None:
-        t = rec.transcribe(audio)
-        return t.text, t.ms
+        return rec.transcribe(audio)
     short = rec._short
     t0 = time.perf_counter()
     tail = audio[max(0, known[1] - vad.RATE) :].astype(np.float32) / 32768
@@ -92,7 +92,7 @@ def tail_guess(rec: Recognizer, audio: np.ndarray, known: tuple[str, int] | None
         encoded, [prompt], beam_size=1, max_length=len(prompt) + 60, suppress_blank=True, suppress_tokens=short.suppress
     )[0]
     said = short.tokenizer.decode([x for x in result.sequences_ids[0] if x < short.tokenizer.eot]).strip()
-    return stitch(known[0], said), 1000 * (time.perf_counter() - t0)
+    return Transcript(stitch(known[0], said), 1000 * (time.perf_counter() - t0))
 
 
 def stitch(known: str, tail: str) -> str:
@@ -135,7 +135,7 @@ def main() -> None:
     for kind, ref, pcm in clips:
         texts: dict[str, list[str]] = {}
 
-        def arm(name: str, t) -> None:
+        def arm(name: str, t: Transcript) -> None:
             texts.setdefault(name, []).append(t.text)
             took.setdefault((kind, name), []).append(t.ms)
 
@@ -144,9 +144,7 @@ def main() -> None:
                 arm(f"wait_{w:g}", rec.transcribe(audio[: p + int(w * vad.RATE)]))
             known = early_passes(rec, audio, p, args.early) if tails else []
             for tw in tails:
-                text, ms = tail_guess(rec, audio[: p + wait_at], known[-1] if known else None, tw)
-                texts.setdefault(f"tail{tw:g}", []).append(text)
-                took.setdefault((kind, f"tail{tw:g}"), []).append(ms)
+                arm(f"tail{tw:g}", tail_guess(rec, audio[: p + wait_at], known[-1] if known else None, tw))
         refs.setdefault(kind, []).append(ref)
         for k, t in texts.items():
             hyps.setdefault((kind, k), []).append(" ".join(t))

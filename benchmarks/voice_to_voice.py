@@ -49,6 +49,7 @@ from voiced.audio.smart_turn import SmartTurn  # noqa: E402
 from voiced.bridge import run_in  # noqa: E402
 from voiced.config import load_settings  # noqa: E402
 from voiced.model import store  # noqa: E402
+from voiced.model.asr import Recognizer  # noqa: E402
 from voiced.model.bundle import load_bundle  # noqa: E402
 from voiced.pipeline import Pipeline  # noqa: E402
 from voiced.server.ws import VoicedServer  # noqa: E402
@@ -198,7 +199,7 @@ async def compare_levers(args: argparse.Namespace) -> None:
     defaults = settings.activation.model_copy()
     recognizers = {settings.model.asr_window_s: assistant.recognizer}
 
-    def recognizer(window: float):  # noqa: ANN202
+    def recognizer(window: float) -> Recognizer | None:
         if window not in recognizers:
             from voiced.model.asr import recognizer_for
 

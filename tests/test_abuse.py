@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from protocol import messages as m
-from tests.support.server import running_server, wait_for
+from tests.support.server import client_frame, running_server, wait_for
 from tests.support.turn import daemon, turn_settings
 from voiced.config import describe, load_settings
 from voiced.server.logsafe import RateLimit, printable
@@ -184,21 +184,6 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _frame(payload: bytes, opcode: int = 1) -> bytes:
-    """One masked client frame (RFC 6455), written by hand so that the client side buffers nothing."""
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x80 | opcode]) + (
-        bytes([0x80 | n])
-        if n < 126
-        else bytes([0x80 | 126]) + struct.pack("!H", n)
-        if n < 65536
-        else bytes([0x80 | 127]) + struct.pack("!Q", n)
-    )
-    masked = (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)).tobytes()
-    return head + mask + masked
-
-
 async def _handshake(port: int, token: str | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 16)
     sock = writer.get_extra_info("socket")
@@ -217,7 +202,7 @@ async def _handshake(port: int, token: str | None) -> tuple[asyncio.StreamReader
 async def _raw_client(port: int, token: str, hello: str | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A WebSocket client that authenticates, then never reads: its receive window fills and stays full."""
     reader, writer = await _handshake(port, token)
-    writer.write(_frame((hello or m.Hello(roles=["listener"], audio_rate=48000).to_json()).encode()))
+    writer.write(client_frame((hello or m.Hello(roles=["listener"], audio_rate=48000).to_json()).encode()))
     await writer.drain()
     return reader, writer
 
@@ -315,7 +300,7 @@ async def test_big_first_message_is_refused_before_it_is_read(logs) -> None:
     async with running_server() as (server, handler, token):
         reader, writer = await _handshake(server.port, None)
         big = (m.Hello(name="x" * 100, token="y" * 400).to_json()[:-1] + ', "pad": "' + "z" * (4 << 20) + '"}').encode()
-        frame = _frame(big)
+        frame = client_frame(big)
         writer.write(frame[: 64 << 10])  # the header and a little: the server must not wait for the rest
         head = await asyncio.wait_for(reader.readexactly(4), 10)
         writer.close()

@@ -140,3 +140,11 @@ async def wait_for(predicate: Any, timeout: float = 5.0, step: float = 0.01) -> 
         if loop.time() > end:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(step)
+
+
+def client_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """One masked client frame (RFC 6455) as bytes, for a raw socket that writes what it likes: an attacker the
+    real client library would not let us be (huge, malformed, never reading). Serialised by websockets itself."""
+    from websockets.frames import Frame, Opcode
+
+    return Frame(Opcode(opcode), payload).serialize(mask=True)
