@@ -158,10 +158,10 @@ class ModelSettings(_Section):
     )
     conversation_idle_s: float = Field(1800.0, gt=0.0, description="a conversation unused this long is forgotten")
     asr_window_s: float = Field(
-        10.0,
+        15.0,
         ge=5.0,
         le=30.0,
-        description="ASR bundles: Whisper's encoder window for a short segment (30 = Whisper's own, exact; shorter is faster; below 10 Whisper mishears: benchmarks/asr.py --windows)",
+        description="ASR bundles: Whisper's encoder window for a short segment (30 = Whisper's own, exact; shorter is faster; shorter than 15 mishears the words up to a pause: benchmarks/pause_asr.py, benchmarks/asr.py --windows)",
     )
     drafter: Literal["auto", "on", "off"] = "auto"
     draft_tokens: int = Field(0, ge=0, le=16, description="0 = adapt k to the measured acceptance")

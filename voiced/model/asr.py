@@ -11,12 +11,12 @@ bundle). The settings are chosen for latency on 2 cores, where every 100 ms befo
 - a token budget from the audio length (`_token_budget`): greedy decoding without temperature fallback can loop.
 - a cheap energy gate: a segment with no sample above ~-50 dBFS is returned as "" without running the model
   (Whisper likes to hallucinate "Thank you." on silence, and it saves ~0.3 s).
-- a shorter encoder window (`window_s`, default 10 s): Whisper's encoder always sees 30 s, zero-padded, and on
+- a shorter encoder window (`window_s`, default 15 s): Whisper's encoder always sees 30 s, zero-padded, and on
   2 cores that costs ~500 ms for a 2 s question whatever its length; CTranslate2 takes shorter inputs, so a
   segment is padded to max(window_s, its length + 3 s) instead. Measured on the real recorded speech
-  (benchmarks/asr.py --windows 15,10,8): 10 s keeps 15 s's word error rate at a good share less time; at 8 s
-  Whisper starts to mishear and repeat itself, so a result that compresses too well (a loop) is redone on the
-  full 30 s window. 30 reproduces faster-whisper's own transcription token for token.
+  (benchmarks/asr.py --windows 15,10,8): on whole clips 10 s keeps 15 s's word error rate, but on the segments
+  up to a pause that the guess transcribes it mishears more (benchmarks/pause_asr.py), and at 8 s Whisper repeats
+  itself, so 15 s it is; a result that compresses too well (a loop) is redone on the full 30 s window. 30 reproduces faster-whisper's own transcription token for token.
 
 Concurrency: the pipeline transcribes speculatively at the first pause (SpeechPaused) from a worker thread, and
 again at the end of the turn, possibly while the speculative call is still running. `transcribe()` may be
@@ -104,7 +104,7 @@ class Recognizer:
         *,
         hotwords: str | None = None,
         compute_type: str = "int8",
-        window_s: float = 10.0,
+        window_s: float = 15.0,
     ) -> None:
         """`hotwords` biases the decoder toward words it would otherwise miss, such as a wake phrase
         ("hey voiced" is heard as "hey boys" without it); benchmarks/asr.py measures what it costs in WER.
@@ -268,7 +268,7 @@ def _as_float(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def recognizer_for(
-    bundle_dir: Path, spec: AsrAudio, threads: int = 0, *, hotwords: str | None = None, window_s: float = 10.0
+    bundle_dir: Path, spec: AsrAudio, threads: int = 0, *, hotwords: str | None = None, window_s: float = 15.0
 ) -> Recognizer:
     """The recogniser a cascade bundle's manifest asks for (its `audio` entry)."""
     if spec.engine != "faster-whisper":  # the manifest's Literal keeps this unreachable today; a new engine lands here
