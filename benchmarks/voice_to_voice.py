@@ -16,7 +16,8 @@ running daemon between questions: `model` = activation.end_of_turn "model" (Smar
 `fragmentN` = a first spoken fragment of N+ words (ClauseChunker.first_fragment_words), `silero` = audio.vad
 "both" (Silero confirms turn onsets), `preempt` = activation.preemptive_reply (the reply started at the pause,
 held until the turn is confirmed), `guessN` = activation.guess_after_ms N, `windowN` = model.asr_window_s N,
-`pwsN` = activation.prefill_while_speaking_s N (0 = off), `completeN` = activation.hangover_complete_ms N, `a+b` = both, `all` = every one of them; `base` = none
+`pwsN` = activation.prefill_while_speaking_s N (0 = off), `completeN` = activation.hangover_complete_ms N,
+`asrN` = model.asr_threads N, `nonumbers` = the first fragment never ends on a number (the rule before numbers could), `a+b` = both, `all` = every one of them; `base` = none
 (adaptive, webrtc, clauses, no preemptive reply); guess, window, pws and complete stay at the daemon's defaults unless named. `--rounds R` asks every question R times
 (new voice noise each round).
 `gap_ms` is the silence a listener playing the audio as it arrives hears between the first and the last
@@ -197,17 +198,18 @@ async def compare_levers(args: argparse.Namespace) -> None:
     pipeline.add_publisher(server)
     smart = SmartTurn()
     defaults = settings.activation.model_copy()
-    recognizers = {settings.model.asr_window_s: assistant.recognizer}
+    asr_threads = assistant.recognizer.threads if assistant.recognizer is not None else 0
+    recognizers = {(settings.model.asr_window_s, asr_threads): assistant.recognizer}
 
-    def recognizer(window: float) -> Recognizer | None:
-        if window not in recognizers:
+    def recognizer(window: float, threads: int) -> Recognizer | None:
+        if (window, threads) not in recognizers:
             from voiced.model.asr import recognizer_for
 
-            recognizers[window] = recognizer_for(
-                assistant.bundle.dir, assistant.bundle.manifest.audio, threads=args.threads, window_s=window
+            recognizers[window, threads] = rec = recognizer_for(
+                assistant.bundle.dir, assistant.bundle.manifest.audio, threads=threads, window_s=window
             )
-            recognizers[window].warm_up()
-        return recognizers[window]
+            rec.warm_up()
+        return recognizers[window, threads]
 
     policies = {
         mode: EndOfTurnPolicy(settings.activation.model_copy(update={"end_of_turn": mode}), settings.audio)
@@ -226,12 +228,13 @@ async def compare_levers(args: argparse.Namespace) -> None:
         settings.activation.preemptive_reply = on("preempt")
         fragment = next((p for p in parts if p.startswith("fragment")), None)
         n = int(fragment[len("fragment") :] or 3) if fragment else 3 if lever == "all" else 0
-        responder_module.ClauseChunker = functools.partial(ClauseChunker, first_fragment_words=n)  # type: ignore[misc]
+        chunker = NoNumbersChunker if on("nonumbers") else ClauseChunker
+        responder_module.ClauseChunker = functools.partial(chunker, first_fragment_words=n)  # type: ignore[misc]
         value = lambda name, default: next((float(p[len(name) :]) for p in parts if p.startswith(name)), default)  # noqa: E731
         settings.activation.guess_after_ms = int(value("guess", defaults.guess_after_ms))
         settings.activation.prefill_while_speaking_s = value("pws", defaults.prefill_while_speaking_s)
         settings.activation.hangover_complete_ms = int(value("complete", defaults.hangover_complete_ms))
-        assistant.recognizer = recognizer(value("window", settings.model.asr_window_s))
+        assistant.recognizer = recognizer(value("window", settings.model.asr_window_s), int(value("asr", asr_threads)))
 
     def fresh_cache() -> None:
         assistant.conversation.reset()
@@ -261,6 +264,18 @@ async def compare_levers(args: argparse.Namespace) -> None:
         out[lever] = summ
     out["host_load_avg"] = list(os.getloadavg())
     print(json.dumps(out, indent=1))
+
+
+class NoNumbersChunker(ClauseChunker):
+    """The first-fragment rule before numbers could end one: the `nonumbers` lever."""
+
+    @staticmethod
+    def _opens_phrase(word: str) -> bool:
+        return ClauseChunker._opens_phrase(word) and word.lower() not in ("equals", "plus", "minus", "times")
+
+    @staticmethod
+    def _fragment_end(word: str) -> bool:
+        return ClauseChunker._fragment_end(word) and not word.strip("\"'()[]{}*_").isdigit()
 
 
 def summary(args: argparse.Namespace, assistant: Assistant, rows: list[dict]) -> dict:

@@ -149,3 +149,15 @@ def test_a_repeated_word_falls_back_to_the_full_window_and_keeps_the_words() -> 
     assert got.text.lower().count("no") >= 4, got
     plain = rec.transcribe(np.concatenate([np.zeros(4000, np.int16), espeak("Turn on the kitchen lights.", wpm=160)]))
     assert plain.window_s == rec.window_s == ModelSettings().asr_window_s and "kitchen" in words(plain.text), plain
+
+
+def test_whisper_runs_on_model_asr_threads_and_zero_means_the_models_threads() -> None:
+    from tests.support.turn import asr_tiny_bundle
+    from voiced.assistant import Assistant
+    from voiced.model.bundle import load_bundle
+
+    bundle = load_bundle(asr_tiny_bundle())
+    default = Assistant(bundle, ModelSettings(threads=2))
+    assert default.recognizer is not None and default.recognizer.threads == ModelSettings().asr_threads == 1
+    same = Assistant(bundle, ModelSettings(threads=2, asr_threads=0))
+    assert same.recognizer is not None and same.recognizer.threads == 2

@@ -129,6 +129,10 @@ def test_first_fragment_ends_before_a_phrase_opener_and_never_inside_a_noun_phra
     off, _ = stream("The capital of France is Paris, a city on the Seine.", 1, ClauseChunker(first_fragment_words=0))
     assert off[0] == "The capital of France is Paris,"  # off: the first piece is a clause
     assert stream("The capital of France is Paris.", 1)[0][0] == "The capital of France,"  # on by default
+    # A number ends one once the whitespace after it says it is whole; a counted noun stays with its number.
+    assert stream("15 plus 27 equals 42.", 1)[0] == ["15 plus 27,", "equals 42."]
+    assert stream("You have 77 apples now.", 1)[0] == ["You have 77 apples now."]
+    assert stream("It costs 1,000 dollars in total.", 2)[0] == ["It costs 1,000 dollars,", "in total."]
 
 
 @given(st.text(alphabet="ab .,!?3\n", max_size=80), st.lists(st.integers(1, 9), min_size=1, max_size=5))

@@ -68,7 +68,9 @@ class Assistant(HasConversations):
         if isinstance(audio, AsrAudio):
             from voiced.model.asr import recognizer_for
 
-            self.recognizer = recognizer_for(bundle.dir, audio, threads=threads, hotwords=hotwords, window_s=settings.asr_window_s)
+            self.recognizer = recognizer_for(
+                bundle.dir, audio, threads=settings.asr_threads or threads, hotwords=hotwords, window_s=settings.asr_window_s
+            )
         elif isinstance(audio, ProjectorAudio):
             from voiced.model.audio_in import AudioProjector
 

@@ -163,6 +163,12 @@ class ModelSettings(_Section):
         le=30.0,
         description="ASR bundles: Whisper's encoder window for a short segment (30 = Whisper's own, exact; shorter is faster; shorter than 15 mishears the words up to a pause: benchmarks/pause_asr.py, benchmarks/asr.py --windows)",
     )
+    asr_threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="ASR bundles: Whisper's threads (0 = model.threads); one decodes faster than two and leaves a core free (benchmarks/voice_to_voice.py --levers asr1,asr2)",
+    )
     drafter: Literal["auto", "on", "off"] = "auto"
     draft_tokens: int = Field(0, ge=0, le=16, description="0 = adapt k to the measured acceptance")
 

@@ -80,7 +80,9 @@ class RemoteBrain(HasConversations):
             from voiced.model.asr import recognizer_for
 
             threads = model.threads if threads is None else threads
-            self.recognizer = recognizer_for(bundle.dir, audio, threads=threads, hotwords=hotwords, window_s=model.asr_window_s)
+            self.recognizer = recognizer_for(
+                bundle.dir, audio, threads=model.asr_threads or threads, hotwords=hotwords, window_s=model.asr_window_s
+            )
         system = model.system_prompt or bundle.manifest.system_prompt or FALLBACK_SYSTEM_PROMPT
         # A conversation per source, as with the embedded engine (voiced.conversations); each request carries the
         # selected one's history, so a switch costs the server a prefill of it, not a lost prefix cache for all.
@@ -136,7 +138,7 @@ class RemoteBrain(HasConversations):
                 from voiced.model.asr import recognizer_for
 
                 m = self.model_settings
-                self._stt = recognizer_for(self.bundle.dir, audio, threads=m.threads, window_s=m.asr_window_s)
+                self._stt = recognizer_for(self.bundle.dir, audio, threads=m.asr_threads or m.threads, window_s=m.asr_window_s)
             return self._stt
 
     def warm_up(self) -> None:

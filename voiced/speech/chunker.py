@@ -47,7 +47,8 @@ _NO_FRAGMENT_END = CONTINUATIONS | frozenset(
 # Words that open a new phrase: a first fragment may end just before one.
 _PHRASE_OPENERS = frozenset(
     """is are was were has have had will would can could and but or so because which who that where when while
-    in on at of with for from by about to into over under after before during since until like than as""".split()
+    in on at of with for from by about to into over under after before during since until like than as
+    equals plus minus times""".split()
 )
 
 
@@ -128,8 +129,7 @@ class ClauseChunker:
         for i, ch in enumerate(text):
             if ch.isspace():
                 if in_word and fragment and words > fragment and not depth:
-                    opener = text[word_start:i].strip("\"'").lower() in _PHRASE_OPENERS
-                    if opener and self._fragment_end(text[prev_start:prev_end]):
+                    if self._opens_phrase(text[word_start:i]) and self._fragment_end(text[prev_start:prev_end]):
                         self._fragment_cut = True
                         return prev_end
                 if in_word:
@@ -164,12 +164,19 @@ class ClauseChunker:
         return None
 
     @staticmethod
+    def _opens_phrase(word: str) -> bool:
+        """Whether a first fragment may end just before `word` (complete: whitespace came after it)."""
+        return word.strip("\"'").lower() in _PHRASE_OPENERS
+
+    @staticmethod
     def _fragment_end(word: str) -> bool:
         """Whether a first fragment may end on `word` (complete: whitespace came after it)."""
         bare = word.strip("\"'()[]{}*_").lower()
         if not bare or not bare[-1].isalnum():
             return False  # "3.", "Dr.", "U.S.": the sentence rules decide those
-        return bare not in _NO_FRAGMENT_END and not bare.isdigit()
+        # A number may end one: the whitespace after it says it is whole ("15 plus 27 | equals 42"), and the
+        # opener that must follow keeps a counted noun with it ("seven | days" never splits: "days" opens nothing).
+        return bare not in _NO_FRAGMENT_END
 
     @staticmethod
     def _not_an_end(text: str, dot: int) -> bool:
