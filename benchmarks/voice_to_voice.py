@@ -17,7 +17,7 @@ running daemon between questions: `model` = activation.end_of_turn "model" (Smar
 "both" (Silero confirms turn onsets), `preempt` = activation.preemptive_reply (the reply started at the pause,
 held until the turn is confirmed), `guessN` = activation.guess_after_ms N, `windowN` = model.asr_window_s N,
 `pwsN` = activation.prefill_while_speaking_s N (0 = off), `completeN` = activation.hangover_complete_ms N,
-`asrN` = model.asr_threads N, `nonumbers` = the first fragment never ends on a number (the rule before numbers could), `a+b` = both, `all` = every one of them; `base` = none
+`asrN` = model.asr_threads N, `noasks` = a rise on words that ask is no question (as before), `nonumbers` = the first fragment never ends on a number (the rule before numbers could), `a+b` = both, `all` = every one of them; `base` = none
 (adaptive, webrtc, clauses, no preemptive reply); guess, window, pws and complete stay at the daemon's defaults unless named. `--rounds R` asks every question R times
 (new voice noise each round).
 `gap_ms` is the silence a listener playing the audio as it arrives hears between the first and the last
@@ -212,8 +212,9 @@ async def compare_levers(args: argparse.Namespace) -> None:
         return recognizers[window, threads]
 
     policies = {
-        mode: EndOfTurnPolicy(settings.activation.model_copy(update={"end_of_turn": mode}), settings.audio)
+        (mode, cls): cls(settings.activation.model_copy(update={"end_of_turn": mode}), settings.audio)
         for mode in ("adaptive", "model")
+        for cls in (EndOfTurnPolicy, NoAsksPolicy)
     }
 
     def apply(lever: str) -> None:
@@ -221,7 +222,7 @@ async def compare_levers(args: argparse.Namespace) -> None:
         on = lambda name: lever == "all" or any(p.startswith(name) for p in parts)  # noqa: E731
         model = on("model")
         # each connection is a new source, so a new Listener made with these
-        pipeline.ears.policy = policies["model" if model else "adaptive"]
+        pipeline.ears.policy = policies["model" if model else "adaptive", NoAsksPolicy if on("noasks") else EndOfTurnPolicy]
         pipeline.ears.turn_model = smart if model else None
         pipeline.ears.hearing = Hearing(transcribes=assistant.transcribes, turn_model=model)
         settings.audio.vad = "both" if on("silero") else "webrtc"
@@ -264,6 +265,14 @@ async def compare_levers(args: argparse.Namespace) -> None:
         out[lever] = summ
     out["host_load_avg"] = list(os.getloadavg())
     print(json.dumps(out, indent=1))
+
+
+class NoAsksPolicy(EndOfTurnPolicy):
+    """A rise on words that ask proves nothing, as before it did: the `noasks` lever."""
+
+    @staticmethod
+    def asks(transcript: str) -> bool:
+        return False
 
 
 class NoNumbersChunker(ClauseChunker):

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.asr import shared_recognizer
 from tests.support.speech import PAUSED_TURNS, PLAIN_TURNS, Recording, espeak, make_turn
-from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy, completeness, prosody
+from voiced.audio.endpoint import TAIL_MS, EndOfTurnPolicy, asks, completeness, prosody
 from voiced.config import ActivationSettings, AudioSettings
 from voiced.turn.listener import Hearing, Listener
 from voiced.turn.replay import Replay, Transcriber, replay
@@ -64,6 +64,21 @@ def test_statement_end_falls_and_clause_end_does_not() -> None:
     assert p.decide(None, espeak("Remind me to call my mother,")[-TAIL:]).reason == "no-evidence"
     # a statement heard as finished but spoken with a level voice is doubted, not cut short
     assert p.decide("Set a timer for it.", espeak("Set a timer for")[-TAIL:]).reason == "words-complete-pitch-level"
+
+
+def test_a_rise_on_words_that_ask_ends_like_a_question_whatever_whisper_punctuated() -> None:
+    rise = espeak("Which planet is the one called the red planet?")[-TAIL:]
+    slope = prosody(rise).pitch_slope
+    assert slope is not None and slope >= EndOfTurnPolicy.RISE_ST_PER_S, slope
+    p = policy()
+    heard = "We were talking about the solar system at school today, which planet is the one called the Red Planet."
+    assert asks(heard) and p.decide(heard, rise).reason == "words-complete"
+    # the same rise on a statement, or on a relative clause, still proves nothing
+    assert p.decide("We were talking about the solar system at school today.", rise).reason == "words-complete-pitch-level"
+    assert not asks("I have a cat, which is black.")
+    assert p.decide("I have a cat, which is black.", rise).reason == "words-complete-pitch-level"
+    # and words that ask, spoken level, stay doubted
+    assert p.decide(heard, espeak("Set a timer for")[-TAIL:]).reason == "words-complete-pitch-level"
 
 
 def test_prosody_of_silence_and_noise_has_no_pitch() -> None:

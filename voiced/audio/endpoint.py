@@ -11,7 +11,10 @@ melody, so at each pause the pipeline asks this policy, and sets `Segmenter.hang
 - melody: the pitch of the last ~300 ms of voice (autocorrelation F0, numpy only). A steep fall (< -12
   semitones/s on espeak; see the benchmark) is how statements end; clauses, "um" and questions stay level or
   rise. So a fall alone shortens the hangover (encoder-free bundles have no words), a statement whose words end
-  in "." but whose voice stayed level gets the doubtful middle value, and a rise proves nothing (questions).
+  in "." but whose voice stayed level gets the doubtful middle value, and a rise alone proves nothing (questions
+  rise, and so do clauses that go on). A rise on words that ask (the last clause opens with "which", "what",
+  "can you", ...) is a question whatever Whisper's punctuation: it ends like one with "?" (espeak's "..., which
+  planet is the one called the red planet?" came out with a full stop; benchmarks/voice_to_voice.py --long).
 - doubt (no final punctuation, or the words and the pitch disagree): halfway between fixed and incomplete.
 - otherwise the fixed `audio.hangover_ms`.
 - `end_of_turn = "model"`: the Smart Turn model's p(end of turn) from the audio (voiced.audio.smart_turn) is one
@@ -45,6 +48,12 @@ CONTINUATIONS = frozenset(
 )
 _INCOMPLETE_END = re.compile(r"(,|;|:|-|—|–|\.\.\.|…)\s*$")
 _COMPLETE_END = re.compile(r"[.?!]['\")\]]*\s*$")
+# Words that open a question (a wh-word or an inverted auxiliary) when they open its last clause.
+_QUESTION_OPENERS = frozenset(
+    """what which who whom whose where when why how is are was were do does did can could will would should shall
+    may might have has had am isn't aren't don't doesn't didn't can't couldn't won't wouldn't""".split()
+)
+_CLAUSE = re.compile(r"[^,;:.?!]+[.?!]*\s*$")
 _WORD = re.compile(r"[\w']+")
 
 Completeness = Literal["complete", "incomplete", "unsure"]
@@ -87,6 +96,17 @@ def completeness(transcript: str) -> Completeness:
     return "unsure"
 
 
+def asks(transcript: str) -> bool:
+    """Whether the last clause of `transcript` is worded as a question ("..., which planet is the red planet.")."""
+    m = _CLAUSE.search(transcript.strip())
+    words = _WORD.findall(m.group(0).lower()) if m else []
+    if not words or words[0] not in _QUESTION_OPENERS:
+        return False
+    # "I have a cat, which is black": after a comma, "which is" / "who was" opens a relative clause, not a question
+    relative = m is not None and m.start() > 0 and words[0] in ("which", "who") and words[1:2] != [] and words[1] in _QUESTION_OPENERS
+    return not relative
+
+
 def prosody(tail: np.ndarray, rate: int = RATE, frame_ms: int = 30) -> Prosody:
     """Pitch and energy trend over `tail` (int16, the last ~300 ms of speech before the pause)."""
     x = np.asarray(tail, dtype=np.float32)
@@ -127,6 +147,8 @@ class EndOfTurnPolicy:
 
     # A fall steeper than this (semitones per second) reads as a statement's end.
     FALL_ST_PER_S = -12.0
+    # A rise steeper than this, on words that ask, reads as a question's end (the same steepness, mirrored).
+    RISE_ST_PER_S = 12.0
 
     def __init__(self, activation: ActivationSettings, audio: AudioSettings) -> None:
         self.mode = activation.end_of_turn
@@ -135,6 +157,12 @@ class EndOfTurnPolicy:
         self.complete_ms = activation.hangover_complete_ms
         self.incomplete_ms = activation.hangover_incomplete_ms
         self.doubt_ms = max(self.fixed_ms, (self.fixed_ms + self.incomplete_ms) // 2)
+
+    @staticmethod
+    def asks(transcript: str) -> bool:
+        """Whether the words are worded as a question (`asks`; benchmarks/voice_to_voice.py's `noasks` lever turns
+        it off)."""
+        return asks(transcript)
 
     def at_start(self) -> Hangover:
         """For a new segment and after SpeechResumed: no evidence yet."""
@@ -164,6 +192,7 @@ class EndOfTurnPolicy:
             return Hangover(self.fixed_ms, "fixed")
         pitch = prosody(tail).pitch_slope if tail is not None and len(tail) else None
         falling = pitch is not None and pitch <= self.FALL_ST_PER_S
+        rising = pitch is not None and pitch >= self.RISE_ST_PER_S
         finished = None if turn_p is None or self.mode != "model" else turn_p >= self.model_threshold
         if transcript is not None:
             c = completeness(transcript)
@@ -173,7 +202,8 @@ class EndOfTurnPolicy:
                 # The model is not asked here: tiny.en leaves "Set a timer for" as "Set a timer for it" unpunctuated
                 # and the model called it finished, so trusting it cut the turn (benchmarks/turn_taking.py).
                 return Hangover(self.doubt_ms, "words-unpunctuated")
-            if transcript.rstrip().endswith("?") or falling or (pitch is None and finished is not False):
+            question = transcript.rstrip().endswith("?") or (rising and self.asks(transcript))
+            if question or falling or (pitch is None and finished is not False):
                 return Hangover(self.complete_ms, "words-complete")
             if finished:
                 return Hangover(self.complete_ms, "words-complete-model-finished")
