@@ -103,7 +103,8 @@ def asks(transcript: str) -> bool:
     if not words or words[0] not in _QUESTION_OPENERS:
         return False
     # "I have a cat, which is black": after a comma, "which is" / "who was" opens a relative clause, not a question
-    relative = m is not None and m.start() > 0 and words[0] in ("which", "who") and words[1:2] != [] and words[1] in _QUESTION_OPENERS
+    after_a_clause = m is not None and m.start() > 0
+    relative = after_a_clause and words[0] in ("which", "who") and len(words) > 1 and words[1] in _QUESTION_OPENERS
     return not relative
 
 
