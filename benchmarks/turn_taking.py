@@ -129,7 +129,8 @@ def endpoint_part(
             rows.append({"paused": len(parts) > 1, "cut_early": o.cut_early(end), "latency_ms": latency, "ready_ms": ready})
         ok = [x for x in rows if not x["cut_early"] and x["latency_ms"] is not None]
         real_rows = []
-        for pcm, end in real or [] if (words or name == "fixed_600") else []:
+        replayed = (real or []) if words or name == "fixed_600" else []
+        for pcm, end in replayed:
             listener = Listener("bench", aud, act, pol, Hearing(transcribes=words, turn_model=pol.wants_model))
             o = replay(listener, pcm, transcribe if words else None, turn_model=smart.probability if pol.wants_model else None)
             real_rows.append((o.cut_early(end), o.latency_ms(end)))

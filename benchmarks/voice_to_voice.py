@@ -17,9 +17,10 @@ running daemon between questions: `model` = activation.end_of_turn "model" (Smar
 "both" (Silero confirms turn onsets), `preempt` = activation.preemptive_reply (the reply started at the pause,
 held until the turn is confirmed), `guessN` = activation.guess_after_ms N, `windowN` = model.asr_window_s N,
 `pwsN` = activation.prefill_while_speaking_s N (0 = off), `completeN` = activation.hangover_complete_ms N,
-`asrN` = model.asr_threads N, `noasks` = a rise on words that ask is no question (as before), `nonumbers` = the first fragment never ends on a number (the rule before numbers could), `a+b` = both, `all` = every one of them; `base` = none
-(adaptive, webrtc, clauses, no preemptive reply); guess, window, pws and complete stay at the daemon's defaults unless named. `--rounds R` asks every question R times
-(new voice noise each round).
+`asrN` = model.asr_threads N, `noasks` = a rise on words that ask is no question (the policy before),
+`nonumbers` = the first fragment never ends on a number (the chunker before), `a+b` = both, `all` = every one of
+them; `base` = none (adaptive, webrtc, clauses, no preemptive reply); guess, window, pws, complete and asr stay at
+the daemon's defaults unless named. `--rounds R` asks every question R times (new voice noise each round).
 `gap_ms` is the silence a listener playing the audio as it arrives hears between the first and the last
 sample beyond what the TTS itself put there (the next clause late).
 """
@@ -280,7 +281,7 @@ class NoNumbersChunker(ClauseChunker):
 
     @staticmethod
     def _opens_phrase(word: str) -> bool:
-        return ClauseChunker._opens_phrase(word) and word.lower() not in ("equals", "plus", "minus", "times")
+        return ClauseChunker._opens_phrase(word) and word.strip("\"'").lower() not in ("equals", "plus", "minus", "times")
 
     @staticmethod
     def _fragment_end(word: str) -> bool:

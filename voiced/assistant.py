@@ -69,7 +69,7 @@ class Assistant(HasConversations):
             from voiced.model.asr import recognizer_for
 
             self.recognizer = recognizer_for(
-                bundle.dir, audio, threads=settings.asr_threads or threads, hotwords=hotwords, window_s=settings.asr_window_s
+                bundle.dir, audio, threads=settings.recognizer_threads(threads), hotwords=hotwords, window_s=settings.asr_window_s
             )
         elif isinstance(audio, ProjectorAudio):
             from voiced.model.audio_in import AudioProjector

@@ -172,6 +172,10 @@ class ModelSettings(_Section):
     drafter: Literal["auto", "on", "off"] = "auto"
     draft_tokens: int = Field(0, ge=0, le=16, description="0 = adapt k to the measured acceptance")
 
+    def recognizer_threads(self, threads: int | None = None) -> int:
+        """Whisper's threads: `asr_threads`, or when that is 0 the model's (`threads` stands in for `self.threads`)."""
+        return self.asr_threads or (self.threads if threads is None else threads)
+
 
 class TTSSettings(_Section):
     engine: Literal["espeak", "piper"] = "espeak"

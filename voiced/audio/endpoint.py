@@ -48,11 +48,12 @@ CONTINUATIONS = frozenset(
 )
 _INCOMPLETE_END = re.compile(r"(,|;|:|-|—|–|\.\.\.|…)\s*$")
 _COMPLETE_END = re.compile(r"[.?!]['\")\]]*\s*$")
-# Words that open a question (a wh-word or an inverted auxiliary) when they open its last clause.
-_QUESTION_OPENERS = frozenset(
-    """what which who whom whose where when why how is are was were do does did can could will would should shall
-    may might have has had am isn't aren't don't doesn't didn't can't couldn't won't wouldn't""".split()
+_AUXILIARIES = frozenset(
+    """is are was were am do does did can could will would should shall may might have has had isn't aren't don't
+    doesn't didn't can't couldn't won't wouldn't""".split()
 )
+# Words that open a question (a wh-word or an inverted auxiliary) when they open its last clause.
+_QUESTION_OPENERS = _AUXILIARIES | frozenset("what which who whom whose where when why how".split())
 _CLAUSE = re.compile(r"[^,;:.?!]+[.?!]*\s*$")
 _WORD = re.compile(r"[\w']+")
 
@@ -100,11 +101,10 @@ def asks(transcript: str) -> bool:
     """Whether the last clause of `transcript` is worded as a question ("..., which planet is the red planet.")."""
     m = _CLAUSE.search(transcript.strip())
     words = _WORD.findall(m.group(0).lower()) if m else []
-    if not words or words[0] not in _QUESTION_OPENERS:
+    if m is None or not words or words[0] not in _QUESTION_OPENERS:
         return False
     # "I have a cat, which is black": after a comma, "which is" / "who was" opens a relative clause, not a question
-    after_a_clause = m is not None and m.start() > 0
-    relative = after_a_clause and words[0] in ("which", "who") and len(words) > 1 and words[1] in _QUESTION_OPENERS
+    relative = m.start() > 0 and words[0] in ("which", "who") and words[1:2] != [] and words[1] in _AUXILIARIES
     return not relative
 
 

@@ -81,7 +81,7 @@ class RemoteBrain(HasConversations):
 
             threads = model.threads if threads is None else threads
             self.recognizer = recognizer_for(
-                bundle.dir, audio, threads=model.asr_threads or threads, hotwords=hotwords, window_s=model.asr_window_s
+                bundle.dir, audio, threads=model.recognizer_threads(threads), hotwords=hotwords, window_s=model.asr_window_s
             )
         system = model.system_prompt or bundle.manifest.system_prompt or FALLBACK_SYSTEM_PROMPT
         # A conversation per source, as with the embedded engine (voiced.conversations); each request carries the
@@ -138,7 +138,7 @@ class RemoteBrain(HasConversations):
                 from voiced.model.asr import recognizer_for
 
                 m = self.model_settings
-                self._stt = recognizer_for(self.bundle.dir, audio, threads=m.asr_threads or m.threads, window_s=m.asr_window_s)
+                self._stt = recognizer_for(self.bundle.dir, audio, threads=m.recognizer_threads(), window_s=m.asr_window_s)
             return self._stt
 
     def warm_up(self) -> None:
