@@ -202,7 +202,9 @@ class _ShortWindow:
 
     def transcribe(self, audio: np.ndarray, window_s: float, max_tokens: int) -> str | None:
         """The text, "" for silence, or None when the decode looped and the full window should decide."""
-        features = self.model.feature_extractor(audio)  # log-mel, [mels, 100 per second]
+        # log-mel, [mels, 100 per second]; faster-whisper drops the last frame (the STFT's padding), and so must we
+        # to give its decode: on some CPUs that one frame flips a greedy token (test_asr.py's 30 s test)
+        features = self.model.feature_extractor(audio)[:, :-1]
         frames = int(round(window_s * 100))
         have = features.shape[-1]
         if have < frames:  # zeros, as faster-whisper pads its 30 s window
