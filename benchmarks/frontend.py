@@ -24,6 +24,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from speech_files import local_path  # noqa: E402
 
 from tests.support.noise import music, stepping_noise  # noqa: E402
 from tests.support.speech import compose  # noqa: E402
@@ -93,8 +96,8 @@ def quality(detector: str | None = None) -> dict[str, object]:
         truth = entry.get("speech_segments_s")
         if not truth:
             continue
-        path = SPEECH / entry["file"] if isinstance(entry["file"], str) else None
-        if path is None or not path.exists():
+        path = local_path(SPEECH, entry["file"])
+        if path is None:
             missing.append(entry["file"] if isinstance(entry["file"], str) else entry["file"].get("path"))
             continue
         pcm = load_wav_16k(path)

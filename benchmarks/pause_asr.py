@@ -5,6 +5,8 @@ word's soft end may be cut), side by side on real speech (../shared/speech) and 
 `tail*` arms try a cheaper guess for long turns (issue 20): the words of the daemon's last early pass
 (activation.prefill_while_speaking_s, all but its last word) as Whisper's previous text, and only the audio after
 them (from 1 s before their end) decoded, the two stitched. Window 0 = model.asr_window_s, else that window.
+The `prefix` arm decodes the whole segment with those words forced as the transcript's start, so the guess only
+extends what was prefilled while speaking.
 
     .venv/bin/python benchmarks/pause_asr.py [--bundle default] [--speech DIR] [--espeak 20] [--waits 0,0.06,0.12]
         [--tails 0,6] [--early 2] [--show]
@@ -64,12 +66,14 @@ def cuts(pcm: np.ndarray, settings: Settings) -> list[tuple[np.ndarray, int]]:
 
 def early_passes(rec: Recognizer, audio: np.ndarray, upto: int, every_s: float) -> list[tuple[str, int]]:
     """The daemon's early passes while the user speaks: the segment so far every `every_s` of audio before the
-    pause, each pass's words but the last (the cut may split it), and the samples it heard."""
-    out: list[tuple[str, int]] = []
+    pause, each pass's words, and the samples it heard."""
     step = int(every_s * vad.RATE)
-    for end in range(step, upto, step):
-        out.append((" ".join(rec.transcribe(audio[:end]).text.split()[:-1]), end))
-    return out
+    return [(rec.transcribe(audio[:end]).text, end) for end in range(step, upto, step)]
+
+
+def but_last(known: tuple[str, int] | None) -> tuple[str, int] | None:
+    """An early pass's words but the last (the cut may split it): what the daemon prefills."""
+    return None if known is None else (" ".join(known[0].split()[:-1]), known[1])
 
 
 def tail_guess(rec: Recognizer, audio: np.ndarray, known: tuple[str, int] | None, window_s: float) -> Transcript:
@@ -83,7 +87,7 @@ def tail_guess(rec: Recognizer, audio: np.ndarray, known: tuple[str, int] | None
     tail = audio[max(0, known[1] - vad.RATE) :].astype(np.float32) / 32768
     window = max(window_s or rec.window_s, len(tail) / vad.RATE + 3.0)
     previous = [short.tokenizer.sot_prev, *short.tokenizer.encode(" " + known[0])]
-    features = short.model.feature_extractor(tail)
+    features = short.model.feature_extractor(tail)[:, :-1]
     frames = int(round(window * 100))
     features = np.pad(features, ((0, 0), (0, max(0, frames - features.shape[-1]))))[:, :frames]
     encoded = short.model.encode(np.ascontiguousarray(features))
@@ -93,6 +97,27 @@ def tail_guess(rec: Recognizer, audio: np.ndarray, known: tuple[str, int] | None
     )[0]
     said = short.tokenizer.decode([x for x in result.sequences_ids[0] if x < short.tokenizer.eot]).strip()
     return Transcript(stitch(known[0], said), 1000 * (time.perf_counter() - t0))
+
+
+def prefix_guess(rec: Recognizer, audio: np.ndarray, known: tuple[str, int] | None) -> Transcript:
+    """The whole segment decoded with the known words forced as the start of the transcript (Whisper's prefix),
+    so the guess can only extend what the early pass prefilled."""
+    if known is None or not known[0] or rec._short is None:
+        return rec.transcribe(audio)
+    short = rec._short
+    t0 = time.perf_counter()
+    pcm = audio.astype(np.float32) / 32768
+    window = max(rec.window_s, len(pcm) / vad.RATE + 3.0)
+    features = short.model.feature_extractor(pcm)[:, :-1]
+    frames = int(round(window * 100))
+    features = np.pad(features, ((0, 0), (0, max(0, frames - features.shape[-1]))))[:, :frames]
+    encoded = short.model.encode(np.ascontiguousarray(features))
+    prompt = [*short.prompt, *short.tokenizer.encode(" " + known[0])]
+    result = short.model.model.generate(
+        encoded, [prompt], beam_size=1, max_length=len(prompt) + 60, suppress_blank=True, suppress_tokens=short.suppress
+    )[0]
+    said = short.tokenizer.decode([x for x in result.sequences_ids[0] if x < short.tokenizer.eot]).strip()
+    return Transcript(said, 1000 * (time.perf_counter() - t0))
 
 
 def stitch(known: str, tail: str) -> str:
@@ -142,9 +167,11 @@ def main() -> None:
         for audio, p in cuts(pcm, settings):
             for w in waits:
                 arm(f"wait_{w:g}", rec.transcribe(audio[: p + int(w * vad.RATE)]))
-            known = early_passes(rec, audio, p, args.early) if tails else []
+            known = early_passes(rec, audio, p, args.early)
+            last = known[-1] if known else None
+            arm("prefix", prefix_guess(rec, audio[: p + wait_at], but_last(last)))
             for tw in tails:
-                arm(f"tail{tw:g}", tail_guess(rec, audio[: p + wait_at], known[-1] if known else None, tw))
+                arm(f"tail{tw:g}", tail_guess(rec, audio[: p + wait_at], but_last(last), tw))
         refs.setdefault(kind, []).append(ref)
         for k, t in texts.items():
             hyps.setdefault((kind, k), []).append(" ".join(t))
