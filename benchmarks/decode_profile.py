@@ -60,7 +60,11 @@ def main() -> None:
     text = "The quick brown fox jumps over the lazy dog while the band plays on. " * 40
     every = bundle.tokenizer.encode(text * 4, add_special_tokens=False).ids
     history, ids = every[: args.history], every[args.history : args.history + args.prefill]
-    conv.sync(history + ids)  # history in chunks, then the timed prefill in its own run(s)
+    # the history in its own chunks first, then the timed prefill in its own run(s): one sync of both would feed
+    # them together, and the run counted as the prefill would be a mix of history and prompt (or a decode step)
+    if history:
+        conv.sync(history)
+    conv.sync(history + ids)
     n = sum(len(d.token_ids) for d in conv.generate(GenerationConfig(max_new_tokens=args.decode, stop_ids=[])))
     engine.session.end_profiling()
     events = json.loads(Path(glob.glob(prefix + "*.json")[0]).read_text())
