@@ -89,6 +89,16 @@ def run_ours(
 def run_genai(
     bundle_dir: Path, threads: int, decode: int, repeat: int, context: int, prefill: tuple[int, ...] = PREFILL, history: int = 64
 ) -> dict:
+    import tempfile
+
+    from model_export.logits_keep import genai_view
+
+    # the generator does not feed the decoder's `logits_to_keep`: it loads a view whose default keeps them all
+    with tempfile.TemporaryDirectory(prefix=".genai-view-", dir=bundle_dir.parent) as tmp:
+        return _run_genai(genai_view(bundle_dir, Path(tmp) / "view"), threads, decode, repeat, context, prefill, history)
+
+
+def _run_genai(bundle_dir: Path, threads: int, decode: int, repeat: int, context: int, prefill: tuple[int, ...], history: int) -> dict:
     import onnxruntime_genai as og
 
     cfg = og.Config(str(bundle_dir))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from model_export.bundle_writer import DECODER, write_bundle
+from model_export.logits_keep import add_logits_to_keep
 from model_export.quantize import DEFAULT_PLAN, BlockPlan, quantize_int4_wide
 from voiced.model.catalog import EXPORTER_VERSION
 from voiced.model.manifest import AsrAudio, Manifest, ProjectorAudio
@@ -136,6 +137,7 @@ def export_hf(
         say(f"export + quantise: onnxruntime-genai builder, {precision}")
         run_builder(hf_dir, work, precision, log, hidden_states, say, plan)
         log.unlink(missing_ok=True)
+        add_logits_to_keep(work / DECODER)
         say("hash: sha256 of every file")
         src = {"exporter": f"model_export {EXPORTER_VERSION}", "builder": _builder_version(), **(source or {})}
         if precision == "int4":

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .logits_keep import add_logits_to_keep
 from .quantize import DEFAULT_PLAN, BlockPlan
 
 log = logging.getLogger("model_export.gemma4")
@@ -445,6 +446,7 @@ def export_bundle(
             emb_spec = EmbeddingSpec(file="embed_tokens.npy", dtype="int8", scale_file="embed_scales.npy", multiplier=multiplier)
         else:
             emb_spec = EmbeddingSpec(file="embed_tokens.npy", dtype="float32", multiplier=multiplier)
+        add_logits_to_keep(tmp / DECODER)
         shutil.copyfile(ck.tokenizer_json, tmp / "tokenizer.json")
         (tmp / "chat_template.jinja").write_text(ck.chat_template)
         with step("manifest + hashes", total, total):

@@ -177,7 +177,7 @@ def test_manifest_describes_the_bundle(ckpt, fp32, int4, precision):
     tok = m.tokenizer
     assert tok.special_tokens["<turn|>"] in tok.stop_ids and tok.special_tokens["<eos>"] in tok.stop_ids
     names = {i.name for i in onnx.load(str(bundle / "decoder.onnx"), load_external_data=False).graph.input}
-    assert {"inputs_embeds", "attention_mask", "position_ids"} | {
+    assert {"inputs_embeds", "attention_mask", "position_ids", "logits_to_keep"} | {
         f"past_key_values.{i}.{k}" for i in range(6) for k in ("key", "value")
     } == names
 

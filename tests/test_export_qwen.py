@@ -34,9 +34,11 @@ def _empty_past(m) -> dict[str, np.ndarray]:
     }
 
 
-def _run(sess, ids: np.ndarray, past: dict, total: int) -> dict[str, np.ndarray]:
+def _run(sess, ids: np.ndarray, past: dict, total: int, keep: int = 0) -> dict[str, np.ndarray]:
+    """One graph run; the logits of the last `keep` positions (0: all of them)."""
     names = [o.name for o in sess.get_outputs()]
     feeds = {"input_ids": ids, "attention_mask": np.ones((1, total), np.int64), **past}
+    feeds["logits_to_keep"] = np.array([keep or ids.shape[1]], np.int64)
     return dict(zip(names, sess.run(None, feeds)))
 
 
@@ -54,7 +56,7 @@ def test_manifest_describes_the_graph(int4_bundle: Path) -> None:
     for i, layer in enumerate(m.decoder.layers):
         assert inputs[f"past_key_values.{i}.key"].shape[1] == layer.kv_heads == 2
         assert {f"present.{i}.key", f"present.{i}.value"} <= outputs
-    assert "logits" in outputs
+    assert "logits" in outputs and inputs["logits_to_keep"].type == "tensor(int64)"
     assert m.decoder.hidden_output == "hidden_states" and "hidden_states" in outputs
     assert m.decoder.quantization == "int4"
     graph = __import__("onnx").load(str(int4_bundle / m.decoder.file), load_external_data=False).graph
@@ -110,6 +112,20 @@ def test_fp32_graph_matches_torch_and_decodes_incrementally(fp32_bundle: Path, t
         out = _run(sess, ids[:, t : t + 1], _present_as_past(out, len(m.decoder.layers)), t + 1)
         steps.append(out["logits"][0])
     np.testing.assert_allclose(np.concatenate(steps), full["logits"][0], atol=1e-5)
+
+
+def test_logits_to_keep_runs_the_head_on_the_last_positions_only(fp32_bundle: Path) -> None:
+    m = load_manifest(fp32_bundle)
+    sess = ort.InferenceSession(str(fp32_bundle / m.decoder.file))
+    ids = np.array([[1, 40, 77, 120, 2, 1, 9, 300]], np.int64)
+    full = _run(sess, ids, _empty_past(m), ids.shape[1])
+    for keep in (1, 3):
+        part = _run(sess, ids, _empty_past(m), ids.shape[1], keep=keep)
+        assert part["logits"].shape == (1, keep, m.decoder.vocab_size)
+        np.testing.assert_allclose(part["logits"][0], full["logits"][0, -keep:], atol=1e-5)
+        # the cache and the hidden states still cover every position
+        np.testing.assert_array_equal(part["present.0.key"], full["present.0.key"])
+        assert part["hidden_states"].shape == full["hidden_states"].shape
 
 
 def test_int4_stays_close_to_fp32(int4_bundle: Path, fp32_bundle: Path) -> None:

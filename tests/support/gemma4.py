@@ -22,6 +22,7 @@ from voiced.model.manifest import Manifest
 ROOT = Path(__file__).resolve().parents[2]
 _EXPORT_SOURCES = [
     "model_export/gemma4.py",
+    "model_export/logits_keep.py",
     "model_export/onnx_wrappers.py",
     "model_export/tiny_gemma4.py",
     "model_export/tiny_tokenizer.py",
@@ -115,6 +116,7 @@ class OrtGemma4:
             "inputs_embeds": embeds.astype(np.float32),
             "attention_mask": np.ones((1, self.pos + s), dtype=np.int64),
             "position_ids": np.arange(self.pos, self.pos + s, dtype=np.int64)[None],
+            "logits_to_keep": np.array([s], dtype=np.int64),  # every position: the tests compare them all
         }
         for i, (k, v) in self.past.items():
             feeds[f"past_key_values.{i}.key"] = k

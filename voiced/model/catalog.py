@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 # bump when the exported graph or manifest changes: it is part of every cache key (model_export.builder writes it)
-EXPORTER_VERSION = "6"
+EXPORTER_VERSION = "7"
 
 SPEECH_SYSTEM_PROMPT = (
     "You are a voice assistant. Your replies are spoken aloud, so answer in one or two short sentences of plain "

@@ -79,12 +79,16 @@ class Engine:
         rollback_slack: int = 64,
         drafter: str | Drafter = "auto",
         draft_tokens: int = 0,
+        prune_logits: bool = True,
     ):
         """`share_buffer`: None follows the manifest (`decoder.past_present_share_buffer`); False forces the
         concat path (kept for measuring both). `rollback_slack`: rows sliding layers hold beyond their window so
         that a rollback of up to that many tokens needs no replay. `drafter`: "auto" drafts when the bundle has
         a drafter that its manifest marks as a speed-up here, "on" whenever it has one, "off" never; or a
-        Drafter object (tests, experiments). `draft_tokens`: fixed k; 0 adapts k to the measured acceptance."""
+        Drafter object (tests, experiments). `draft_tokens`: fixed k; 0 adapts k to the measured acceptance.
+        `prune_logits`: on a graph with a `logits_to_keep` input, a prefill asks for its last position's logits
+        only; False asks for every position's, as graphs without that input give (benchmarks/prefill_logits.py
+        measures both)."""
         self.bundle = bundle
         m = bundle.manifest
         self.spec = m.decoder
@@ -110,6 +114,10 @@ class Engine:
         if "logits" not in outputs:
             problems.append("output logits")
         self.has_position_ids = "position_ids" in inputs
+        # graphs from model_export 7 on run the LM head on the last `logits_to_keep` positions only
+        # (model_export/logits_keep.py says why); older bundles return every position's logits
+        self.has_logits_to_keep = "logits_to_keep" in inputs
+        self.prune_logits = prune_logits
         self._embed_dtype = _ORT_FLOAT.get(inputs[self.spec.input].type, np.float32) if self.spec.input in inputs else None
         self._kv_dtype = np.dtype(self.spec.kv_dtype)
 
@@ -328,6 +336,9 @@ class Conversation:
         binding.bind_cpu_input("attention_mask", self._ones[:, :total])
         if eng.has_position_ids:
             binding.bind_cpu_input("position_ids", np.arange(start, total, dtype=np.int64)[None])
+        if eng.has_logits_to_keep:
+            keep = s if every or not eng.prune_logits else 1
+            binding.bind_cpu_input("logits_to_keep", np.array([keep], dtype=np.int64))
         binding.bind_output("logits", "cpu")
         want_hidden = (hidden or eng.drafter is not None) and eng.hidden_output is not None
         if want_hidden:

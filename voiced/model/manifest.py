@@ -38,8 +38,9 @@ class DecoderSpec(_M):
     """One ONNX graph, named like onnxruntime-genai's builder output so both routes meet the same engine.
 
     inputs: `input_ids` or `inputs_embeds` [1, S]; `attention_mask` [1, past+S] int64; `position_ids` [1, S]
-    int64 when the graph has it; `past_key_values.{i}.key|value` [1, kv_heads, past, head_dim].
-    outputs: `logits` [1, S, vocab]; `present.{i}.key|value`; optionally `hidden_states` [1, S, hidden].
+    int64 when the graph has it; `past_key_values.{i}.key|value` [1, kv_heads, past, head_dim]; optionally
+    `logits_to_keep` [1] int64 (k: the LM head runs on the last k positions; model_export/logits_keep.py).
+    outputs: `logits` [1, S or k, vocab]; `present.{i}.key|value`; optionally `hidden_states` [1, S, hidden].
     """
 
     file: str = "decoder.onnx"
