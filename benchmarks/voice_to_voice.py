@@ -19,8 +19,8 @@ held until the turn is confirmed), `guessN` = activation.guess_after_ms N, `wind
 `pwsN` = activation.prefill_while_speaking_s N (0 = off), `completeN` = activation.hangover_complete_ms N,
 `asrN` = model.asr_threads N, `noasks` = a rise on words that ask is no question (the policy before),
 `nonumbers` = the first fragment never ends on a number (the chunker before), `allogits` = every prefill runs
-the LM head on all its positions (Engine.prune_logits off: graphs before model_export 7), `a+b` = both, `all` = every one of
-them; `base` = none (adaptive, webrtc, clauses, no preemptive reply); guess, window, pws, complete and asr stay at
+the LM head on all its positions (Engine.prune_logits off: graphs before model_export 7), `a+b` = both, `all` = every
+one of them but those three old behaviours; `base` = none (adaptive, webrtc, clauses, no preemptive reply); guess, window, pws, complete and asr stay at
 the daemon's defaults unless named. `--rounds R` asks every question R times (new voice noise each round).
 `gap_ms` is the silence a listener playing the audio as it arrives hears between the first and the last
 sample beyond what the TTS itself put there (the next clause late).
@@ -221,7 +221,8 @@ async def compare_levers(args: argparse.Namespace) -> None:
 
     def apply(lever: str) -> None:
         parts = lever.split("+")  # levers combine: fragment3+preempt
-        on = lambda name: lever == "all" or any(p.startswith(name) for p in parts)  # noqa: E731
+        before = ("noasks", "nonumbers", "allogits")  # the old behaviours: named, never part of `all`
+        on = lambda name: (lever == "all" and name not in before) or any(p.startswith(name) for p in parts)  # noqa: E731
         model = on("model")
         # each connection is a new source, so a new Listener made with these
         pipeline.ears.policy = policies["model" if model else "adaptive", NoAsksPolicy if on("noasks") else EndOfTurnPolicy]
@@ -238,7 +239,7 @@ async def compare_levers(args: argparse.Namespace) -> None:
         settings.activation.prefill_while_speaking_s = value("pws", defaults.prefill_while_speaking_s)
         settings.activation.hangover_complete_ms = int(value("complete", defaults.hangover_complete_ms))
         assistant.recognizer = recognizer(value("window", settings.model.asr_window_s), int(value("asr", asr_threads)))
-        assistant.engine.prune_logits = "allogits" not in parts  # a before-arm: `all` keeps pruning on
+        assistant.engine.prune_logits = not on("allogits")
 
     def fresh_cache() -> None:
         assistant.conversation.reset()

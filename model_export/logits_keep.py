@@ -4,8 +4,8 @@ Why: a prefill of S tokens needs the next-token logits of its last position alon
 (onnxruntime-genai's builder, our torch wrappers) run the LM head over all S positions. The head is the widest
 MatMul of a small model (vocabulary x hidden) and its output is S x vocab floats, so a prompt pays for S - 1
 rows it throws away. Verifying drafts still needs every position: the engine asks for k = S there, 1 elsewhere
-(transformers' `logits_to_keep`, onnxruntime-genai's pruned prefill graphs). `benchmarks/decode_profile.py`
-measures the prefill with and without it (`--logits all`).
+(transformers' `logits_to_keep`, onnxruntime-genai's pruned prefill graphs). `benchmarks/prefill_logits.py`
+measures the prefill both ways.
 
 The pass edits the graph only: the weights stay in their external data file, untouched.
 """
@@ -42,8 +42,9 @@ def add_logits_to_keep(path: Path) -> str:
         return ""
     producer = {out: node for node in graph.node for out in node.output}
     node = producer.get("logits")
-    while node is not None and node.op_type in _ELEMENTWISE:
-        node = producer.get(node.input[0])
+    while node is not None and node.op_type in _ELEMENTWISE:  # up to the head through the one computed input
+        computed = [name for name in node.input if name in producer]
+        node = producer[computed[0]] if len(computed) == 1 else None
     if node is None or node.op_type not in _HEADS:
         raise LogitsKeepError(
             f"{path.name}: no MatMul found under its `logits` output (found {node.op_type if node else 'none'}); "
