@@ -43,7 +43,7 @@ def add_logits_to_keep(path: Path) -> str:
     producer = {out: node for node in graph.node for out in node.output}
     node = producer.get("logits")
     while node is not None and node.op_type in _ELEMENTWISE:  # up to the head through the one computed input
-        computed = [name for name in node.input if name in producer]
+        computed = [name for name in node.input if name in producer and producer[name].op_type != "Constant"]
         node = producer[computed[0]] if len(computed) == 1 else None
     if node is None or node.op_type not in _HEADS:
         raise LogitsKeepError(

@@ -28,12 +28,14 @@ def _save(path: Path, nodes: list, inits: list) -> Path:
 
 
 def _softcapped(path: Path) -> Path:
-    """logits = cap * tanh(hidden @ W / cap), the constant first in the Mul (the walk must not follow it)."""
+    """logits = cap * tanh(hidden @ W / cap): one cap an initializer, the other a Constant node, as torch exports
+    a Python float (the walk up to the head must follow neither)."""
     w = np.random.default_rng(0).standard_normal((H, V)).astype(np.float32)
     inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array(3.0, np.float32), "cap")]
     nodes = [
         helper.make_node("MatMul", ["hidden", "W"], ["raw"], name="/lm_head/MatMul"),
-        helper.make_node("Div", ["raw", "cap"], ["scaled"]),
+        helper.make_node("Constant", [], ["cap_node"], value=numpy_helper.from_array(np.array(3.0, np.float32))),
+        helper.make_node("Div", ["raw", "cap_node"], ["scaled"]),
         helper.make_node("Tanh", ["scaled"], ["squashed"]),
         helper.make_node("Mul", ["cap", "squashed"], ["logits"]),
     ]
