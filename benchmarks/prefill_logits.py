@@ -3,11 +3,11 @@
 What a turn waits for after its words are known is a short prefill: the words the early passes could not
 prefill and the chat template's tail, into a cache that already holds the system prompt and the conversation.
 This times exactly that, both ways, on the same engine and graph, the arms alternating prompt length by prompt
-length and round by round so that a slow stretch of the machine hits both. "all" is what graphs exported
-before model_export 7 computed (their head had no `logits_to_keep`).
+length and round by round so that a slow stretch of the machine hits both. "Every position" is what graphs
+exported before model_export 7 computed (their head had no `logits_to_keep`).
 
 Prints one JSON object: per prompt length, the median ms of each arm, the median of the within-round ratios
-(keep / all), and whether both arms chose the same next token every time.
+(keep / every), and whether both arms chose the same next token every time.
 
     .venv/bin/python benchmarks/prefill_logits.py [--bundle default] [--threads 2] [--history 300]
         [--lengths 8,16,26,64] [--rounds 7]
