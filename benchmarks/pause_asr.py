@@ -35,7 +35,7 @@ from voiced.audio import vad  # noqa: E402
 from voiced.audio.capture import load_wav_16k  # noqa: E402
 from voiced.config import Settings  # noqa: E402
 from voiced.model import store  # noqa: E402
-from voiced.model.asr import Recognizer, Transcript, recognizer_for  # noqa: E402
+from voiced.model.asr import Recognizer, Transcript, _ShortWindow, recognizer_for  # noqa: E402
 from voiced.model.bundle import load_bundle  # noqa: E402
 
 
@@ -87,16 +87,17 @@ def tail_guess(rec: Recognizer, audio: np.ndarray, known: tuple[str, int] | None
     tail = audio[max(0, known[1] - vad.RATE) :].astype(np.float32) / 32768
     window = max(window_s or rec.window_s, len(tail) / vad.RATE + 3.0)
     previous = [short.tokenizer.sot_prev, *short.tokenizer.encode(" " + known[0])]
-    features = short.model.feature_extractor(tail)[:, :-1]
-    frames = int(round(window * 100))
-    features = np.pad(features, ((0, 0), (0, max(0, frames - features.shape[-1]))))[:, :frames]
-    encoded = short.model.encode(np.ascontiguousarray(features))
-    prompt = [*previous, *short.prompt]
-    result = short.model.model.generate(
-        encoded, [prompt], beam_size=1, max_length=len(prompt) + 60, suppress_blank=True, suppress_tokens=short.suppress
-    )[0]
-    said = short.tokenizer.decode([x for x in result.sequences_ids[0] if x < short.tokenizer.eot]).strip()
+    said = _greedy(short, tail, window, [*previous, *short.prompt])
     return Transcript(stitch(known[0], said), 1000 * (time.perf_counter() - t0))
+
+
+def _greedy(short: _ShortWindow, pcm: np.ndarray, window_s: float, prompt: list[int]) -> str:
+    """The recogniser's short-window encode, then a greedy decode after `prompt` (the arms differ only in it)."""
+    result = short.model.model.generate(
+        short.encode(pcm, window_s), [prompt], beam_size=1, max_length=len(prompt) + 60, suppress_blank=True,
+        suppress_tokens=short.suppress,
+    )[0]  # fmt: skip
+    return str(short.tokenizer.decode([x for x in result.sequences_ids[0] if x < short.tokenizer.eot]).strip())
 
 
 def prefix_guess(rec: Recognizer, audio: np.ndarray, known: tuple[str, int] | None) -> Transcript:
@@ -108,15 +109,7 @@ def prefix_guess(rec: Recognizer, audio: np.ndarray, known: tuple[str, int] | No
     t0 = time.perf_counter()
     pcm = audio.astype(np.float32) / 32768
     window = max(rec.window_s, len(pcm) / vad.RATE + 3.0)
-    features = short.model.feature_extractor(pcm)[:, :-1]
-    frames = int(round(window * 100))
-    features = np.pad(features, ((0, 0), (0, max(0, frames - features.shape[-1]))))[:, :frames]
-    encoded = short.model.encode(np.ascontiguousarray(features))
-    prompt = [*short.prompt, *short.tokenizer.encode(" " + known[0])]
-    result = short.model.model.generate(
-        encoded, [prompt], beam_size=1, max_length=len(prompt) + 60, suppress_blank=True, suppress_tokens=short.suppress
-    )[0]
-    said = short.tokenizer.decode([x for x in result.sequences_ids[0] if x < short.tokenizer.eot]).strip()
+    said = _greedy(short, pcm, window, [*short.prompt, *short.tokenizer.encode(" " + known[0])])
     return Transcript(said, 1000 * (time.perf_counter() - t0))
 
 

@@ -79,7 +79,7 @@ def main() -> None:
 
     out = {
         "bundle": bundle.manifest.name,
-        "cpu": cpu().strip(" ()"),
+        "cpu": cpu(),
         "threads": args.threads,
         "history": args.history,
         "rounds": args.rounds,

@@ -53,11 +53,12 @@ def machine() -> str:
         mem = f", {kb / 1024 / 1024:.0f} GB"
     except (OSError, StopIteration, ValueError):
         pass
-    return f"{os.cpu_count()} cores{cpu()}{mem}, {distro or platform.system()}, Python {platform.python_version()}"
+    chip = cpu()
+    return f"{os.cpu_count()} cores{f' ({chip})' if chip else ''}{mem}, {distro or platform.system()}, Python {platform.python_version()}"
 
 
 def cpu() -> str:
-    """ ", model (vector width)": the same core count gives other figures on another CPU (AVX-512 VNNI or AVX2 only
+    """ "model, vector width": the same core count gives other figures on another CPU (AVX-512 VNNI or AVX2 only
     decides how fast int8 matrices multiply), so a figure says which CPU it came from."""
     try:
         info = Path("/proc/cpuinfo").read_text()
@@ -66,7 +67,7 @@ def cpu() -> str:
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
     width = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
-    return f" ({', '.join(x for x in (name, width) if x)})" if name or width else ""
+    return ", ".join(x for x in (name, width) if x)
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:

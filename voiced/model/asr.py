@@ -200,8 +200,8 @@ class _ShortWindow:
         self.prompt = model.get_prompt(self.tokenizer, [], without_timestamps=True, hotwords=hotwords)
         self.suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
 
-    def transcribe(self, audio: np.ndarray, window_s: float, max_tokens: int) -> str | None:
-        """The text, "" for silence, or None when the decode looped and the full window should decide."""
+    def encode(self, audio: np.ndarray, window_s: float) -> object:  # a ctranslate2.StorageView, opaque here
+        """The encoder's output for `audio` (float32, 16 kHz) on a `window_s` window."""
         # log-mel, [mels, 100 per second]; faster-whisper drops the last frame (the STFT's padding), and so must we
         # to give its decode: on some CPUs that one frame flips a greedy token (test_asr.py's 30 s test)
         features = self.model.feature_extractor(audio)[:, :-1]
@@ -211,7 +211,11 @@ class _ShortWindow:
             features = np.pad(features, ((0, 0), (0, frames - have)))
         else:
             features = features[:, :frames]
-        encoded = self.model.encode(np.ascontiguousarray(features))
+        return self.model.encode(np.ascontiguousarray(features))
+
+    def transcribe(self, audio: np.ndarray, window_s: float, max_tokens: int) -> str | None:
+        """The text, "" for silence, or None when the decode looped and the full window should decide."""
+        encoded = self.encode(audio, window_s)
         result = self.model.model.generate(
             encoded, [self.prompt], beam_size=1, max_length=len(self.prompt) + max_tokens, return_scores=True,
             return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self.suppress,
